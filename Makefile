@@ -1,0 +1,113 @@
+# kiln — build, test, demo, bench, install.
+#   make                 build build/kiln, build/kiln.so, build/libkiln.a
+#   make test            C tests, Lua tests, PyTorch reference checks (TAP under prove)
+#   make test SANITIZE=1 the same under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make demo            install what is missing, build, run the main experiment
+#   make bench           training throughput for configs S, M, L (and PyTorch where present)
+#   make install PREFIX=/usr/local
+
+PREFIX   ?= /usr/local
+BUILD    ?= build
+CC       ?= cc
+ARCH     ?= -march=native
+OPT      ?= -O3
+PKGS     := lua5.4 openblas yaml-0.1 libcjson cminpack libedit
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+# ISO C11 keeps fp-contract off: no silent FMA contraction, so results do not depend on
+# which loops the compiler fuses. Never -ffast-math (GELU and softmax need exact IEEE).
+CFLAGS   := -std=c11 -D_GNU_SOURCE -g $(OPT) $(ARCH) -fPIC -Wall -Wextra -Werror \
+            -Wno-unused-parameter -Icore $(PKG_CFLAGS) $(EXTRA_CFLAGS)
+LDFLAGS  := $(EXTRA_LDFLAGS)
+LIBS     := $(PKG_LIBS) -lpthread -lm
+
+ifeq ($(SANITIZE),1)
+  BUILD   := build-san
+  OPT     := -O1
+  CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+  LDFLAGS += -fsanitize=address,undefined
+  # OpenBLAS and Lua are not built with ASan; leaks inside them are not ours to report.
+  export ASAN_OPTIONS ?= detect_leaks=1:abort_on_error=0
+  export LSAN_OPTIONS ?= suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0
+  export UBSAN_OPTIONS ?= print_stacktrace=1:halt_on_error=1
+endif
+
+CORE_SRC := $(sort $(wildcard core/*.c))
+CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
+BIND_SRC := $(filter-out lua/main.c,$(sort $(wildcard lua/*.c)))
+BIND_OBJ := $(BIND_SRC:%.c=$(BUILD)/%.o)
+LUA_LIB  := $(sort $(wildcard lua/kiln/*.lua lua/kiln/*/*.lua))
+CTEST_SRC := $(sort $(wildcard tests/c/test_*.c))
+CTEST_BIN := $(CTEST_SRC:tests/c/%.c=$(BUILD)/tests/%)
+
+.PHONY: all test test-c test-lua test-ref demo bench data install clean deps
+all: $(BUILD)/kiln $(BUILD)/kiln.so $(CTEST_BIN)
+
+$(BUILD)/%.o: %.c $(wildcard core/*.h lua/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Ilua -c $< -o $@
+
+$(BUILD)/libkiln.a: $(CORE_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+# The Lua library is compiled into the binary as strings (a module on KILN_PATH overrides).
+$(BUILD)/embed: tools/embed.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -O1 -Wall -Wextra -Werror $< -o $@
+
+$(BUILD)/embedded.c: $(BUILD)/embed $(LUA_LIB)
+	$(BUILD)/embed lua $(LUA_LIB) > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/embedded.o: $(BUILD)/embedded.c
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/kiln: $(BUILD)/lua/main.o $(BIND_OBJ) $(BUILD)/embedded.o $(BUILD)/libkiln.a
+	$(CC) $(LDFLAGS) $^ $(LIBS) -o $@
+
+$(BUILD)/kiln.so: $(BIND_OBJ) $(BUILD)/embedded.o $(BUILD)/libkiln.a
+	$(CC) -shared $(LDFLAGS) $^ $(filter-out -llua5.4,$(LIBS)) -o $@
+
+$(BUILD)/tests/%: tests/c/%.c tests/c/check.h $(BUILD)/libkiln.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) $< $(BUILD)/libkiln.a $(LIBS) -o $@
+
+# Determinism tests fix the thread count themselves; the reference check needs Debian's
+# python3 (with python3-torch), not a virtualenv's.
+TEST_ENV := PATH=$(CURDIR)/$(BUILD):$$PATH KILN_BUILD=$(CURDIR)/$(BUILD) OPENBLAS_CORETYPE=$${OPENBLAS_CORETYPE:-Haswell}
+
+test: all
+	$(TEST_ENV) prove --timer $(CTEST_BIN) $(sort $(wildcard tests/lua/test_*.lua)) \
+	    $(sort $(wildcard tests/reference/test_*.sh)) $(sort $(wildcard tests/*.sh))
+
+test-c: all
+	$(TEST_ENV) prove --timer $(CTEST_BIN)
+
+test-lua: all
+	$(TEST_ENV) prove --timer $(sort $(wildcard tests/lua/test_*.lua))
+
+$(BUILD)/bench: tests/bench/bench.c $(BUILD)/libkiln.a
+	$(CC) $(CFLAGS) $(LDFLAGS) $< $(BUILD)/libkiln.a $(LIBS) -o $@
+
+bench: all $(BUILD)/bench
+	tests/bench/run $(BUILD)/bench
+
+deps:
+	third_party/install-deps
+
+demo: deps all
+	$(BUILD)/kiln experiments/quickstart.lua
+
+data:
+	tools/make-data
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/lua/5.4 $(DESTDIR)$(PREFIX)/include/kiln $(DESTDIR)$(PREFIX)/lib
+	install -m 755 $(BUILD)/kiln $(DESTDIR)$(PREFIX)/bin/kiln
+	install -m 755 $(BUILD)/kiln.so $(DESTDIR)$(PREFIX)/lib/lua/5.4/kiln.so
+	install -m 644 $(BUILD)/libkiln.a $(DESTDIR)$(PREFIX)/lib/libkiln.a
+	install -m 644 core/*.h $(DESTDIR)$(PREFIX)/include/kiln/
+
+clean:
+	rm -rf build build-san

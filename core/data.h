@@ -1,0 +1,37 @@
+/* data.h — token datasets of DESIGN §3.4: a memory-mapped file of bytes (V = 256) or of raw
+ * little-endian uint16 tokens (nanoGPT's train.bin), seen as a list of contiguous segments.
+ * A split selects segments: a single file is cut into 64 KiB blocks and every 20th block
+ * goes to validation. Windows never cross a segment boundary. */
+#ifndef KN_DATA_H
+#define KN_DATA_H
+
+#include "kn.h"
+#include "rng.h"
+
+typedef enum { KN_DATA_BYTES, KN_DATA_U16 } kn_data_format;
+typedef enum { KN_SPLIT_ALL, KN_SPLIT_TRAIN, KN_SPLIT_VAL } kn_split;
+
+#define KN_SPLIT_BLOCK_BYTES 65536  /* block size of the interleaved split */
+#define KN_SPLIT_EVERY 20           /* every 20th block (index % 20 == 19) is validation */
+
+typedef struct kn_dataset kn_dataset;
+
+/* Map path read-only. U16 files must have an even size. The message names the file. */
+kn_status kn_dataset_open(kn_dataset **out, const char *path, kn_data_format fmt, kn_split split);
+void kn_dataset_close(kn_dataset *d);
+const char *kn_dataset_path(const kn_dataset *d);
+/* Tokens in the selected split. */
+int64_t kn_dataset_num_tokens(const kn_dataset *d);
+/* 256 for bytes; 1 + the largest token for U16 (scanned once at open). */
+int kn_dataset_vocab(const kn_dataset *d);
+/* Fail (naming the file, its usable length and T) unless a window of T+1 tokens fits. */
+kn_status kn_dataset_check_window(const kn_dataset *d, int T);
+/* B random windows of T+1 tokens, uniform over all valid starts, drawn from r:
+ * inputs[b,t] = x[s+t], targets[b,t] = x[s+t+1]. */
+kn_status kn_dataset_sample(const kn_dataset *d, kn_rng *r, int B, int T, int32_t *inputs, int32_t *targets);
+/* The fixed evaluation list: non-overlapping windows of T+1 tokens tiled from the start of
+ * each segment; how many there are, and window k of it. */
+int64_t kn_dataset_num_eval_windows(const kn_dataset *d, int T);
+kn_status kn_dataset_eval_window(const kn_dataset *d, int T, int64_t k, int32_t *inputs, int32_t *targets);
+
+#endif

@@ -1,0 +1,73 @@
+/* gpt.h — the GPT-2 style model of DESIGN §3.1: configuration, one flat parameter buffer
+ * with nanoGPT-named views, hand-written forward and backward, per-token losses. */
+#ifndef KN_GPT_H
+#define KN_GPT_H
+
+#include "kn.h"
+#include "rng.h"
+
+typedef struct {
+    int vocab_size;   /* V: 256 for bytes */
+    int block_size;   /* max context T; wpe has this many rows */
+    int n_layer;
+    int n_head;
+    int n_embd;       /* d, divisible by n_head */
+} kn_gpt_config;
+
+/* What kind of tensor a parameter is; AdamW decays only KN_PARAM_MATRIX by default. */
+typedef enum { KN_PARAM_EMBEDDING, KN_PARAM_MATRIX, KN_PARAM_BIAS, KN_PARAM_NORM } kn_param_kind;
+
+typedef struct {
+    char name[64];      /* nanoGPT state_dict name, e.g. "transformer.h.0.attn.c_attn.weight" */
+    int ndim;           /* 1 or 2 */
+    int64_t shape[2];   /* [out, in] for linear weights */
+    size_t offset;      /* in floats, into the flat parameter (and gradient) buffer */
+    size_t numel;
+    kn_param_kind kind;
+    int layer;          /* block index, or -1 for wte/wpe/ln_f */
+} kn_param_info;
+
+typedef struct kn_gpt kn_gpt;
+
+/* Check a config; the message names the offending field and what was expected. */
+kn_status kn_gpt_config_check(const kn_gpt_config *c);
+/* Allocate a model (parameters and gradients, zeroed; no activations yet). */
+kn_status kn_gpt_new(kn_gpt **out, const kn_gpt_config *c);
+void kn_gpt_free(kn_gpt *g);
+const kn_gpt_config *kn_gpt_get_config(const kn_gpt *g);
+
+/* GPT-2 init from r: N(0, 0.02), residual projections N(0, 0.02/sqrt(2·n_layer)), biases 0,
+ * LayerNorm weights 1. Tensors are filled in the order of kn_gpt_param_info. */
+void kn_gpt_init(kn_gpt *g, kn_rng *r);
+
+size_t kn_gpt_num_params(const kn_gpt *g);     /* all floats in the flat buffer */
+float *kn_gpt_params(kn_gpt *g);
+float *kn_gpt_grads(kn_gpt *g);
+int kn_gpt_num_tensors(const kn_gpt *g);
+const kn_param_info *kn_gpt_param_info(const kn_gpt *g, int i);
+/* Index of the named tensor, or -1. */
+int kn_gpt_find(const kn_gpt *g, const char *name);
+
+/* Size activation buffers for batches up to B x T (T <= block_size). Called once; forward
+ * with a larger shape reallocates (outside the step), a smaller one reuses. */
+kn_status kn_gpt_reserve(kn_gpt *g, int B, int T);
+
+/* Forward over tokens [B,T] (values in [0, V)). With targets, computes per-token
+ * cross-entropy into the loss buffer and *loss_out = sum_b sum_t w[t]·CE[b,t] / (B·T), or,
+ * with normalize, divided by B·T·mean(w) instead. weights (length T) may be NULL: uniform.
+ * targets may be NULL (logits only; loss_out untouched). Keeps what backward needs. */
+kn_status kn_gpt_forward(kn_gpt *g, const int32_t *inputs, const int32_t *targets, int B, int T,
+                         const float *weights, bool normalize, float *loss_out);
+/* Backward of the last forward's loss, multiplied by grad_scale (1 normally, 1/k when
+ * accumulating k micro-batches). Adds into the gradient buffer (+=). */
+kn_status kn_gpt_backward(kn_gpt *g, float grad_scale);
+void kn_gpt_zero_grad(kn_gpt *g);
+
+/* Per-token cross-entropy [B,T] of the last forward (unweighted). */
+const float *kn_gpt_token_losses(const kn_gpt *g);
+/* Logits [B,T,V] of the last forward. */
+const float *kn_gpt_logits(const kn_gpt *g);
+/* Bytes held by parameters, gradients and activations. */
+size_t kn_gpt_memory_bytes(const kn_gpt *g);
+
+#endif
