@@ -19,6 +19,45 @@ void knL_open_data(lua_State *L);
 void knL_open_ckpt(lua_State *L);
 void knL_open_yaml(lua_State *L);   /* module.yaml = {load = f, dump = f} */
 
+/* Shared userdata accessors (raise a Lua argument error on the wrong type). */
+#include "tensor.h"
+#include "gpt.h"
+#include "rng.h"
+#include "adamw.h"
+typedef struct {
+    kn_gpt *g;
+    int B, T;            /* shape of the last forward, for losses()/position sums */
+    bool has_forward;
+} knL_Model;
+typedef struct {
+    int32_t *inputs, *targets;   /* [cap_B, T] each */
+    int cap_B, T, rows;          /* rows: how many rows are filled (<= cap_B) */
+} knL_Batch;
+typedef struct {
+    kn_adamw *o;
+    kn_adamw_hparams h;          /* defaults for step{} fields not given */
+} knL_AdamW;
+
+kn_tensor *knL_check_tensor(lua_State *L, int arg);
+/* Push a view over data, keeping the value at owner_idx alive as long as the view lives. */
+void knL_push_view(lua_State *L, float *data, int ndim, const int64_t *shape, int owner_idx);
+/* Push a new owned zeroed tensor. */
+kn_tensor *knL_push_tensor(lua_State *L, int ndim, const int64_t *shape);
+knL_Model *knL_check_model(lua_State *L, int arg);
+knL_Batch *knL_check_batch(lua_State *L, int arg);
+knL_AdamW *knL_check_adamw(lua_State *L, int arg);
+kn_rng *knL_check_rng(lua_State *L, int arg);
+/* Push a new Model userdata owning g (takes ownership even on error). */
+knL_Model *knL_push_model(lua_State *L, kn_gpt *g);
+/* Push a model config as a table. */
+void knL_push_config(lua_State *L, const kn_gpt_config *c);
+/* Create a class metatable named tname with methods (as __index) and metamethods. */
+void knL_new_class(lua_State *L, const char *tname, const luaL_Reg *methods, const luaL_Reg *metamethods);
+/* Read an optional field of the table at idx: number / integer / boolean / string. */
+lua_Number knL_opt_number_field(lua_State *L, int idx, const char *k, lua_Number def);
+lua_Integer knL_opt_int_field(lua_State *L, int idx, const char *k, lua_Integer def);
+int knL_opt_bool_field(lua_State *L, int idx, const char *k, int def);
+
 /* The C module (`kiln.core`) and the full module (`kiln`: C + the embedded Lua library). */
 int luaopen_kiln_core(lua_State *L);
 int luaopen_kiln(lua_State *L);
