@@ -77,7 +77,7 @@ $(BUILD)/tests/%: tests/c/%.c tests/c/check.h $(BUILD)/libkiln.a
 # python3 (with python3-torch), not a virtualenv's.
 TEST_ENV := PATH=$(CURDIR)/$(BUILD):$$PATH KILN_BUILD=$(CURDIR)/$(BUILD) OPENBLAS_CORETYPE=$${OPENBLAS_CORETYPE:-Haswell}
 
-test: all
+test: all $(BUILD)/ref_driver
 	$(TEST_ENV) prove --timer $(CTEST_BIN) $(sort $(wildcard tests/lua/test_*.lua)) \
 	    $(sort $(wildcard tests/reference/test_*.sh)) $(sort $(wildcard tests/*.sh))
 
@@ -86,6 +86,13 @@ test-c: all
 
 test-lua: all
 	$(TEST_ENV) prove --timer $(sort $(wildcard tests/lua/test_*.lua))
+
+test-ref: all $(BUILD)/ref_driver
+	$(TEST_ENV) prove --timer $(sort $(wildcard tests/reference/test_*.sh))
+
+# The kiln side of the PyTorch reference check (tests/reference/test_torch.sh runs it).
+$(BUILD)/ref_driver: tests/reference/ref_driver.c $(BUILD)/libkiln.a
+	$(CC) $(CFLAGS) $(LDFLAGS) $< $(BUILD)/libkiln.a $(LIBS) -o $@
 
 $(BUILD)/bench: tests/bench/bench.c $(BUILD)/libkiln.a
 	$(CC) $(CFLAGS) $(LDFLAGS) $< $(BUILD)/libkiln.a $(LIBS) -o $@
