@@ -22,7 +22,8 @@ void kn_dataset_close(kn_dataset *d);
 const char *kn_dataset_path(const kn_dataset *d);
 /* Tokens in the selected split. */
 int64_t kn_dataset_num_tokens(const kn_dataset *d);
-/* 256 for bytes; 1 + the largest token for U16 (scanned once at open). */
+/* 256 for bytes; 1 + the largest token for U16 (scanned once at open, over the whole file
+ * whatever the split, so train and val of one file agree). */
 int kn_dataset_vocab(const kn_dataset *d);
 /* Fail (naming the file, its usable length and T) unless a window of T+1 tokens fits. */
 kn_status kn_dataset_check_window(const kn_dataset *d, int T);
@@ -30,7 +31,11 @@ kn_status kn_dataset_check_window(const kn_dataset *d, int T);
  * inputs[b,t] = x[s+t], targets[b,t] = x[s+t+1]. */
 kn_status kn_dataset_sample(const kn_dataset *d, kn_rng *r, int B, int T, int32_t *inputs, int32_t *targets);
 /* The fixed evaluation list: non-overlapping windows of T+1 tokens tiled from the start of
- * each segment; how many there are, and window k of it. */
+ * each segment with stride T+1 (segment order, then position), floor(len/(T+1)) per segment;
+ * the tail of a segment shorter than a window is left out. How many there are, and window k
+ * of it (0-based). Stride T+1 rather than T: no token is read by two windows, so each window
+ * is an independent sample; the price is that the first token of each window is never a
+ * target (1 token in T+1). */
 int64_t kn_dataset_num_eval_windows(const kn_dataset *d, int T);
 kn_status kn_dataset_eval_window(const kn_dataset *d, int T, int64_t k, int32_t *inputs, int32_t *targets);
 

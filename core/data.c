@@ -1,0 +1,290 @@
+/* data.c — memory-mapped token files cut into segments (DESIGN §3.4).
+ *
+ * The file is mapped read-only and never copied: a dataset holds the mapping and a list of
+ * segments (token ranges) that its split selects. Tokens are decoded on the fly, u16 as
+ * explicit little-endian bytes, so this file does not depend on the host's byte order.
+ *
+ * Segment lengths never increase along the list: ALL is one segment; TRAIN is runs of 19
+ * blocks, VAL single blocks, and only the last segment of either can be shorter (the file
+ * ends inside it). So for any T the segments able to hold a window of T+1 tokens form a
+ * prefix of the list, and their valid-start counts (len - T each) add up to
+ * prefix[k] - k*T, which lets sampling binary-search a prefix-sum array built once at open
+ * without any per-T table. */
+#include "data.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+typedef struct { int64_t start, len; } segment;   /* in tokens */
+
+struct kn_dataset {
+    char *path;
+    const uint8_t *map;
+    size_t map_bytes;
+    kn_data_format fmt;
+    kn_split split;
+    int vocab;
+    int64_t n_tokens;      /* in the selected split */
+    int64_t n_seg;
+    segment *seg;
+    int64_t *prefix;       /* prefix[k] = tokens in segments 0..k-1; n_seg+1 entries */
+};
+
+static const char *split_name(kn_split s)
+{
+    return s == KN_SPLIT_TRAIN ? "train" : s == KN_SPLIT_VAL ? "val" : "whole-file";
+}
+
+static inline int32_t token_at(const kn_dataset *d, int64_t i)
+{
+    if (d->fmt == KN_DATA_BYTES) return d->map[i];
+    const uint8_t *p = d->map + 2 * i;
+    return (int32_t)p[0] | ((int32_t)p[1] << 8);
+}
+
+void kn_dataset_close(kn_dataset *d)
+{
+    if (!d) return;
+    if (d->map) munmap((void *)d->map, d->map_bytes);
+    free(d->seg);
+    free(d->prefix);
+    free(d->path);
+    free(d);
+}
+
+/* Cut the file into segments for d->split; fills seg, prefix, n_seg, n_tokens. */
+static kn_status build_segments(kn_dataset *d, int64_t file_tokens, int64_t block_tokens)
+{
+    int64_t n_blocks = (file_tokens + block_tokens - 1) / block_tokens;
+    int64_t cap = d->split == KN_SPLIT_ALL ? 1 : n_blocks;
+    d->seg = calloc((size_t)cap, sizeof *d->seg);
+    d->prefix = calloc((size_t)cap + 1, sizeof *d->prefix);
+    if (!d->seg || !d->prefix)
+        return kn_fail(KN_ERR_NOMEM, "data: '%s': out of memory for %lld segments", d->path, (long long)cap);
+    d->n_seg = 0;
+    if (d->split == KN_SPLIT_ALL) {
+        d->seg[0] = (segment){0, file_tokens};
+        d->n_seg = 1;
+    } else {
+        bool want_val = d->split == KN_SPLIT_VAL;
+        int64_t prev = -2;   /* last selected block, to merge consecutive ones */
+        for (int64_t b = 0; b < n_blocks; b++) {
+            bool is_val = b % KN_SPLIT_EVERY == KN_SPLIT_EVERY - 1;
+            if (is_val != want_val) continue;
+            int64_t start = b * block_tokens;
+            int64_t len = file_tokens - start < block_tokens ? file_tokens - start : block_tokens;
+            if (prev == b - 1) d->seg[d->n_seg - 1].len += len;
+            else d->seg[d->n_seg++] = (segment){start, len};
+            prev = b;
+        }
+    }
+    d->n_tokens = 0;
+    for (int64_t k = 0; k < d->n_seg; k++) {
+        d->prefix[k] = d->n_tokens;
+        d->n_tokens += d->seg[k].len;
+    }
+    d->prefix[d->n_seg] = d->n_tokens;
+    return KN_OK;
+}
+
+kn_status kn_dataset_open(kn_dataset **out, const char *path, kn_data_format fmt, kn_split split)
+{
+    if (!out) return kn_fail(KN_ERR_ARG, "data: output pointer is NULL");
+    *out = NULL;
+    if (!path) return kn_fail(KN_ERR_ARG, "data: path is NULL");
+    if (fmt != KN_DATA_BYTES && fmt != KN_DATA_U16)
+        return kn_fail(KN_ERR_ARG, "data: '%s': unknown format %d (expected bytes or u16)", path, (int)fmt);
+    if (split != KN_SPLIT_ALL && split != KN_SPLIT_TRAIN && split != KN_SPLIT_VAL)
+        return kn_fail(KN_ERR_ARG, "data: '%s': unknown split %d (expected all, train or val)", path, (int)split);
+
+    kn_dataset *d = calloc(1, sizeof *d);
+    if (!d || !(d->path = strdup(path))) {
+        free(d);
+        return kn_fail(KN_ERR_NOMEM, "data: '%s': out of memory", path);
+    }
+    d->fmt = fmt;
+    d->split = split;
+    kn_status st = KN_OK;
+
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        st = kn_fail(KN_ERR_IO, "data: cannot open '%s': %s", path, strerror(errno));
+        goto fail;
+    }
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) {
+        st = kn_fail(KN_ERR_IO, "data: cannot stat '%s': %s", path, strerror(errno));
+        close(fd);
+        goto fail;
+    }
+    if (S_ISDIR(sb.st_mode) || !S_ISREG(sb.st_mode)) {
+        st = kn_fail(KN_ERR_IO, "data: '%s' is %s, expected a regular file of tokens", path,
+                     S_ISDIR(sb.st_mode) ? "a directory" : "not a regular file");
+        close(fd);
+        goto fail;
+    }
+    if (sb.st_size == 0) {
+        st = kn_fail(KN_ERR_FORMAT, "data: '%s' is empty (0 bytes), expected tokens", path);
+        close(fd);
+        goto fail;
+    }
+    if (fmt == KN_DATA_U16 && sb.st_size % 2 != 0) {
+        st = kn_fail(KN_ERR_FORMAT, "data: '%s' has %lld bytes, an odd size; a file of uint16 "
+                     "tokens must have an even size", path, (long long)sb.st_size);
+        close(fd);
+        goto fail;
+    }
+    if ((uint64_t)sb.st_size > SIZE_MAX) {
+        st = kn_fail(KN_ERR_IO, "data: '%s' is too large to map", path);
+        close(fd);
+        goto fail;
+    }
+    d->map_bytes = (size_t)sb.st_size;
+    void *m = mmap(NULL, d->map_bytes, PROT_READ, MAP_PRIVATE, fd, 0);
+    int mmap_errno = errno;
+    close(fd);   /* the mapping keeps the file alive */
+    if (m == MAP_FAILED) {
+        st = kn_fail(KN_ERR_IO, "data: cannot map '%s': %s", path, strerror(mmap_errno));
+        goto fail;
+    }
+    d->map = m;
+
+    int tok_bytes = fmt == KN_DATA_U16 ? 2 : 1;
+    int64_t file_tokens = (int64_t)d->map_bytes / tok_bytes;
+    if (fmt == KN_DATA_BYTES) {
+        d->vocab = 256;
+    } else {
+        /* Over the whole file, not the split: train and val opened from one file must
+         * agree on V. */
+        int32_t mx = 0;
+        for (int64_t i = 0; i < file_tokens; i++) {
+            int32_t t = token_at(d, i);
+            if (t > mx) mx = t;
+        }
+        d->vocab = mx + 1;
+    }
+
+    st = build_segments(d, file_tokens, KN_SPLIT_BLOCK_BYTES / tok_bytes);
+    if (st) goto fail;
+    if (d->n_tokens == 0) {
+        /* Only VAL can be empty: a non-empty file always starts with a train block. */
+        st = kn_fail(KN_ERR_FORMAT, "data: '%s' (%lld bytes) is too small for an interleaved "
+                     "train/val split: the val split takes every %dth block of %d KiB, so it needs "
+                     "more than %d blocks (%.2f MiB); use separate train and val files instead",
+                     path, (long long)d->map_bytes, KN_SPLIT_EVERY, KN_SPLIT_BLOCK_BYTES / 1024,
+                     KN_SPLIT_EVERY - 1,
+                     (double)(KN_SPLIT_EVERY - 1) * KN_SPLIT_BLOCK_BYTES / (1024.0 * 1024.0));
+        goto fail;
+    }
+    *out = d;
+    return KN_OK;
+
+fail:
+    kn_dataset_close(d);
+    return st;
+}
+
+const char *kn_dataset_path(const kn_dataset *d) { return d ? d->path : NULL; }
+int64_t kn_dataset_num_tokens(const kn_dataset *d) { return d ? d->n_tokens : 0; }
+int kn_dataset_vocab(const kn_dataset *d) { return d ? d->vocab : 0; }
+
+/* How many leading segments hold a window of T+1 tokens (lengths are non-increasing). */
+static int64_t segments_holding(const kn_dataset *d, int T)
+{
+    int64_t lo = 0, hi = d->n_seg;   /* answer in [lo, hi] */
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (d->seg[mid].len > (int64_t)T) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+kn_status kn_dataset_check_window(const kn_dataset *d, int T)
+{
+    if (!d) return kn_fail(KN_ERR_ARG, "data: dataset is NULL");
+    if (T < 1) return kn_fail(KN_ERR_ARG, "data: '%s': T = %d, expected T >= 1", d->path, T);
+    int64_t longest = d->n_seg ? d->seg[0].len : 0;
+    if (longest > (int64_t)T) return KN_OK;
+    if (d->n_seg == 1 && d->split == KN_SPLIT_ALL)
+        return kn_fail(KN_ERR_ARG, "data: '%s' has %lld tokens, too few for one window of "
+                       "T+1 = %lld tokens (T = %d)", d->path, (long long)d->n_tokens,
+                       (long long)T + 1, T);
+    return kn_fail(KN_ERR_ARG, "data: '%s': the %s split has %lld tokens in segments of at most "
+                   "%lld, too few for one window of T+1 = %lld tokens (T = %d); windows never "
+                   "cross a %d KiB split block boundary", d->path, split_name(d->split),
+                   (long long)d->n_tokens, (long long)longest, (long long)T + 1, T,
+                   KN_SPLIT_BLOCK_BYTES / 1024);
+}
+
+static void copy_window(const kn_dataset *d, int64_t s, int T, int32_t *in, int32_t *tg)
+{
+    int32_t prev = token_at(d, s);
+    for (int t = 0; t < T; t++) {
+        int32_t next = token_at(d, s + t + 1);
+        in[t] = prev;
+        tg[t] = next;
+        prev = next;
+    }
+}
+
+kn_status kn_dataset_sample(const kn_dataset *d, kn_rng *r, int B, int T, int32_t *inputs, int32_t *targets)
+{
+    kn_status st = kn_dataset_check_window(d, T);
+    if (st) return st;
+    if (B < 1) return kn_fail(KN_ERR_ARG, "data: '%s': B = %d, expected B >= 1", d->path, B);
+    if (!r || !inputs || !targets)
+        return kn_fail(KN_ERR_ARG, "data: '%s': sample needs an rng and two [B,T] buffers", d->path);
+    int64_t m = segments_holding(d, T);
+    int64_t total = d->prefix[m] - m * (int64_t)T;   /* valid starts over segments 0..m-1 */
+    for (int b = 0; b < B; b++) {
+        int64_t u = (int64_t)kn_rng_below(r, (uint64_t)total);
+        /* The segment k with starts_before(k) <= u < starts_before(k+1). */
+        int64_t lo = 0, hi = m - 1;
+        while (lo < hi) {
+            int64_t mid = lo + (hi - lo + 1) / 2;
+            if (d->prefix[mid] - mid * (int64_t)T <= u) lo = mid;
+            else hi = mid - 1;
+        }
+        int64_t s = d->seg[lo].start + (u - (d->prefix[lo] - lo * (int64_t)T));
+        copy_window(d, s, T, inputs + (size_t)b * T, targets + (size_t)b * T);
+    }
+    return KN_OK;
+}
+
+int64_t kn_dataset_num_eval_windows(const kn_dataset *d, int T)
+{
+    if (!d || T < 1) return 0;
+    int64_t n = 0;
+    for (int64_t k = 0; k < d->n_seg; k++) n += d->seg[k].len / ((int64_t)T + 1);
+    return n;
+}
+
+kn_status kn_dataset_eval_window(const kn_dataset *d, int T, int64_t k, int32_t *inputs, int32_t *targets)
+{
+    kn_status st = kn_dataset_check_window(d, T);
+    if (st) return st;
+    if (!inputs || !targets)
+        return kn_fail(KN_ERR_ARG, "data: '%s': eval_window needs two [T] buffers", d->path);
+    int64_t w = (int64_t)T + 1;
+    /* A linear walk: a few thousand segments even for a GB file, and evaluation calls this
+     * once per window, far from the training step's hot path. */
+    int64_t before = 0;
+    for (int64_t i = 0; i < d->n_seg && k >= 0; i++) {
+        int64_t here = d->seg[i].len / w;
+        if (k < before + here) {
+            copy_window(d, d->seg[i].start + (k - before) * w, T, inputs, targets);
+            return KN_OK;
+        }
+        before += here;
+    }
+    int64_t n = kn_dataset_num_eval_windows(d, T);
+    return kn_fail(KN_ERR_ARG, "data: '%s': eval window %lld out of range: the %s split has %lld "
+                   "windows of T+1 = %lld tokens (expected 0 <= k < %lld)", d->path, (long long)k,
+                   split_name(d->split), (long long)n, (long long)w, (long long)n);
+}
