@@ -1,0 +1,612 @@
+/* ckpt.c — safetensors reading and writing (DESIGN §3.5).
+ *
+ * Byte order: the 8-byte header length is assembled byte by byte, so it is little-endian on
+ * any host; tensor data is written and read as the host's raw float32 bytes, which is the
+ * file's little-endian layout only on a little-endian host (x86-64, arm64 — all kiln runs
+ * on). A big-endian port would byte-swap in write_tensors and after read_data.
+ *
+ * Reading trusts nothing in the file: the header length is checked against the file size
+ * before the header is read, the JSON is parsed with an explicit length, and every tensor's
+ * dtype, shape and offsets are checked (with overflow-safe arithmetic) against the data
+ * section before the data section is read at all. */
+#include "ckpt.h"
+
+#include <cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define KN_CKPT_MAX_HEADER (100u * 1000u * 1000u)   /* as the reference implementation */
+#define META_KEY "__metadata__"
+
+/* ------------------------------------------------------------------------------------ */
+/* Writing                                                                              */
+
+static int write_all(int fd, const void *buf, size_t n)
+{
+    const char *p = buf;
+    while (n > 0) {
+        size_t chunk = n < ((size_t)1 << 30) ? n : ((size_t)1 << 30);
+        ssize_t w = write(fd, p, chunk);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        if (w == 0) { errno = EIO; return -1; }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Element count of a shape, or false on a negative dim or on overflow of bytes in int64. */
+static bool shape_bytes(int ndim, const int64_t *shape, uint64_t *bytes)
+{
+    uint64_t n = 4;   /* sizeof(float) */
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0) return false;
+        if (__builtin_mul_overflow(n, (uint64_t)shape[i], &n)) return false;
+    }
+    if (n > (uint64_t)INT64_MAX) return false;
+    *bytes = n;
+    return true;
+}
+
+static cJSON *json_int(uint64_t v)
+{
+    /* Raw text, not a cJSON number: cJSON prints doubles with %g, which is not an exact
+     * integer past 1e15, and readers of safetensors want exact unsigned integers. */
+    char buf[32];
+    snprintf(buf, sizeof buf, "%" PRIu64, v);
+    return cJSON_CreateRaw(buf);
+}
+
+static kn_status check_write_args(const char *path, const kn_ckpt_tensor *tensors, int n_tensors,
+                                  const kn_ckpt_meta *meta, int n_meta)
+{
+    if (!path || !*path) return kn_fail(KN_ERR_ARG, "ckpt: write: empty path");
+    if (n_tensors < 0 || (n_tensors > 0 && !tensors))
+        return kn_fail(KN_ERR_ARG, "ckpt: '%s': write: %d tensors but no tensor list", path, n_tensors);
+    if (n_meta < 0 || (n_meta > 0 && !meta))
+        return kn_fail(KN_ERR_ARG, "ckpt: '%s': write: %d metadata entries but no list", path, n_meta);
+    for (int i = 0; i < n_tensors; i++) {
+        const kn_ckpt_tensor *t = &tensors[i];
+        if (!t->name) return kn_fail(KN_ERR_ARG, "ckpt: '%s': write: tensor %d has no name", path, i);
+        if (strcmp(t->name, META_KEY) == 0)
+            return kn_fail(KN_ERR_ARG, "ckpt: '%s': write: '%s' is reserved, not a tensor name", path, META_KEY);
+        if (t->ndim < 0 || t->ndim > KN_CKPT_MAX_DIMS)
+            return kn_fail(KN_ERR_ARG, "ckpt: '%s': write: tensor '%s' has ndim %d, expected 0..%d", path,
+                           t->name, t->ndim, KN_CKPT_MAX_DIMS);
+        uint64_t bytes = 0;
+        if (!shape_bytes(t->ndim, t->shape, &bytes))
+            return kn_fail(KN_ERR_ARG, "ckpt: '%s': write: tensor '%s' has a negative or overflowing shape",
+                           path, t->name);
+        if (bytes > 0 && !t->data)
+            return kn_fail(KN_ERR_ARG, "ckpt: '%s': write: tensor '%s' has no data", path, t->name);
+        for (int j = 0; j < i; j++)
+            if (strcmp(tensors[j].name, t->name) == 0)
+                return kn_fail(KN_ERR_ARG, "ckpt: '%s': write: duplicate tensor name '%s'", path, t->name);
+    }
+    for (int i = 0; i < n_meta; i++) {
+        if (!meta[i].key || !meta[i].value)
+            return kn_fail(KN_ERR_ARG, "ckpt: '%s': write: metadata entry %d has a NULL key or value", path, i);
+        for (int j = 0; j < i; j++)
+            if (strcmp(meta[j].key, meta[i].key) == 0)
+                return kn_fail(KN_ERR_ARG, "ckpt: '%s': write: duplicate metadata key '%s'", path, meta[i].key);
+    }
+    return KN_OK;
+}
+
+/* The header text, padded with spaces so that the data section starts 8-byte aligned. */
+static char *build_header(const char *path, const kn_ckpt_tensor *tensors, int n_tensors,
+                          const kn_ckpt_meta *meta, int n_meta, size_t *len)
+{
+    cJSON *root = cJSON_CreateObject();
+    bool ok = root != NULL;
+    if (ok && n_meta > 0) {
+        cJSON *m = cJSON_AddObjectToObject(root, META_KEY);
+        ok = m != NULL;
+        for (int i = 0; ok && i < n_meta; i++) ok = cJSON_AddStringToObject(m, meta[i].key, meta[i].value) != NULL;
+    }
+    uint64_t off = 0;
+    for (int i = 0; ok && i < n_tensors; i++) {
+        const kn_ckpt_tensor *t = &tensors[i];
+        uint64_t bytes = 0;
+        shape_bytes(t->ndim, t->shape, &bytes);
+        cJSON *e = cJSON_AddObjectToObject(root, t->name);
+        cJSON *shape = e ? cJSON_CreateArray() : NULL, *offs = shape ? cJSON_CreateArray() : NULL;
+        ok = e && shape && offs && cJSON_AddStringToObject(e, "dtype", "F32");
+        if (shape) cJSON_AddItemToObject(e, "shape", shape);
+        if (offs) cJSON_AddItemToObject(e, "data_offsets", offs);
+        for (int d = 0; ok && d < t->ndim; d++) {
+            cJSON *v = json_int((uint64_t)t->shape[d]);
+            ok = v && cJSON_AddItemToArray(shape, v);
+        }
+        cJSON *b = ok ? json_int(off) : NULL, *en = b ? json_int(off + bytes) : NULL;
+        if (b) cJSON_AddItemToArray(offs, b);
+        if (en) cJSON_AddItemToArray(offs, en);
+        ok = ok && b && en;
+        off += bytes;
+    }
+    char *text = ok ? cJSON_PrintUnformatted(root) : NULL;
+    cJSON_Delete(root);
+    if (!text) {
+        kn_fail(KN_ERR_NOMEM, "ckpt: '%s': out of memory building the header", path);
+        return NULL;
+    }
+    size_t n = strlen(text), padded = (n + 7) & ~(size_t)7;
+    char *out = malloc(padded + 1);
+    if (!out) {
+        free(text);
+        kn_fail(KN_ERR_NOMEM, "ckpt: '%s': out of memory building the header", path);
+        return NULL;
+    }
+    memcpy(out, text, n);
+    memset(out + n, ' ', padded - n);
+    out[padded] = '\0';
+    free(text);
+    *len = padded;
+    return out;
+}
+
+static kn_status sync_dir_of(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
+    if (!dir) return kn_fail(KN_ERR_NOMEM, "ckpt: '%s': out of memory", path);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    kn_status st = KN_OK;
+    /* Some file systems cannot fsync a directory (EINVAL); the rename is then as durable as
+     * that file system makes it, which is not an error of ours. */
+    if (fd < 0 || (fsync(fd) != 0 && errno != EINVAL))
+        st = kn_fail(KN_ERR_IO, "ckpt: '%s' was written, but syncing its directory '%s' failed: %s", path,
+                     dir, strerror(errno));
+    if (fd >= 0) close(fd);
+    free(dir);
+    return st;
+}
+
+kn_status kn_ckpt_write(const char *path, const kn_ckpt_tensor *tensors, int n_tensors,
+                        const kn_ckpt_meta *meta, int n_meta)
+{
+    kn_status st = check_write_args(path, tensors, n_tensors, meta, n_meta);
+    if (st) return st;
+    size_t hlen;
+    char *header = build_header(path, tensors, n_tensors, meta, n_meta, &hlen);
+    if (!header) return KN_ERR_NOMEM;
+
+    size_t tlen = strlen(path) + 32;
+    char *tmp = malloc(tlen);
+    if (!tmp) {
+        free(header);
+        return kn_fail(KN_ERR_NOMEM, "ckpt: '%s': out of memory", path);
+    }
+    snprintf(tmp, tlen, "%s.tmp.%ld", path, (long)getpid());
+
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        st = kn_fail(KN_ERR_IO, "ckpt: cannot create '%s' (temporary file for '%s'): %s", tmp, path,
+                     strerror(errno));
+        free(tmp);
+        free(header);
+        return st;
+    }
+    uint8_t len8[8];
+    for (int i = 0; i < 8; i++) len8[i] = (uint8_t)((uint64_t)hlen >> (8 * i));
+    const char *what = "writing";
+    bool ok = write_all(fd, len8, 8) == 0 && write_all(fd, header, hlen) == 0;
+    for (int i = 0; ok && i < n_tensors; i++) {
+        uint64_t bytes = 0;
+        shape_bytes(tensors[i].ndim, tensors[i].shape, &bytes);
+        ok = bytes == 0 || write_all(fd, tensors[i].data, (size_t)bytes) == 0;
+    }
+    if (ok && !(ok = fsync(fd) == 0)) what = "syncing";
+    int err = errno;
+    if (close(fd) != 0 && ok) {
+        ok = false;
+        what = "closing";
+        err = errno;
+    }
+    if (ok && rename(tmp, path) != 0) {
+        ok = false;
+        what = "renaming it over the target";
+        err = errno;
+    }
+    if (!ok) {
+        unlink(tmp);
+        st = kn_fail(KN_ERR_IO, "ckpt: cannot write '%s': %s '%s' failed: %s (the previous file, if any, "
+                     "is untouched)", path, what, tmp, strerror(err));
+    } else {
+        st = sync_dir_of(path);
+    }
+    free(tmp);
+    free(header);
+    return st;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Reading                                                                              */
+
+struct kn_ckpt {
+    char *path;
+    cJSON *root;              /* owns the name, key and value strings */
+    int n_tensors, n_meta;
+    kn_ckpt_tensor *tensors;  /* in order of data offsets */
+    int *by_name;             /* indices into tensors, sorted by name */
+    kn_ckpt_meta *meta;       /* in header order */
+    uint8_t *data;            /* the data section, kn_alloc'd (64-byte aligned) */
+    void **copies;            /* aligned copies of tensors at offsets not a multiple of 4 */
+    int n_copies;
+};
+
+typedef struct {
+    const char *name;
+    uint64_t begin, end;
+    int ndim;
+    int64_t shape[KN_CKPT_MAX_DIMS];
+    int order;                /* header position, to keep ties stable */
+} entry;
+
+void kn_ckpt_close(kn_ckpt *c)
+{
+    if (!c) return;
+    for (int i = 0; i < c->n_copies; i++) kn_free(c->copies[i]);
+    free(c->copies);
+    kn_free(c->data);
+    free(c->tensors);
+    free(c->by_name);
+    free(c->meta);
+    cJSON_Delete(c->root);
+    free(c->path);
+    free(c);
+}
+
+/* A JSON number that is a non-negative integer exactly representable in a double. */
+static bool json_uint(const cJSON *v, uint64_t *out)
+{
+    if (!cJSON_IsNumber(v)) return false;
+    double d = v->valuedouble;
+    if (!(d >= 0.0) || d > 9007199254740992.0 || d != floor(d)) return false;
+    *out = (uint64_t)d;
+    return true;
+}
+
+static int cmp_offsets(const void *a, const void *b)
+{
+    const entry *p = a, *q = b;
+    if (p->begin != q->begin) return p->begin < q->begin ? -1 : 1;
+    if (p->end != q->end) return p->end < q->end ? -1 : 1;
+    return (p->order > q->order) - (p->order < q->order);
+}
+
+typedef struct { const char *name; int index; } named;
+
+static int cmp_names(const void *a, const void *b)
+{
+    return strcmp(((const named *)a)->name, ((const named *)b)->name);
+}
+
+static int cmp_meta(const void *a, const void *b)
+{
+    return strcmp(((const kn_ckpt_meta *)a)->key, ((const kn_ckpt_meta *)b)->key);
+}
+
+static kn_status parse_entry(const char *path, const cJSON *e, uint64_t data_size, entry *out)
+{
+    const char *name = e->string;
+    if (!cJSON_IsObject(e))
+        return kn_fail(KN_ERR_FORMAT, "ckpt: '%s': tensor '%s': expected an object with dtype, shape "
+                       "and data_offsets", path, name);
+    const cJSON *dtype = cJSON_GetObjectItemCaseSensitive(e, "dtype");
+    const cJSON *shape = cJSON_GetObjectItemCaseSensitive(e, "shape");
+    const cJSON *offs = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
+    if (!cJSON_IsString(dtype))
+        return kn_fail(KN_ERR_FORMAT, "ckpt: '%s': tensor '%s': field dtype %s, expected a string", path,
+                       name, dtype ? "is not a string" : "is missing");
+    if (strcmp(dtype->valuestring, "F32") != 0)
+        return kn_fail(KN_ERR_FORMAT, "ckpt: '%s': tensor '%s' has unsupported dtype '%.32s'; kiln reads "
+                       "only F32 tensors", path, name, dtype->valuestring);
+    if (!cJSON_IsArray(shape))
+        return kn_fail(KN_ERR_FORMAT, "ckpt: '%s': tensor '%s': field shape %s, expected an array of "
+                       "non-negative integers", path, name, shape ? "is not an array" : "is missing");
+    int nd = cJSON_GetArraySize(shape);
+    if (nd > KN_CKPT_MAX_DIMS)
+        return kn_fail(KN_ERR_FORMAT, "ckpt: '%s': tensor '%s': shape has %d dims, expected at most %d",
+                       path, name, nd, KN_CKPT_MAX_DIMS);
+    out->name = name;
+    out->ndim = nd;
+    uint64_t bytes = 4;
+    bool overflow = false;
+    int d = 0;
+    for (const cJSON *v = shape->child; v; v = v->next, d++) {
+        uint64_t dim;
+        if (!json_uint(v, &dim))
+            return kn_fail(KN_ERR_FORMAT, "ckpt: '%s': tensor '%s': shape[%d] is not a non-negative "
+                           "integer", path, name, d);
+        out->shape[d] = (int64_t)dim;
+        overflow |= __builtin_mul_overflow(bytes, dim, &bytes);
+    }
+    if (!cJSON_IsArray(offs) || cJSON_GetArraySize(offs) != 2 || !json_uint(offs->child, &out->begin) ||
+        !json_uint(offs->child->next, &out->end))
+        return kn_fail(KN_ERR_FORMAT, "ckpt: '%s': tensor '%s': field data_offsets %s, expected "
+                       "[begin, end] (non-negative integers)", path, name, offs ? "is malformed" : "is missing");
+    if (out->begin > out->end || out->end > data_size)
+        return kn_fail(KN_ERR_FORMAT, "ckpt: '%s': tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] "
+                       "are not a range within the %" PRIu64 "-byte data section", path, name, out->begin,
+                       out->end, data_size);
+    if (overflow || bytes != out->end - out->begin)
+        return kn_fail(KN_ERR_FORMAT, "ckpt: '%s': tensor '%s': shape needs %s bytes of F32, but "
+                       "data_offsets span %" PRIu64, path, name, overflow ? "more than 2^64" : "a different number of",
+                       out->end - out->begin);
+    return KN_OK;
+}
+
+static kn_status read_at(int fd, const char *path, void *buf, size_t n, uint64_t off, const char *what)
+{
+    uint8_t *p = buf;
+    while (n > 0) {
+        size_t chunk = n < ((size_t)1 << 30) ? n : ((size_t)1 << 30);
+        ssize_t r = pread(fd, p, chunk, (off_t)off);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) return kn_fail(KN_ERR_IO, "ckpt: cannot read the %s of '%s': %s", what, path, strerror(errno));
+        if (r == 0)
+            return kn_fail(KN_ERR_IO, "ckpt: '%s' ended early while reading its %s (did it change while "
+                           "being read?)", path, what);
+        p += r;
+        n -= (size_t)r;
+        off += (uint64_t)r;
+    }
+    return KN_OK;
+}
+
+static kn_status parse_header(kn_ckpt *c, const char *text, size_t hlen, uint64_t data_size)
+{
+    const char *path = c->path;
+    const char *end = NULL;
+    c->root = cJSON_ParseWithLengthOpts(text, hlen, &end, false);
+    if (!c->root) {
+        long at = end && end >= text && end <= text + hlen ? (long)(end - text) : -1;
+        return kn_fail(KN_ERR_FORMAT, "ckpt: '%s': the header is not valid JSON (error near byte %ld of %zu)",
+                       path, at, hlen);
+    }
+    for (const char *p = end; p < text + hlen; p++)
+        if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r')
+            return kn_fail(KN_ERR_FORMAT, "ckpt: '%s': the header has bytes after its JSON object "
+                           "(at byte %ld of %zu); expected only space padding", path, (long)(p - text), hlen);
+    if (!cJSON_IsObject(c->root))
+        return kn_fail(KN_ERR_FORMAT, "ckpt: '%s': the header is not a JSON object", path);
+
+    int n_children = cJSON_GetArraySize(c->root);
+    entry *ents = calloc((size_t)n_children + 1, sizeof *ents);
+    c->tensors = calloc((size_t)n_children + 1, sizeof *c->tensors);
+    c->by_name = calloc((size_t)n_children + 1, sizeof *c->by_name);
+    if (!ents || !c->tensors || !c->by_name) {
+        free(ents);
+        return kn_fail(KN_ERR_NOMEM, "ckpt: '%s': out of memory for %d header entries", path, n_children);
+    }
+    kn_status st = KN_OK;
+    int n = 0;
+    bool seen_meta = false;
+    for (const cJSON *e = c->root->child; e && !st; e = e->next) {
+        if (!e->string) { st = kn_fail(KN_ERR_FORMAT, "ckpt: '%s': header entry without a name", path); break; }
+        if (strcmp(e->string, META_KEY) == 0) {
+            if (seen_meta) { st = kn_fail(KN_ERR_FORMAT, "ckpt: '%s': duplicate %s", path, META_KEY); break; }
+            seen_meta = true;
+            if (!cJSON_IsObject(e)) {
+                st = kn_fail(KN_ERR_FORMAT, "ckpt: '%s': %s is not an object of strings", path, META_KEY);
+                break;
+            }
+            int nm = cJSON_GetArraySize(e);
+            c->meta = calloc((size_t)nm + 1, sizeof *c->meta);
+            if (!c->meta) { st = kn_fail(KN_ERR_NOMEM, "ckpt: '%s': out of memory", path); break; }
+            for (const cJSON *m = e->child; m; m = m->next) {
+                if (!m->string || !cJSON_IsString(m)) {
+                    st = kn_fail(KN_ERR_FORMAT, "ckpt: '%s': %s['%s'] is not a string; metadata values must "
+                                 "be strings", path, META_KEY, m->string ? m->string : "?");
+                    break;
+                }
+                c->meta[c->n_meta++] = (kn_ckpt_meta){m->string, m->valuestring};
+            }
+            continue;
+        }
+        st = parse_entry(path, e, data_size, &ents[n]);
+        ents[n].order = n;
+        n++;
+    }
+    if (!st && c->n_meta > 1) {
+        /* A sorted copy finds duplicates in n log n even for a hostile header. */
+        kn_ckpt_meta *sorted = malloc((size_t)c->n_meta * sizeof *sorted);
+        if (!sorted) st = kn_fail(KN_ERR_NOMEM, "ckpt: '%s': out of memory", path);
+        else {
+            memcpy(sorted, c->meta, (size_t)c->n_meta * sizeof *sorted);
+            qsort(sorted, (size_t)c->n_meta, sizeof *sorted, cmp_meta);
+            for (int i = 1; i < c->n_meta && !st; i++)
+                if (strcmp(sorted[i - 1].key, sorted[i].key) == 0)
+                    st = kn_fail(KN_ERR_FORMAT, "ckpt: '%s': duplicate metadata key '%s'", path, sorted[i].key);
+            free(sorted);
+        }
+    }
+    if (!st) {
+        qsort(ents, (size_t)n, sizeof *ents, cmp_offsets);
+        uint64_t covered = 0;
+        const char *last = NULL;
+        for (int i = 0; i < n && !st; i++) {
+            if (ents[i].begin == ents[i].end) continue;   /* empty tensors occupy no bytes */
+            if (last && ents[i].begin < covered)
+                st = kn_fail(KN_ERR_FORMAT, "ckpt: '%s': tensors '%s' and '%s' have overlapping data_offsets",
+                             path, last, ents[i].name);
+            covered = ents[i].end;
+            last = ents[i].name;
+        }
+    }
+    for (int i = 0; i < n && !st; i++) {
+        kn_ckpt_tensor *t = &c->tensors[i];
+        t->name = ents[i].name;
+        t->ndim = ents[i].ndim;
+        memcpy(t->shape, ents[i].shape, sizeof t->shape);
+        t->data = (const float *)(uintptr_t)ents[i].begin;   /* offset for now; pointer after the read */
+        c->by_name[i] = i;
+    }
+    c->n_tensors = st ? 0 : n;
+    if (!st && n > 1) {
+        /* Sorted by name: duplicates are neighbours, and kn_ckpt_find can bisect. */
+        named *byn = malloc((size_t)n * sizeof *byn);
+        if (!byn) st = kn_fail(KN_ERR_NOMEM, "ckpt: '%s': out of memory", path);
+        for (int i = 0; byn && i < n; i++) byn[i] = (named){c->tensors[i].name, i};
+        if (byn) qsort(byn, (size_t)n, sizeof *byn, cmp_names);
+        for (int i = 0; byn && i < n; i++) c->by_name[i] = byn[i].index;
+        for (int i = 1; byn && i < n && !st; i++)
+            if (strcmp(byn[i - 1].name, byn[i].name) == 0)
+                st = kn_fail(KN_ERR_FORMAT, "ckpt: '%s': duplicate tensor name '%s'", path, byn[i].name);
+        free(byn);
+    }
+    free(ents);
+    return st;
+}
+
+kn_status kn_ckpt_open(kn_ckpt **out, const char *path)
+{
+    if (!out) return kn_fail(KN_ERR_ARG, "ckpt: output pointer is NULL");
+    *out = NULL;
+    if (!path) return kn_fail(KN_ERR_ARG, "ckpt: path is NULL");
+    kn_ckpt *c = calloc(1, sizeof *c);
+    if (!c || !(c->path = strdup(path))) {
+        free(c);
+        return kn_fail(KN_ERR_NOMEM, "ckpt: '%s': out of memory", path);
+    }
+    kn_status st = KN_OK;
+    char *text = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat sb;
+    if (fd < 0) {
+        st = kn_fail(KN_ERR_IO, "ckpt: cannot open '%s': %s", path, strerror(errno));
+        goto done;
+    }
+    if (fstat(fd, &sb) != 0) {
+        st = kn_fail(KN_ERR_IO, "ckpt: cannot stat '%s': %s", path, strerror(errno));
+        goto done;
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        st = kn_fail(KN_ERR_IO, "ckpt: '%s' is %s, expected a safetensors file", path,
+                     S_ISDIR(sb.st_mode) ? "a directory" : "not a regular file");
+        goto done;
+    }
+    uint64_t size = (uint64_t)sb.st_size;
+    if (size < 8) {
+        st = kn_fail(KN_ERR_FORMAT, "ckpt: '%s' is %" PRIu64 " bytes, too short for the 8-byte header "
+                     "length of a safetensors file", path, size);
+        goto done;
+    }
+    uint8_t len8[8];
+    if ((st = read_at(fd, path, len8, 8, 0, "header length"))) goto done;
+    uint64_t hlen = 0;
+    for (int i = 0; i < 8; i++) hlen |= (uint64_t)len8[i] << (8 * i);
+    if (hlen > size - 8) {
+        st = kn_fail(KN_ERR_FORMAT, "ckpt: '%s': header length %" PRIu64 " exceeds the %" PRIu64 " bytes "
+                     "after the length field (truncated or not a safetensors file)", path, hlen, size - 8);
+        goto done;
+    }
+    if (hlen > KN_CKPT_MAX_HEADER) {
+        st = kn_fail(KN_ERR_FORMAT, "ckpt: '%s': header length %" PRIu64 " exceeds the %u-byte limit", path,
+                     hlen, KN_CKPT_MAX_HEADER);
+        goto done;
+    }
+    text = malloc((size_t)hlen + 1);
+    if (!text) {
+        st = kn_fail(KN_ERR_NOMEM, "ckpt: '%s': out of memory for a %" PRIu64 "-byte header", path, hlen);
+        goto done;
+    }
+    if ((st = read_at(fd, path, text, (size_t)hlen, 8, "header"))) goto done;
+    text[hlen] = '\0';
+    uint64_t data_size = size - 8 - hlen;
+    if ((st = parse_header(c, text, (size_t)hlen, data_size))) goto done;
+
+    /* Only now, with every range checked against data_size, touch the data. */
+    c->data = kn_alloc((size_t)data_size);
+    if (!c->data) {
+        st = kn_fail(KN_ERR_NOMEM, "ckpt: '%s': out of memory for %" PRIu64 " bytes of tensor data", path,
+                     data_size);
+        goto done;
+    }
+    if ((st = read_at(fd, path, c->data, (size_t)data_size, 8 + hlen, "tensor data"))) goto done;
+    c->copies = calloc((size_t)c->n_tensors + 1, sizeof *c->copies);
+    if (!c->copies) {
+        st = kn_fail(KN_ERR_NOMEM, "ckpt: '%s': out of memory", path);
+        goto done;
+    }
+    for (int i = 0; i < c->n_tensors; i++) {
+        kn_ckpt_tensor *t = &c->tensors[i];
+        uint64_t begin = (uint64_t)(uintptr_t)t->data;
+        const uint8_t *p = c->data + begin;
+        if (begin % 4 != 0) {
+            /* Another writer's padding: floats must be 4-byte aligned to be read in place. */
+            uint64_t bytes = 4;
+            for (int d = 0; d < t->ndim; d++) bytes *= (uint64_t)t->shape[d];
+            void *copy = kn_alloc((size_t)bytes);
+            if (!copy) {
+                st = kn_fail(KN_ERR_NOMEM, "ckpt: '%s': out of memory copying tensor '%s'", path, t->name);
+                goto done;
+            }
+            memcpy(copy, p, (size_t)bytes);
+            c->copies[c->n_copies++] = copy;
+            p = copy;
+        }
+        t->data = (const float *)(const void *)p;
+    }
+
+done:
+    if (fd >= 0) close(fd);
+    free(text);
+    if (st) {
+        kn_ckpt_close(c);
+        return st;
+    }
+    *out = c;
+    return KN_OK;
+}
+
+int kn_ckpt_num_tensors(const kn_ckpt *c) { return c ? c->n_tensors : 0; }
+
+const kn_ckpt_tensor *kn_ckpt_tensor_at(const kn_ckpt *c, int i)
+{
+    if (!c || i < 0 || i >= c->n_tensors) return NULL;
+    return &c->tensors[i];
+}
+
+const kn_ckpt_tensor *kn_ckpt_find(const kn_ckpt *c, const char *name)
+{
+    if (!c || !name) return NULL;
+    int lo = 0, hi = c->n_tensors - 1;
+    while (lo <= hi) {
+        int mid = lo + (hi - lo) / 2;
+        int r = strcmp(c->tensors[c->by_name[mid]].name, name);
+        if (r == 0) return &c->tensors[c->by_name[mid]];
+        if (r < 0) lo = mid + 1;
+        else hi = mid - 1;
+    }
+    return NULL;
+}
+
+int kn_ckpt_num_meta(const kn_ckpt *c) { return c ? c->n_meta : 0; }
+
+const kn_ckpt_meta *kn_ckpt_meta_at(const kn_ckpt *c, int i)
+{
+    if (!c || i < 0 || i >= c->n_meta) return NULL;
+    return &c->meta[i];
+}
+
+const char *kn_ckpt_meta_get(const kn_ckpt *c, const char *key)
+{
+    if (!c || !key) return NULL;
+    for (int i = 0; i < c->n_meta; i++)
+        if (strcmp(c->meta[i].key, key) == 0) return c->meta[i].value;
+    return NULL;
+}
+
+const char *kn_ckpt_path(const kn_ckpt *c) { return c ? c->path : NULL; }
