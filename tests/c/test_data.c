@@ -159,7 +159,7 @@ int main(void)
     uint8_t *raw = malloc(N);
     int32_t *tok = malloc(sizeof(int32_t) * N);
     for (int64_t i = 0; i < N; i++) tok[i] = raw[i] = (uint8_t)kn_rng_below(&g, 256);
-    const char *p25 = in_dir("bytes2.5M.txt");
+    char *p25 = strdup(in_dir("bytes2.5M.txt"));   /* long-lived: in_dir reuses its buffers */
     write_file(p25, raw, N);
     build_index(tok, N);
 
@@ -297,7 +297,7 @@ int main(void)
         t16[1234] = 50256;   /* the GPT-2 EOT token is the max */
         b[2 * 1234] = 50256 & 0xff;
         b[2 * 1234 + 1] = 50256 >> 8;
-        const char *pu = in_dir("train.bin");
+        char *pu = strdup(in_dir("train.bin"));
         write_file(pu, b, 2 * NT);
         build_index(t16, NT);
         kn_dataset *u, *ut, *uv;
@@ -322,6 +322,7 @@ int main(void)
         kn_dataset_close(u);
         kn_dataset_close(ut);
         kn_dataset_close(uv);
+        free(pu);
         free(b);
         free(t16);
     }
@@ -416,6 +417,7 @@ int main(void)
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) unlink(in_dir(names[i]));
     int rm = rmdir(dir);
     CHECK(rm == 0, "temp directory removed (nothing left behind)");
+    free(p25);
     free(raw);
     free(tok);
     free(idx);
