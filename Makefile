@@ -41,7 +41,7 @@ LUA_LIB  := $(sort $(wildcard lua/kiln/*.lua lua/kiln/*/*.lua))
 CTEST_SRC := $(sort $(wildcard tests/c/test_*.c))
 CTEST_BIN := $(CTEST_SRC:tests/c/%.c=$(BUILD)/tests/%)
 
-.PHONY: all test test-c test-lua test-ref demo bench data install clean deps
+.PHONY: all test test-c test-lua test-ref demo bench data install clean deps fuzz
 all: $(BUILD)/kiln $(BUILD)/kiln.so $(CTEST_BIN)
 
 $(BUILD)/%.o: %.c $(wildcard core/*.h lua/*.h)
@@ -116,5 +116,17 @@ install: all
 	install -m 644 $(BUILD)/libkiln.a $(DESTDIR)$(PREFIX)/lib/libkiln.a
 	install -m 644 core/*.h $(DESTDIR)$(PREFIX)/include/kiln/
 
+# libFuzzer target for the checkpoint reader: needs clang; not part of `make test`.
+#   make fuzz [FUZZ_TIME=60]
+FUZZ_TIME ?= 60
+build-fuzz/fuzz_ckpt: tests/fuzz/fuzz_ckpt.c core/ckpt.c core/kn.c core/ckpt.h core/kn.h
+	@mkdir -p $(dir $@)
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Icore $(PKG_CFLAGS) \
+	    tests/fuzz/fuzz_ckpt.c core/ckpt.c core/kn.c $(PKG_LIBS) -lm -o $@
+
+fuzz: build-fuzz/fuzz_ckpt
+	@mkdir -p build-fuzz/corpus-ckpt
+	build-fuzz/fuzz_ckpt -max_total_time=$(FUZZ_TIME) -dict=tests/fuzz/ckpt.dict build-fuzz/corpus-ckpt
+
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-fuzz
