@@ -85,6 +85,10 @@ static kn_status build_segments(kn_dataset *d, int64_t file_tokens, int64_t bloc
     }
     d->n_tokens = 0;
     for (int64_t k = 0; k < d->n_seg; k++) {
+        /* Sampling's binary search depends on this; a change to the split rule must keep it. */
+        if (k > 0 && d->seg[k].len > d->seg[k - 1].len)
+            return kn_fail(KN_ERR_ARG, "data: '%s': internal error: segment %lld is longer than the one "
+                           "before it", d->path, (long long)k);
         d->prefix[k] = d->n_tokens;
         d->n_tokens += d->seg[k].len;
     }
