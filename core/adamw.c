@@ -23,10 +23,13 @@
  *      Scalars are formed in double and rounded to float once, as torch does with Python
  *      scalars on float tensors. Steps 3 and 4 are one fused pass over each tensor.
  *
- * No allocation in a step. The pass is memory-bound and under 1% of a training step, so it
- * runs on the calling thread; the vector path uses the same IEEE operations in the same
- * order as the scalar tail (no FMA), so results do not depend on alignment or length. */
+ * No allocation in a step. Both passes (the norm, the update) are memory-bound and split
+ * over kiln's worker pool by ranges of the flat buffer; a range walks the tensors it
+ * overlaps. The update is elementwise and its vector path uses the same IEEE operations in
+ * the same order as the scalar tail (no FMA), so parameters do not depend on the split. The
+ * norm's partial sums are combined in a fixed order: it depends on the thread count only. */
 #include "adamw.h"
+#include "pool.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -36,13 +39,21 @@
 #include <immintrin.h>
 #endif
 
+#define MAX_PARTIALS 64   /* more threads than this: the norm is summed serially */
+#define GRAIN 64          /* floats per chunk unit: 4 cache lines, no false sharing */
+
+/* Per-tensor scalars of the current step, filled before the parallel pass. */
+typedef struct { float decay, neg_step; } tensor_consts;
+
 struct kn_adamw {
     kn_gpt *g;
     int n_tensors;
     size_t n_params;
     kn_adamw_group *groups;
+    tensor_consts *tc;
     float *m, *v;
     int64_t t;
+    double partial[MAX_PARTIALS];
 };
 
 kn_adamw_hparams kn_adamw_defaults(void)
@@ -62,9 +73,10 @@ kn_status kn_adamw_new(kn_adamw **out, kn_gpt *g)
     o->n_tensors = kn_gpt_num_tensors(g);
     o->n_params = kn_gpt_num_params(g);
     o->groups = calloc((size_t)(o->n_tensors > 0 ? o->n_tensors : 1), sizeof *o->groups);
+    o->tc = calloc((size_t)(o->n_tensors > 0 ? o->n_tensors : 1), sizeof *o->tc);
     o->m = kn_alloc(o->n_params * sizeof(float));
     o->v = kn_alloc(o->n_params * sizeof(float));
-    if (!o->groups || !o->m || !o->v) {
+    if (!o->groups || !o->tc || !o->m || !o->v) {
         size_t n = o->n_params;
         kn_adamw_free(o);
         return kn_fail(KN_ERR_NOMEM, "adamw: out of memory for the moments of %zu parameters", n);
@@ -85,6 +97,7 @@ void kn_adamw_free(kn_adamw *o)
     kn_free(o->m);
     kn_free(o->v);
     free(o->groups);
+    free(o->tc);
     free(o);
 }
 
@@ -176,6 +189,49 @@ static void update(float *restrict p, float *restrict gr, float *restrict m, flo
     }
 }
 
+/* A step's shared state. A chunk [b, e) of the flat buffer visits each non-frozen tensor it
+ * overlaps, on the intersection only: padding between tensors is never touched. */
+typedef struct {
+    kn_adamw *o;
+    float *P, *G;
+    upd_consts c;
+} step_ctx;
+
+static double norm_range(kn_adamw *o, const float *G, size_t b, size_t e)
+{
+    double ss = 0;
+    for (int i = 0; i < o->n_tensors; i++) {
+        if (o->groups[i].frozen) continue;
+        const kn_param_info *pi = kn_gpt_param_info(o->g, i);
+        size_t lo = pi->offset > b ? pi->offset : b, hi = pi->offset + pi->numel < e ? pi->offset + pi->numel : e;
+        if (lo < hi) ss += sumsq(G + lo, hi - lo);
+    }
+    return ss;
+}
+
+static void norm_chunk(void *ctx, int64_t b, int64_t e, int tid)
+{
+    step_ctx *sc = ctx;
+    sc->o->partial[tid] = norm_range(sc->o, sc->G, (size_t)b, (size_t)e);
+}
+
+static void update_chunk(void *ctx, int64_t b, int64_t e, int tid)
+{
+    step_ctx *sc = ctx;
+    kn_adamw *o = sc->o;
+    upd_consts c = sc->c;
+    for (int i = 0; i < o->n_tensors; i++) {
+        if (o->groups[i].frozen) continue;
+        const kn_param_info *pi = kn_gpt_param_info(o->g, i);
+        size_t lo = pi->offset > (size_t)b ? pi->offset : (size_t)b;
+        size_t hi = pi->offset + pi->numel < (size_t)e ? pi->offset + pi->numel : (size_t)e;
+        if (lo >= hi) continue;
+        c.decay = o->tc[i].decay;
+        c.neg_step = o->tc[i].neg_step;
+        update(sc->P + lo, sc->G + lo, o->m + lo, o->v + lo, hi - lo, &c);
+    }
+}
+
 kn_status kn_adamw_step(kn_adamw *o, const kn_adamw_hparams *h, float *grad_norm_out)
 {
     if (!o || !h) return kn_fail(KN_ERR_ARG, "adamw step: no optimizer or hyperparameters");
@@ -188,13 +244,18 @@ kn_status kn_adamw_step(kn_adamw *o, const kn_adamw_hparams *h, float *grad_norm
                        " (lr %g, eps %g, weight_decay %g, clip %g)", (double)h->lr,
                        (double)h->eps, (double)h->weight_decay, (double)h->clip);
 
-    float *P = kn_gpt_params(o->g), *G = kn_gpt_grads(o->g);
+    step_ctx sc = { .o = o, .P = kn_gpt_params(o->g), .G = kn_gpt_grads(o->g) };
+    int64_t n = (int64_t)o->n_params;
 
+    /* 1. The global norm: per-thread partial sums, combined in thread order. */
     double ss = 0;
-    for (int i = 0; i < o->n_tensors; i++) {
-        if (o->groups[i].frozen) continue;
-        const kn_param_info *pi = kn_gpt_param_info(o->g, i);
-        ss += sumsq(G + pi->offset, pi->numel);
+    int nt = kn_pool_threads();
+    if (nt <= MAX_PARTIALS && n >= 2 * GRAIN * nt) {
+        for (int k = 0; k < MAX_PARTIALS; k++) o->partial[k] = 0;
+        kn_parallel_for_grain(n, GRAIN, norm_chunk, &sc);
+        for (int k = 0; k < nt; k++) ss += o->partial[k];
+    } else {
+        ss = norm_range(o, sc.G, 0, o->n_params);
     }
     double norm = sqrt(ss);
     if (grad_norm_out) *grad_norm_out = (float)norm;
@@ -202,7 +263,7 @@ kn_status kn_adamw_step(kn_adamw *o, const kn_adamw_hparams *h, float *grad_norm
         for (int i = 0; i < o->n_tensors; i++) {
             if (o->groups[i].frozen) continue;
             const kn_param_info *pi = kn_gpt_param_info(o->g, i);
-            if (!all_finite(G + pi->offset, pi->numel))
+            if (!all_finite(sc.G + pi->offset, pi->numel))
                 return kn_fail(KN_ERR_NONFINITE, "adamw step %lld: non-finite gradient in %s "
                                "(global grad norm %g); parameters and moments unchanged",
                                (long long)o->t + 1, pi->name, norm);
@@ -211,33 +272,30 @@ kn_status kn_adamw_step(kn_adamw *o, const kn_adamw_hparams *h, float *grad_norm
                        "parameters and moments unchanged", (long long)o->t + 1, norm);
     }
 
+    /* 2-4. t, clipping, the per-tensor scalars, then one fused pass. */
     o->t++;
     double t = (double)o->t;
     double b1 = h->beta1, b2 = h->beta2;
     double bc1 = 1.0 - pow(b1, t), bc2 = 1.0 - pow(b2, t);
 
-    upd_consts c;
-    c.do_scale = false;
-    c.scale = 1.0f;
+    upd_consts *c = &sc.c;
+    c->do_scale = false;
+    c->scale = 1.0f;
     if (h->clip > 0) {
         double coef = (double)h->clip / (norm + 1e-6);
-        if (coef < 1.0) { c.do_scale = true; c.scale = (float)coef; }
+        if (coef < 1.0) { c->do_scale = true; c->scale = (float)coef; }
     }
-    c.b1 = h->beta1; c.omb1 = (float)(1.0 - b1);
-    c.b2 = h->beta2; c.omb2 = (float)(1.0 - b2);
-    c.bc2_sqrt = (float)sqrt(bc2);
-    c.eps = h->eps;
-
+    c->b1 = h->beta1; c->omb1 = (float)(1.0 - b1);
+    c->b2 = h->beta2; c->omb2 = (float)(1.0 - b2);
+    c->bc2_sqrt = (float)sqrt(bc2);
+    c->eps = h->eps;
     for (int i = 0; i < o->n_tensors; i++) {
         const kn_adamw_group *gr = &o->groups[i];
-        if (gr->frozen) continue;
-        const kn_param_info *pi = kn_gpt_param_info(o->g, i);
         double lr_t = (double)h->lr * (double)gr->lr_scale;
         double wd_t = (double)h->weight_decay * (double)gr->wd_scale;
-        c.decay = (float)(1.0 - lr_t * wd_t);
-        c.neg_step = (float)(-(lr_t / bc1));
-        size_t off = pi->offset;
-        update(P + off, G + off, o->m + off, o->v + off, pi->numel, &c);
+        o->tc[i].decay = (float)(1.0 - lr_t * wd_t);
+        o->tc[i].neg_step = (float)(-(lr_t / bc1));
     }
+    kn_parallel_for_grain(n, GRAIN, update_chunk, &sc);
     return KN_OK;
 }
