@@ -1,0 +1,427 @@
+/* gpt.c — the GPT-2 model of DESIGN §3.1 on top of kernels.c. Parameters and gradients are
+ * two flat buffers laid out in nanoGPT state_dict order; activations are one arena sized by
+ * kn_gpt_reserve and reused by every step (nothing is allocated in forward/backward unless
+ * the batch outgrows the arena). */
+#include "gpt.h"
+#include "kernels.h"
+#include "pool.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Per-layer tensors, in state_dict order. */
+enum {
+    LN1_W, LN1_B, ATTN_W, ATTN_B, APROJ_W, APROJ_B, LN2_W, LN2_B, FC_W, FC_B, MPROJ_W, MPROJ_B,
+    PER_LAYER
+};
+#define T_WTE 0
+#define T_WPE 1
+#define T_LAYER(l, f) (2 + (l) * PER_LAYER + (f))
+
+typedef struct {
+    float *x;                /* [N,d] input of the block (x of layer L is the final stream) */
+    float *ln1, *ln1m, *ln1r, *qkv, *att, *atty, *xmid, *ln2, *ln2m, *ln2r, *fch, *gel;
+} layer_acts;
+
+struct kn_gpt {
+    kn_gpt_config cfg;
+    int ntensors;
+    kn_param_info *info;
+    size_t nparams;
+    float *params, *grads;
+
+    /* activations: capacity B·T rows, T <= capT */
+    int capB, capT;
+    float *arena;
+    size_t arena_floats;
+    layer_acts *L;           /* n_layer + 1 entries (the last has only x) */
+    float *lnf, *lnfm, *lnfr, *logits, *losses;
+    float *dres, *dtmp, *dqkv, *dfc, *dlogits;
+    int32_t *tokens, *targets;
+    float *weights;          /* [block_size], copy of the last forward's weights */
+    float *scratch;          /* attention backward, per thread */
+    int scratch_threads;
+
+    /* the last forward */
+    int B, T;
+    bool have_fwd, have_targets, have_weights, normalize;
+};
+
+/* ---------------------------------------------------------------- config, parameters */
+
+kn_status kn_gpt_config_check(const kn_gpt_config *c)
+{
+    if (!c) return kn_fail(KN_ERR_ARG, "gpt config is NULL");
+    if (c->vocab_size < 1 || c->vocab_size > (1 << 24))
+        return kn_fail(KN_ERR_ARG, "vocab_size (%d) must be in [1, %d]", c->vocab_size, 1 << 24);
+    if (c->block_size < 1 || c->block_size > (1 << 16))
+        return kn_fail(KN_ERR_ARG, "block_size (%d) must be in [1, %d]", c->block_size, 1 << 16);
+    if (c->n_layer < 1 || c->n_layer > 1024)
+        return kn_fail(KN_ERR_ARG, "n_layer (%d) must be in [1, 1024]", c->n_layer);
+    if (c->n_head < 1 || c->n_head > 4096)
+        return kn_fail(KN_ERR_ARG, "n_head (%d) must be in [1, 4096]", c->n_head);
+    if (c->n_embd < 1 || c->n_embd > (1 << 16))
+        return kn_fail(KN_ERR_ARG, "n_embd (%d) must be in [1, %d]", c->n_embd, 1 << 16);
+    if (c->n_embd % c->n_head != 0)
+        return kn_fail(KN_ERR_ARG, "n_embd (%d) must be divisible by n_head (%d)", c->n_embd,
+                       c->n_head);
+    return KN_OK;
+}
+
+static void add_tensor(kn_gpt *g, int *i, size_t *off, const char *name, int ndim, int64_t d0,
+                       int64_t d1, kn_param_kind kind, int layer)
+{
+    kn_param_info *p = &g->info[(*i)++];
+    snprintf(p->name, sizeof p->name, "%s", name);
+    p->ndim = ndim;
+    p->shape[0] = d0;
+    p->shape[1] = ndim == 2 ? d1 : 0;
+    p->numel = (size_t)d0 * (size_t)(ndim == 2 ? d1 : 1);
+    p->offset = *off;
+    p->kind = kind;
+    p->layer = layer;
+    /* keep every tensor 64-byte aligned inside the flat buffer */
+    *off += (p->numel + 15) & ~(size_t)15;
+}
+
+kn_status kn_gpt_new(kn_gpt **out, const kn_gpt_config *c)
+{
+    *out = NULL;
+    kn_status st = kn_gpt_config_check(c);
+    if (st) return st;
+    kn_gpt *g = calloc(1, sizeof *g);
+    if (!g) return kn_fail(KN_ERR_NOMEM, "out of memory allocating a gpt");
+    g->cfg = *c;
+    int L = c->n_layer, d = c->n_embd;
+    g->ntensors = 2 + PER_LAYER * L + 2;
+    g->info = calloc((size_t)g->ntensors, sizeof *g->info);
+    g->weights = kn_alloc(sizeof(float) * (size_t)c->block_size);
+    if (!g->info || !g->weights) {
+        kn_gpt_free(g);
+        return kn_fail(KN_ERR_NOMEM, "out of memory allocating a gpt");
+    }
+    int i = 0;
+    size_t off = 0;
+    char name[64];
+    add_tensor(g, &i, &off, "transformer.wte.weight", 2, c->vocab_size, d, KN_PARAM_EMBEDDING, -1);
+    add_tensor(g, &i, &off, "transformer.wpe.weight", 2, c->block_size, d, KN_PARAM_EMBEDDING, -1);
+    static const struct { const char *suffix; int ndim, out, in; kn_param_kind kind; } F[PER_LAYER] = {
+        {"ln_1.weight", 1, 1, 0, KN_PARAM_NORM},        {"ln_1.bias", 1, 1, 0, KN_PARAM_BIAS},
+        {"attn.c_attn.weight", 2, 3, 1, KN_PARAM_MATRIX}, {"attn.c_attn.bias", 1, 3, 0, KN_PARAM_BIAS},
+        {"attn.c_proj.weight", 2, 1, 1, KN_PARAM_MATRIX}, {"attn.c_proj.bias", 1, 1, 0, KN_PARAM_BIAS},
+        {"ln_2.weight", 1, 1, 0, KN_PARAM_NORM},        {"ln_2.bias", 1, 1, 0, KN_PARAM_BIAS},
+        {"mlp.c_fc.weight", 2, 4, 1, KN_PARAM_MATRIX},  {"mlp.c_fc.bias", 1, 4, 0, KN_PARAM_BIAS},
+        {"mlp.c_proj.weight", 2, 1, 4, KN_PARAM_MATRIX}, {"mlp.c_proj.bias", 1, 1, 0, KN_PARAM_BIAS},
+    };
+    for (int l = 0; l < L; l++)
+        for (int f = 0; f < PER_LAYER; f++) {
+            snprintf(name, sizeof name, "transformer.h.%d.%s", l, F[f].suffix);
+            add_tensor(g, &i, &off, name, F[f].ndim, (int64_t)F[f].out * d, (int64_t)F[f].in * d,
+                       F[f].kind, l);
+        }
+    add_tensor(g, &i, &off, "transformer.ln_f.weight", 1, d, 0, KN_PARAM_NORM, -1);
+    add_tensor(g, &i, &off, "transformer.ln_f.bias", 1, d, 0, KN_PARAM_BIAS, -1);
+    g->nparams = off;
+    g->params = kn_alloc(sizeof(float) * off);
+    g->grads = kn_alloc(sizeof(float) * off);
+    if (!g->params || !g->grads) {
+        kn_gpt_free(g);
+        return kn_fail(KN_ERR_NOMEM, "out of memory allocating %zu parameters", off);
+    }
+    *out = g;
+    return KN_OK;
+}
+
+static void free_acts(kn_gpt *g)
+{
+    kn_free(g->arena);
+    kn_free(g->scratch);
+    free(g->L);
+    g->arena = g->scratch = NULL;
+    g->L = NULL;
+    g->arena_floats = 0;
+    g->capB = g->capT = g->scratch_threads = 0;
+    g->have_fwd = false;
+}
+
+void kn_gpt_free(kn_gpt *g)
+{
+    if (!g) return;
+    free_acts(g);
+    kn_free(g->params);
+    kn_free(g->grads);
+    kn_free(g->weights);
+    free(g->info);
+    free(g);
+}
+
+const kn_gpt_config *kn_gpt_get_config(const kn_gpt *g) { return &g->cfg; }
+size_t kn_gpt_num_params(const kn_gpt *g) { return g->nparams; }
+float *kn_gpt_params(kn_gpt *g) { return g->params; }
+float *kn_gpt_grads(kn_gpt *g) { return g->grads; }
+int kn_gpt_num_tensors(const kn_gpt *g) { return g->ntensors; }
+
+const kn_param_info *kn_gpt_param_info(const kn_gpt *g, int i)
+{
+    return i >= 0 && i < g->ntensors ? &g->info[i] : NULL;
+}
+
+int kn_gpt_find(const kn_gpt *g, const char *name)
+{
+    for (int i = 0; i < g->ntensors; i++)
+        if (strcmp(g->info[i].name, name) == 0) return i;
+    return -1;
+}
+
+void kn_gpt_init(kn_gpt *g, kn_rng *r)
+{
+    float resid_std = 0.02f / sqrtf(2.0f * (float)g->cfg.n_layer);
+    memset(g->params, 0, sizeof(float) * g->nparams);
+    for (int i = 0; i < g->ntensors; i++) {
+        const kn_param_info *p = &g->info[i];
+        float *w = g->params + p->offset;
+        if (p->kind == KN_PARAM_BIAS) continue;             /* zeros */
+        if (p->kind == KN_PARAM_NORM) {
+            for (size_t j = 0; j < p->numel; j++) w[j] = 1.0f;
+            continue;
+        }
+        bool resid = strstr(p->name, ".c_proj.weight") != NULL;
+        float std = resid ? resid_std : 0.02f;
+        for (size_t j = 0; j < p->numel; j++) w[j] = (float)(kn_rng_normal(r) * std);
+    }
+}
+
+static float *P(kn_gpt *g, int t) { return g->params + g->info[t].offset; }
+static float *G(kn_gpt *g, int t) { return g->grads + g->info[t].offset; }
+
+/* ---------------------------------------------------------------- activations */
+
+static kn_status ensure_scratch(kn_gpt *g)
+{
+    int nt = kn_pool_threads();
+    if (g->scratch && nt <= g->scratch_threads) return KN_OK;
+    kn_free(g->scratch);
+    g->scratch = kn_alloc(sizeof(float) * kn_attention_scratch_floats(g->capT, nt));
+    g->scratch_threads = g->scratch ? nt : 0;
+    return g->scratch ? KN_OK : KN_ERR_NOMEM;
+}
+
+kn_status kn_gpt_reserve(kn_gpt *g, int B, int T)
+{
+    const kn_gpt_config *c = &g->cfg;
+    if (B < 1) return kn_fail(KN_ERR_ARG, "batch size B (%d) must be >= 1", B);
+    if (T < 1 || T > c->block_size)
+        return kn_fail(KN_ERR_ARG, "T (%d) must be in [1, block_size = %d]", T, c->block_size);
+    free_acts(g);
+    size_t N = (size_t)B * T, d = (size_t)c->n_embd, V = (size_t)c->vocab_size;
+    size_t Lc = (size_t)c->n_layer, H = (size_t)c->n_head;
+    /* every piece rounded up to 16 floats so each starts 64-byte aligned */
+#define R16(n) (((n) + 15) & ~(size_t)15)
+    size_t per_layer = R16(N * d) * 5 + R16(N) * 4 + R16(N * 3 * d) + R16(N * 4 * d) * 2 +
+                       R16((size_t)B * H * T * T);
+    size_t total = per_layer * Lc + R16(N * d)                     /* x of layer L */
+                 + R16(N * d) + R16(N) * 3 + R16(N * V)              /* lnf, stats, logits, losses */
+                 + R16(N * d) * 2 + R16(N * 3 * d) + R16(N * 4 * d) + R16(N * V)   /* grads */
+                 + R16(N) * 2;                                       /* tokens, targets */
+    g->arena = kn_alloc(sizeof(float) * total);
+    g->L = calloc(Lc + 1, sizeof *g->L);
+    if (!g->arena || !g->L) {
+        free_acts(g);
+        return kn_fail(KN_ERR_NOMEM, "out of memory reserving activations for B=%d, T=%d (%zu MiB)",
+                       B, T, sizeof(float) * total >> 20);
+    }
+    float *p = g->arena;
+#define TAKE(n) (p += R16(n), p - R16(n))
+    for (size_t l = 0; l < Lc; l++) {
+        layer_acts *a = &g->L[l];
+        a->x = TAKE(N * d);
+        a->ln1 = TAKE(N * d);
+        a->ln1m = TAKE(N);
+        a->ln1r = TAKE(N);
+        a->qkv = TAKE(N * 3 * d);
+        a->att = TAKE((size_t)B * H * T * T);
+        a->atty = TAKE(N * d);
+        a->xmid = TAKE(N * d);
+        a->ln2 = TAKE(N * d);
+        a->ln2m = TAKE(N);
+        a->ln2r = TAKE(N);
+        a->fch = TAKE(N * 4 * d);
+        a->gel = TAKE(N * 4 * d);
+    }
+    g->L[Lc].x = TAKE(N * d);
+    g->lnf = TAKE(N * d);
+    g->lnfm = TAKE(N);
+    g->lnfr = TAKE(N);
+    g->losses = TAKE(N);
+    g->logits = TAKE(N * V);
+    g->dres = TAKE(N * d);
+    g->dtmp = TAKE(N * d);
+    g->dqkv = TAKE(N * 3 * d);
+    g->dfc = TAKE(N * 4 * d);
+    g->dlogits = TAKE(N * V);
+    g->tokens = (int32_t *)TAKE(N);
+    g->targets = (int32_t *)TAKE(N);
+#undef TAKE
+#undef R16
+    g->arena_floats = total;
+    g->capB = B;
+    g->capT = T;
+    if (ensure_scratch(g) != KN_OK) {
+        free_acts(g);
+        return kn_fail(KN_ERR_NOMEM, "out of memory reserving attention scratch");
+    }
+    return KN_OK;
+}
+
+/* ---------------------------------------------------------------- forward / backward */
+
+static kn_status check_tokens(const int32_t *tok, const char *what, int B, int T, int V)
+{
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            int32_t v = tok[(size_t)b * T + t];
+            if (v < 0 || v >= V)
+                return kn_fail(KN_ERR_ARG, "%s token %d at position [b=%d, t=%d] is outside [0, %d)",
+                               what, (int)v, b, t, V);
+        }
+    return KN_OK;
+}
+
+kn_status kn_gpt_forward(kn_gpt *g, const int32_t *inputs, const int32_t *targets, int B, int T,
+                         const float *weights, bool normalize, float *loss_out)
+{
+    const kn_gpt_config *c = &g->cfg;
+    g->have_fwd = false;
+    if (!inputs) return kn_fail(KN_ERR_ARG, "inputs are NULL");
+    if (B < 1) return kn_fail(KN_ERR_ARG, "batch size B (%d) must be >= 1", B);
+    if (T < 1 || T > c->block_size)
+        return kn_fail(KN_ERR_ARG, "sequence length T (%d) must be in [1, block_size = %d]", T,
+                       c->block_size);
+    kn_status st = check_tokens(inputs, "input", B, T, c->vocab_size);
+    if (st) return st;
+    if (targets && (st = check_tokens(targets, "target", B, T, c->vocab_size))) return st;
+    if (weights) {
+        double sw = 0.0;
+        for (int t = 0; t < T; t++) {
+            if (!isfinite(weights[t]))
+                return kn_fail(KN_ERR_ARG, "loss weight at position %d is not finite (%g)", t,
+                               (double)weights[t]);
+            sw += weights[t];
+        }
+        if (normalize && sw == 0.0)
+            return kn_fail(KN_ERR_ARG, "loss weights sum to 0: cannot normalize by their mean");
+    }
+    if (!g->arena || (size_t)B * T > (size_t)g->capB * g->capT || T > g->capT) {
+        int nb = B, nt = T > g->capT ? T : g->capT;
+        if (g->arena && (size_t)g->capB * g->capT >= (size_t)B * T) nb = g->capB;
+        if ((st = kn_gpt_reserve(g, nb, nt))) return st;
+    }
+    if (ensure_scratch(g) != KN_OK)
+        return kn_fail(KN_ERR_NOMEM, "out of memory for attention scratch");
+
+    int L = c->n_layer, d = c->n_embd, H = c->n_head, V = c->vocab_size;
+    int N = B * T;
+    memcpy(g->tokens, inputs, sizeof(int32_t) * (size_t)N);
+    kn_embedding_forward(g->L[0].x, g->tokens, P(g, T_WTE), P(g, T_WPE), B, T, d);
+    for (int l = 0; l < L; l++) {
+        if (kn_interrupted) return kn_fail(KN_ERR_INTERRUPTED, "interrupted in forward (layer %d)", l);
+        layer_acts *a = &g->L[l];
+        kn_layernorm_forward(a->ln1, a->ln1m, a->ln1r, a->x, P(g, T_LAYER(l, LN1_W)),
+                             P(g, T_LAYER(l, LN1_B)), N, d);
+        kn_linear_forward(a->qkv, a->ln1, P(g, T_LAYER(l, ATTN_W)), P(g, T_LAYER(l, ATTN_B)),
+                          N, d, 3 * d, false);
+        kn_attention_forward(a->atty, a->att, a->qkv, B, T, d, H);
+        /* residual: xmid = x + atty·Wᵀ + b, by accumulating the projection onto a copy */
+        memcpy(a->xmid, a->x, sizeof(float) * (size_t)N * d);
+        kn_linear_forward(a->xmid, a->atty, P(g, T_LAYER(l, APROJ_W)), P(g, T_LAYER(l, APROJ_B)),
+                          N, d, d, true);
+        kn_layernorm_forward(a->ln2, a->ln2m, a->ln2r, a->xmid, P(g, T_LAYER(l, LN2_W)),
+                             P(g, T_LAYER(l, LN2_B)), N, d);
+        kn_linear_forward(a->fch, a->ln2, P(g, T_LAYER(l, FC_W)), P(g, T_LAYER(l, FC_B)),
+                          N, d, 4 * d, false);
+        kn_gelu_forward(a->gel, a->fch, (int64_t)N * 4 * d);
+        float *xo = g->L[l + 1].x;
+        memcpy(xo, a->xmid, sizeof(float) * (size_t)N * d);
+        kn_linear_forward(xo, a->gel, P(g, T_LAYER(l, MPROJ_W)), P(g, T_LAYER(l, MPROJ_B)),
+                          N, 4 * d, d, true);
+    }
+    int tf = T_LAYER(L, 0);
+    kn_layernorm_forward(g->lnf, g->lnfm, g->lnfr, g->L[L].x, P(g, tf), P(g, tf + 1), N, d);
+    kn_linear_forward(g->logits, g->lnf, P(g, T_WTE), NULL, N, d, V, false);
+
+    g->B = B;
+    g->T = T;
+    g->have_targets = targets != NULL;
+    g->have_weights = weights != NULL;
+    g->normalize = normalize;
+    if (weights) memcpy(g->weights, weights, sizeof(float) * (size_t)T);
+    if (targets) {
+        memcpy(g->targets, targets, sizeof(int32_t) * (size_t)N);
+        float loss = kn_crossentropy_forward(g->losses, g->logits, g->targets,
+                                             weights ? g->weights : NULL, B, T, V, normalize);
+        if (loss_out) *loss_out = loss;
+    }
+    g->have_fwd = true;
+    return KN_OK;
+}
+
+kn_status kn_gpt_backward(kn_gpt *g, float grad_scale)
+{
+    if (!g->have_fwd || !g->have_targets)
+        return kn_fail(KN_ERR_ARG, "backward needs a preceding forward with targets");
+    if (!isfinite(grad_scale))
+        return kn_fail(KN_ERR_ARG, "grad_scale (%g) is not finite", (double)grad_scale);
+    if (ensure_scratch(g) != KN_OK)
+        return kn_fail(KN_ERR_NOMEM, "out of memory for attention scratch");
+    const kn_gpt_config *c = &g->cfg;
+    int L = c->n_layer, d = c->n_embd, H = c->n_head, V = c->vocab_size;
+    int B = g->B, T = g->T, N = B * T;
+    const float *w = g->have_weights ? g->weights : NULL;
+
+    kn_crossentropy_backward(g->dlogits, g->logits, g->targets, w, B, T, V, g->normalize,
+                             grad_scale, false);
+    kn_linear_backward(g->dtmp, G(g, T_WTE), NULL, g->dlogits, g->lnf, P(g, T_WTE), N, d, V, false);
+    int tf = T_LAYER(L, 0);
+    kn_layernorm_backward(g->dres, G(g, tf), G(g, tf + 1), g->dtmp, g->L[L].x, P(g, tf),
+                          g->lnfm, g->lnfr, N, d, false);
+    for (int l = L - 1; l >= 0; l--) {
+        if (kn_interrupted)
+            return kn_fail(KN_ERR_INTERRUPTED, "interrupted in backward (layer %d)", l);
+        layer_acts *a = &g->L[l];
+        /* MLP: dres is d(x_out); it also flows straight through to d(xmid). */
+        kn_linear_backward(g->dfc, G(g, T_LAYER(l, MPROJ_W)), G(g, T_LAYER(l, MPROJ_B)), g->dres,
+                           a->gel, P(g, T_LAYER(l, MPROJ_W)), N, 4 * d, d, false);
+        kn_gelu_backward(g->dfc, a->fch, g->dfc, (int64_t)N * 4 * d, false);
+        kn_linear_backward(g->dtmp, G(g, T_LAYER(l, FC_W)), G(g, T_LAYER(l, FC_B)), g->dfc,
+                           a->ln2, P(g, T_LAYER(l, FC_W)), N, d, 4 * d, false);
+        kn_layernorm_backward(g->dres, G(g, T_LAYER(l, LN2_W)), G(g, T_LAYER(l, LN2_B)), g->dtmp,
+                              a->xmid, P(g, T_LAYER(l, LN2_W)), a->ln2m, a->ln2r, N, d, true);
+        /* attention: dres is now d(xmid) */
+        kn_linear_backward(g->dtmp, G(g, T_LAYER(l, APROJ_W)), G(g, T_LAYER(l, APROJ_B)), g->dres,
+                           a->atty, P(g, T_LAYER(l, APROJ_W)), N, d, d, false);
+        kn_attention_backward(g->dqkv, g->scratch, g->dtmp, a->qkv, a->att, B, T, d, H, false);
+        kn_linear_backward(g->dtmp, G(g, T_LAYER(l, ATTN_W)), G(g, T_LAYER(l, ATTN_B)), g->dqkv,
+                           a->ln1, P(g, T_LAYER(l, ATTN_W)), N, d, 3 * d, false);
+        kn_layernorm_backward(g->dres, G(g, T_LAYER(l, LN1_W)), G(g, T_LAYER(l, LN1_B)), g->dtmp,
+                              a->x, P(g, T_LAYER(l, LN1_W)), a->ln1m, a->ln1r, N, d, true);
+    }
+    kn_embedding_backward(G(g, T_WTE), G(g, T_WPE), g->dres, g->tokens, B, T, d);
+    return KN_OK;
+}
+
+void kn_gpt_zero_grad(kn_gpt *g) { memset(g->grads, 0, sizeof(float) * g->nparams); }
+
+const float *kn_gpt_token_losses(const kn_gpt *g)
+{
+    return g->have_fwd && g->have_targets ? g->losses : NULL;
+}
+
+const float *kn_gpt_logits(const kn_gpt *g) { return g->have_fwd ? g->logits : NULL; }
+
+size_t kn_gpt_memory_bytes(const kn_gpt *g)
+{
+    size_t scratch = g->scratch ? kn_attention_scratch_floats(g->capT, g->scratch_threads) : 0;
+    return sizeof(float) * (2 * g->nparams + g->arena_floats + scratch);
+}
