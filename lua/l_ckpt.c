@@ -263,11 +263,10 @@ static void load_into(lua_State *L, const kn_ckpt *c, kn_gpt *g, kn_adamw *o)
                     bool same = t->ndim == info->ndim;
                     for (int d = 0; same && d < info->ndim; d++) same = t->shape[d] == info->shape[d];
                     if (!same) {
-                        char got[96] = "", *q = got;
+                        char got[96] = "", want[96] = "", *q = got, *w = want;
                         for (int d = 0; d < t->ndim && q < got + 80; d++) q += sprintf(q, d ? "x%lld" : "%lld", (long long)t->shape[d]);
-                        if (info->ndim == 2) luaL_error(L, "%s: tensor '%s' has shape %s, the model expects %lldx%lld", path, name, got,
-                                                        (long long)info->shape[0], (long long)info->shape[1]);
-                        luaL_error(L, "%s: tensor '%s' has shape %s, the model expects %lld", path, name, got, (long long)info->shape[0]);
+                        for (int d = 0; d < info->ndim && w < want + 80; d++) w += sprintf(w, d ? "x%lld" : "%lld", (long long)info->shape[d]);
+                        luaL_error(L, "%s: tensor '%s' has shape %s, the model expects %s", path, name, got, want);
                     }
                 } else {
                     float *dst = which == 0 ? kn_gpt_params(g) : which == 1 ? kn_adamw_m(o) : kn_adamw_v(o);

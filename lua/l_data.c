@@ -135,14 +135,23 @@ static int d_check_window(lua_State *L)
     return 0;
 }
 
-/* ds:sample(batch, rng): fill every row with a random window (uniform over all starts). */
+/* ds:sample(batch, rng [, first_row, count]): fill rows first_row .. first_row+count-1
+ * (default: all) with random windows, uniform over all starts. Mixtures fill a batch from
+ * several datasets this way. */
 static int d_sample(lua_State *L)
 {
     kn_dataset *d = check_dataset(L, 1);
     knL_Batch *b = knL_check_batch(L, 2);
     kn_rng *r = knL_check_rng(L, 3);
-    KNL_TRY(L, kn_dataset_sample(d, r, b->cap_B, b->T, b->inputs, b->targets));
-    b->rows = b->cap_B;
+    lua_Integer first = luaL_optinteger(L, 4, 1);
+    lua_Integer count = luaL_optinteger(L, 5, b->cap_B - first + 1);
+    luaL_argcheck(L, first >= 1 && first <= b->cap_B, 4, "first row out of range");
+    luaL_argcheck(L, count >= 0 && first - 1 + count <= b->cap_B, 5, "row count exceeds the batch");
+    if (count > 0) {
+        size_t off = (size_t)(first - 1) * (size_t)b->T;
+        KNL_TRY(L, kn_dataset_sample(d, r, (int)count, b->T, b->inputs + off, b->targets + off));
+    }
+    if (first - 1 + count > b->rows) b->rows = (int)(first - 1 + count);
     return 0;
 }
 

@@ -336,7 +336,9 @@ static int m_params(lua_State *L)
 static int m_num_params(lua_State *L)
 {
     knL_Model *m = knL_check_model(L, 1);
-    lua_Integer n = (lua_Integer)kn_gpt_num_params(m->g);
+    /* The flat buffer pads tensors for alignment: count the tensors' own elements. */
+    lua_Integer n = 0;
+    for (int i = 0; i < kn_gpt_num_tensors(m->g); i++) n += (lua_Integer)kn_gpt_param_info(m->g, i)->numel;
     lua_pushinteger(L, n);
     /* Without position embeddings: the N of the 6·N FLOPs rule. */
     const kn_gpt_config *c = kn_gpt_get_config(m->g);

@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 typedef struct { const char *name, *path; const char *src; size_t len; } knL_embedded;
 extern const knL_embedded knL_embedded_modules[];
@@ -95,7 +97,25 @@ static int l_interrupted(lua_State *L)
     return 1;
 }
 
+/* Monotonic wall-clock seconds, for tokens/s (os.clock is CPU time summed over threads). */
+static int l_clock(lua_State *L)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec * 1e-9);
+    return 1;
+}
+
+/* kiln.isatty(fd): whether a live progress line makes sense (fd 1 by default). */
+static int l_isatty(lua_State *L)
+{
+    lua_pushboolean(L, isatty((int)luaL_optinteger(L, 1, 1)));
+    return 1;
+}
+
 static const luaL_Reg core_funcs[] = {
+    {"clock", l_clock},
+    {"isatty", l_isatty},
     {"set_threads", l_set_threads},
     {"get_threads", l_get_threads},
     {"interrupted", l_interrupted},

@@ -108,8 +108,8 @@ static int l_tensor(lua_State *L)
 /* Nested Lua arrays of numbers -> tensor (shape from the nesting). */
 static void table_shape(lua_State *L, int idx, int depth, int *ndim, int64_t *shape)
 {
+    if (depth >= KN_MAX_DIMS) { luaL_error(L, "tensor_from: more than 4 levels of nesting"); return; }
     int64_t n = (int64_t)lua_rawlen(L, idx);
-    if (depth >= KN_MAX_DIMS) luaL_error(L, "tensor_from: more than 4 levels of nesting");
     if (n == 0) luaL_error(L, "tensor_from: empty table at depth %d", depth + 1);
     shape[depth] = n;
     *ndim = depth + 1;
@@ -120,6 +120,7 @@ static void table_shape(lua_State *L, int idx, int depth, int *ndim, int64_t *sh
 
 static void table_fill(lua_State *L, int idx, int depth, int ndim, const int64_t *shape, float **out)
 {
+    if (depth >= KN_MAX_DIMS) return;   /* unreachable; bounds the recursion for the compiler */
     if ((int64_t)lua_rawlen(L, idx) != shape[depth])
         luaL_error(L, "tensor_from: ragged table (expected %d entries at depth %d, got %d)",
                    (int)shape[depth], depth + 1, (int)lua_rawlen(L, idx));
@@ -330,6 +331,7 @@ static int t_stats(lua_State *L)
 
 static void push_nested(lua_State *L, const kn_tensor *t, int d, int64_t *idx)
 {
+    if (d >= KN_MAX_DIMS) return;   /* unreachable; bounds the recursion for the compiler */
     lua_createtable(L, (int)t->shape[d], 0);
     for (int64_t i = 0; i < t->shape[d]; i++) {
         idx[d] = i;

@@ -13,7 +13,7 @@ a:set(2, 3, 1.5)
 t.eq(a:get(2, 3), 1.5, "set/get with 1-based indices")
 t.err("index 4 out of range 1..3 for dimension 2", function() return a:get(1, 4) end)
 t.err("index 0 out of range", function() return a:get(0, 1) end)
-t.err("bad argument #2 to 'get'", function() return a:get("x", 1) end)
+t.err("bad argument #1 to 'get' %(number expected, got string%)", function() return a:get("x", 1) end)
 
 local b = kiln.tensor_from { { 1, 2, 3 }, { 4, 5, 6 } }
 t.eq(b:size(1), 2, "tensor_from shape rows")
@@ -54,7 +54,7 @@ t.eq(m:param("h.0.ln_1.weight"):get(1), 1, "LayerNorm weights start at 1 (short 
 t.err("no parameter named 'nope'", m.param, m, "nope")
 t.err("unknown field 'n_embed'", kiln.model, { n_embed = 8 })
 t.err("n_head", kiln.model, { n_embd = 10, n_head = 3 })
-t.err("bad argument #1 to 'model'", kiln.model, 5)
+t.err("bad argument #1 to '[%w.]*model' %(table expected, got number%)", kiln.model, 5)
 
 local wte = m:param("transformer.wte.weight")
 local std = wte:stats().std
@@ -94,7 +94,7 @@ t.err("expected a contiguous weight tensor of 4 values", m.forward, m, batch, ki
 local bad = kiln.batch(1, 4)
 bad:set(1, 1, 300, 1)
 t.err("300", m.forward, m, bad)
-t.err("bad argument #1 to 'forward'", m.forward, "x", batch)
+t.err("bad argument #1 .*kiln.Model expected, got string", m.forward, "x", batch)
 local acc = kiln.tensor(4)
 m:forward(batch)
 m:add_position_losses(acc)

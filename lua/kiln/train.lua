@@ -1,0 +1,461 @@
+-- kiln.train — the training loop over the core's primitives, and the run directory it
+-- writes (DESIGN §3.6):
+--
+--   run_dir/config.yaml     the resolved configuration, kiln version, the exact command
+--   run_dir/metrics.csv     step, tokens, lr, loss, grad_norm, tokens_per_s, <set>_loss ...
+--   run_dir/positions.csv   step, set, then the mean loss at each position 1..T
+--   run_dir/checkpoints/    step_00000100.safetensors ... (model, AdamW moments, RNG state)
+--   run_dir/summary.yaml    written at the end; its presence marks the run complete
+--
+--   local result = kiln.train {
+--     model = kiln.model{...} or {n_layer = 2, ...},   optimizer = {lr = 3e-4, ...} or kiln.adamw(m),
+--     data = ds  or  { {dataset = ds1, weight = 0.7}, {dataset = ds2, weight = 0.3} },
+--     steps = 1000  or  tokens = 5e6,     batch = 16, context = 256, accumulate = 1,
+--     schedule = kiln.schedule.cosine{...}  (or a function, a number, a spec table),
+--     weighting = kiln.weighting.head{...}  (or a spec table, or an array of T weights),
+--     eval = { every = 100, at = {...}, sets = { val = ds_val, ood = ds_ood }, windows = 64 },
+--     checkpoint = { every = 500, at = {...} },
+--     run_dir = "runs/x", seed = 1, log_every = 10, config = {...}, quiet = false,
+--     on_step = function(info) ... end,  on_eval = ...,  on_checkpoint = ...,
+--   }
+--
+-- A hook returning "stop" ends the run after that step (summary status "stopped"). A run
+-- started again on a directory with checkpoints resumes from the newest one and gives the
+-- same results as an uninterrupted run; one whose summary.yaml exists returns it at once.
+local kiln = require "kiln"
+local util = require "kiln.util"
+local schedule_mod = require "kiln.schedule"
+local weighting_mod = require "kiln.weighting"
+
+local M = {}
+
+local KNOWN = {
+  model = true, optimizer = true, data = true, steps = true, tokens = true, batch = true,
+  context = true, accumulate = true, schedule = true, weighting = true, eval = true,
+  checkpoint = true, run_dir = true, seed = true, log_every = true, config = true,
+  quiet = true, on_step = true, on_eval = true, on_checkpoint = true, command = true,
+  progress = true, state = true, resume = true, final_eval = true,
+}
+
+local function fail(fmt, ...) error("kiln.train: " .. fmt:format(...), 0) end
+
+local function is_userdata_of(x, name)
+  return type(x) == "userdata" and (getmetatable(x) or {}).__name == name
+end
+
+-- A list of {name=, dataset=, weight=} from the `data` option.
+local function normalize_data(data)
+  if is_userdata_of(data, "kiln.Dataset") then return { { name = "train", dataset = data, weight = 1 } } end
+  if type(data) ~= "table" or #data == 0 then
+    fail("'data' must be a kiln.dataset or a list of {dataset = ..., weight = ...} (got %s)", type(data))
+  end
+  local out, total = {}, 0
+  for i, d in ipairs(data) do
+    local ds = d.dataset or d[1]
+    local w = d.weight or d[2] or 1
+    if not is_userdata_of(ds, "kiln.Dataset") then fail("data[%d].dataset must be a kiln.dataset", i) end
+    if type(w) ~= "number" or w < 0 or w ~= w then fail("data[%d].weight must be a number >= 0", i) end
+    out[i] = { name = d.name or ("data" .. i), dataset = ds, weight = w }
+    total = total + w
+  end
+  if total <= 0 then fail("the data weights sum to 0") end
+  for _, d in ipairs(out) do d.weight = d.weight / total end
+  return out
+end
+
+local function normalize_sets(sets)
+  local out = {}
+  if sets == nil then return out end
+  if is_userdata_of(sets, "kiln.Dataset") then return { { name = "val", dataset = sets } } end
+  if type(sets) ~= "table" then fail("eval.sets must be a table of name = kiln.dataset") end
+  for _, name in ipairs(util.sorted_keys(sets)) do
+    local ds = sets[name]
+    if type(name) ~= "string" then fail("eval.sets keys must be names (strings)") end
+    if not name:match("^[%w_]+$") then fail("eval set name '%s' must be letters, digits or _", name) end
+    if not is_userdata_of(ds, "kiln.Dataset") then fail("eval.sets.%s must be a kiln.dataset", name) end
+    out[#out + 1] = { name = name, dataset = ds }
+  end
+  return out
+end
+
+-- A set of steps from {every = n, at = {...}} (step numbers count completed steps: eval at
+-- step 100 happens after the 100th update).
+local function step_set(spec, what, total)
+  local set = {}
+  if spec == nil then return set end
+  if type(spec) ~= "table" then fail("'%s' must be a table like {every = 100, at = {...}}", what) end
+  if spec.every ~= nil then
+    if math.type(spec.every) ~= "integer" or spec.every < 1 then fail("%s.every must be a positive integer", what) end
+    for s = spec.every, total, spec.every do set[s] = true end
+  end
+  for _, s in ipairs(spec.at or {}) do
+    if math.type(s) ~= "integer" or s < 0 then fail("%s.at must hold step numbers (integers >= 0)", what) end
+    if s <= total then set[s] = true end
+  end
+  return set
+end
+
+-- Evaluate the model on a dataset's fixed windows: mean loss and the per-position means.
+function M.evaluate(model, ds, T, windows, B)
+  B = B or 16
+  local n = ds:num_eval_windows(T)
+  if windows and windows < n then n = windows end
+  if n < 1 then error(("%s: no evaluation window of %d tokens fits"):format(ds:path(), T + 1), 0) end
+  local batch, acc = kiln.batch(math.min(B, n), T), kiln.tensor(T)
+  local rows, first = 0, 1
+  while first <= n do
+    local got = ds:eval_batch(batch, first, n)
+    model:forward(batch)
+    model:add_position_losses(acc)
+    rows, first = rows + got, first + got
+  end
+  acc:scale(1 / rows)
+  local per = acc:totable()
+  local total = 0
+  for _, v in ipairs(per) do total = total + v end
+  return total / T, per
+end
+
+-- Simple serialisation of a flat table of strings/numbers/booleans for checkpoint meta.
+local function encode_state(t)
+  return kiln.yaml.encode(t or {})
+end
+
+local function newest_checkpoint(dir)
+  local files = util.list_dir(dir .. "/checkpoints", "^step_%d+%.safetensors$")
+  local best, best_step = nil, -1
+  for _, f in ipairs(files) do
+    local s = tonumber(f:match("^step_(%d+)"))
+    if s > best_step then best, best_step = dir .. "/checkpoints/" .. f, s end
+  end
+  return best, best_step
+end
+
+-- Keep only the CSV lines whose first field (step) is <= step: a resumed run rewrites
+-- what came after its checkpoint, so the files end up as an uninterrupted run's.
+local function truncate_csv(path, step)
+  local text = util.read_file(path)
+  if not text then return end
+  local out, header = {}, true
+  for line in text:gmatch("[^\n]*\n") do
+    if header then out[#out + 1] = line; header = false
+    else
+      local s = tonumber(line:match("^([^,]*)"))
+      if s and s <= step then out[#out + 1] = line end
+    end
+  end
+  util.write_atomic(path, table.concat(out))
+end
+
+local function format_eta(seconds)
+  if seconds ~= seconds or seconds == math.huge then return "?" end
+  seconds = math.floor(seconds + 0.5)
+  if seconds >= 3600 then return ("%dh%02dm"):format(seconds // 3600, seconds % 3600 // 60) end
+  if seconds >= 60 then return ("%dm%02ds"):format(seconds // 60, seconds % 60) end
+  return ("%ds"):format(seconds)
+end
+
+function M.run(o)
+  if type(o) ~= "table" then error("kiln.train: expected a table of options", 2) end
+  for k in pairs(o) do
+    if not KNOWN[k] then
+      local names = util.sorted_keys(KNOWN)
+      fail("unknown option '%s' (known: %s)", tostring(k), table.concat(names, ", "))
+    end
+  end
+
+  -- Model and optimizer ----------------------------------------------------------------
+  local model = o.model
+  if type(model) == "table" then model = kiln.model(model)
+  elseif not is_userdata_of(model, "kiln.Model") then fail("'model' must be a kiln.model or a config table") end
+  local mcfg = model:config()
+  local opt = o.optimizer
+  if opt == nil or type(opt) == "table" then opt = kiln.adamw(model, opt)
+  elseif not is_userdata_of(opt, "kiln.AdamW") then fail("'optimizer' must be a kiln.adamw or a table of hyperparameters") end
+  if opt:model() ~= model then fail("the optimizer belongs to another model") end
+
+  -- Shapes and budget --------------------------------------------------------------------
+  local B = o.batch or 16
+  local T = o.context or mcfg.block_size
+  local accum = o.accumulate or 1
+  if math.type(B) ~= "integer" or B < 1 then fail("'batch' must be a positive integer") end
+  if math.type(T) ~= "integer" or T < 1 or T > mcfg.block_size then
+    fail("'context' must be an integer in 1..%d (the model's block_size), got %s", mcfg.block_size, tostring(T))
+  end
+  if math.type(accum) ~= "integer" or accum < 1 then fail("'accumulate' must be a positive integer") end
+  local tokens_per_step = B * T * accum
+  local steps = o.steps
+  if steps == nil and o.tokens ~= nil then
+    if type(o.tokens) ~= "number" or o.tokens <= 0 then fail("'tokens' must be a positive number") end
+    steps = math.ceil(o.tokens / tokens_per_step)
+  end
+  if math.type(steps) ~= "integer" or steps < 0 then fail("give 'steps' (a non-negative integer) or 'tokens'") end
+
+  local data = normalize_data(o.data)
+  for _, d in ipairs(data) do
+    if d.dataset:vocab() > mcfg.vocab_size then
+      fail("%s has tokens up to %d but the model's vocab_size is %d", d.dataset:path(), d.dataset:vocab() - 1, mcfg.vocab_size)
+    end
+    d.dataset:check_window(T)
+  end
+  local eval_opts = o.eval or {}
+  local sets = normalize_sets(eval_opts.sets)
+  for _, s in ipairs(sets) do s.dataset:check_window(T) end
+  local eval_steps = step_set(eval_opts, "eval", steps)
+  if #sets > 0 and o.final_eval ~= false then eval_steps[steps] = true end
+  local ckpt_steps = step_set(o.checkpoint, "checkpoint", steps)
+
+  -- Schedule and weighting -------------------------------------------------------------
+  local base_lr = opt:hparams().lr
+  local sched = o.schedule ~= nil and schedule_mod.make(o.schedule, "kiln.train: schedule") or function() return base_lr end
+  local weights, normalize = nil, false
+  if o.weighting ~= nil then
+    local w = weighting_mod.make(o.weighting)
+    local vec = w:vector(T)
+    if #vec ~= T then fail("weighting: expected %d weights (one per position), got %d", T, #vec) end
+    weights, normalize = kiln.tensor_from(vec), w.normalize and true or false
+  end
+
+  local log_every = o.log_every or 10
+  local quiet = o.quiet
+  local run_dir = o.run_dir
+  local seed = o.seed or 1
+  local progress = o.progress
+  if progress == nil then progress = not quiet and kiln.isatty(1) end
+
+  -- Run directory: validate before writing anything -------------------------------------
+  local config_text
+  if run_dir then
+    local config = {
+      kiln_version = kiln.version,
+      command = o.command or (arg and table.concat({ arg[0] or "?", table.unpack(arg) }, " ")) or "?",
+      config = o.config or {},
+      model = mcfg,
+      train = { steps = steps, batch = B, context = T, accumulate = accum, seed = seed,
+                tokens_per_step = tokens_per_step,
+                schedule = type(sched) == "table" and sched.describe and sched:describe() or "function",
+                weighting = o.weighting and weighting_mod.make(o.weighting):describe() or "uniform",
+                data = (function()
+                  local t = {}
+                  for i, d in ipairs(data) do t[i] = { name = d.name, path = d.dataset:path(), weight = d.weight } end
+                  return t
+                end)(),
+                eval_sets = (function()
+                  local t = {}
+                  for _, s in ipairs(sets) do t[s.name] = s.dataset:path() end
+                  return t
+                end)() },
+      optimizer = opt:hparams(),
+    }
+    config_text = kiln.yaml.encode(config)
+    if util.exists(run_dir .. "/summary.yaml") then
+      local summary = kiln.yaml.load(run_dir .. "/summary.yaml")
+      if not quiet then print(("%s: already complete (%s)"):format(run_dir, summary.status or "?")) end
+      summary.already_complete = true
+      return summary
+    end
+    local old = util.read_file(run_dir .. "/config.yaml")
+    if old then
+      -- The command line may differ between a run and its resumption; the rest may not.
+      local strip = function(s) return (s:gsub("\ncommand: [^\n]*", "")) end
+      if strip(old) ~= strip(config_text) and o.resume ~= "force" then
+        fail("%s holds a run with another configuration (compare its config.yaml); use a new run_dir", run_dir)
+      end
+    end
+  end
+
+  -- Start or resume ----------------------------------------------------------------------
+  local rng = kiln.rng(seed)
+  local start_step, tokens_seen = 0, 0
+  local state = o.state or {}
+  if run_dir then
+    util.mkdir(run_dir .. "/checkpoints")
+    local ckpt, ckpt_step = newest_checkpoint(run_dir)
+    if ckpt and o.resume ~= false then
+      local _, meta = kiln.load(ckpt, { model = model, optimizer = opt })
+      rng:set_state(meta.rng)
+      start_step = tonumber(meta.step)
+      tokens_seen = tonumber(meta.tokens)
+      if meta.lua_state then state = kiln.yaml.decode(meta.lua_state) end
+      truncate_csv(run_dir .. "/metrics.csv", ckpt_step)
+      truncate_csv(run_dir .. "/positions.csv", ckpt_step)
+      if not quiet then print(("%s: resuming from step %d (%s)"):format(run_dir, start_step, ckpt)) end
+    elseif not util.exists(run_dir .. "/config.yaml") then
+      util.write_atomic(run_dir .. "/config.yaml", config_text)
+    end
+  end
+
+  local metrics_f, positions_f
+  local set_names = {}
+  for i, s in ipairs(sets) do set_names[i] = s.name end
+  if run_dir then
+    local mpath, ppath = run_dir .. "/metrics.csv", run_dir .. "/positions.csv"
+    local fresh_m, fresh_p = not util.exists(mpath), not util.exists(ppath)
+    metrics_f = assert(io.open(mpath, "ab"))
+    positions_f = assert(io.open(ppath, "ab"))
+    if fresh_m then
+      local header = { "step", "tokens", "lr", "loss", "grad_norm", "tokens_per_s" }
+      for _, n in ipairs(set_names) do header[#header + 1] = n .. "_loss" end
+      metrics_f:write(util.csv_line(header))
+    end
+    if fresh_p then
+      local header = { "step", "set" }
+      for i = 1, T do header[#header + 1] = "pos" .. i end
+      positions_f:write(util.csv_line(header))
+    end
+  end
+
+  local batch = kiln.batch(B, T)
+  model:reserve(B, T)
+  local history, last_eval = {}, {}
+  local status, stop_reason = "complete", nil
+  local last_loss, last_norm, last_lr = nil, nil, nil
+  local speeds = {}
+
+  local function call_hook(name, info)
+    local h = o[name]
+    if h and h(info) == "stop" then status, stop_reason = "stopped", name; return true end
+    return false
+  end
+
+  local function save_checkpoint(step)
+    if not run_dir then return nil end
+    local path = ("%s/checkpoints/step_%08d.safetensors"):format(run_dir, step)
+    kiln.save(path, { model = model, optimizer = opt, meta = {
+      step = step, tokens = tokens_seen, rng = rng:state(), lua_state = encode_state(state) } })
+    return path
+  end
+
+  local function do_eval(step)
+    local row = {}
+    for _, s in ipairs(sets) do
+      local mean, per = M.evaluate(model, s.dataset, T, eval_opts.windows or 64, eval_opts.batch or B)
+      row[s.name] = { loss = mean, positions = per }
+      if positions_f then
+        local fields = { step, s.name }
+        for i = 1, T do fields[#fields + 1] = per[i] end
+        positions_f:write(util.csv_line(fields))
+      end
+    end
+    if positions_f then positions_f:flush() end
+    last_eval = row
+    return row
+  end
+
+  -- Sample a batch from the mixture: each row picks its dataset with the run's rng.
+  local counts = {}
+  local function fill_batch()
+    if #data == 1 then data[1].dataset:sample(batch, rng); return end
+    for i = 1, #data do counts[i] = 0 end
+    for _ = 1, B do
+      local u, acc, pick = rng:uniform(), 0, #data
+      for i, d in ipairs(data) do
+        acc = acc + d.weight
+        if u < acc then pick = i; break end
+      end
+      counts[pick] = counts[pick] + 1
+    end
+    local row = 1
+    for i, d in ipairs(data) do
+      if counts[i] > 0 then d.dataset:sample(batch, rng, row, counts[i]); row = row + counts[i] end
+    end
+  end
+
+  local t_start = kiln.clock()
+  local t_last, tokens_last = t_start, 0
+  local last_ckpt = nil
+  local step = start_step
+  while step < steps do
+    local lr = sched(step)
+    if type(lr) ~= "number" or lr ~= lr or lr < 0 then
+      fail("the schedule gave lr = %s at step %d (expected a number >= 0)", tostring(lr), step)
+    end
+    local t0 = kiln.clock()
+    model:zero_grad()
+    local loss = 0
+    for _ = 1, accum do
+      fill_batch()
+      local l = model:forward(batch, weights, normalize)
+      if l ~= l or l == math.huge or l == -math.huge then
+        status = "failed"
+        fail("step %d: the loss is %s; stopped before the update (last good checkpoint: %s)",
+          step, tostring(l), last_ckpt or newest_checkpoint(run_dir or "") or "none")
+      end
+      model:backward(1 / accum)
+      loss = loss + l / accum
+    end
+    local ok, norm = pcall(opt.step, opt, { lr = lr })
+    if not ok then
+      fail("step %d: %s (stopped before the update; last good checkpoint: %s)", step, tostring(norm),
+        last_ckpt or (run_dir and newest_checkpoint(run_dir)) or "none")
+    end
+    step = step + 1
+    tokens_seen = tokens_seen + tokens_per_step
+    local dt = kiln.clock() - t0
+    speeds[#speeds + 1] = tokens_per_step / dt
+    last_loss, last_norm, last_lr = loss, norm, lr
+
+    local info = { step = step, tokens = tokens_seen, loss = loss, lr = lr, grad_norm = norm,
+                   model = model, optimizer = opt, state = state, steps = steps }
+    local evaluated = eval_steps[step] and #sets > 0
+    if evaluated then
+      info.eval = do_eval(step)
+    end
+    if metrics_f and (step % log_every == 0 or evaluated or step == steps) then
+      local now = kiln.clock()
+      local tps = (tokens_seen - tokens_last) > 0 and (now - t_last) > 0 and
+                  util.median({ table.unpack(speeds, math.max(1, #speeds - log_every + 1)) }) or nil
+      local fields = { step, tokens_seen, lr, loss, norm, tps and math.floor(tps + 0.5) or nil }
+      for _, n in ipairs(set_names) do fields[#fields + 1] = evaluated and info.eval[n].loss or nil end
+      metrics_f:write(util.csv_line(fields))
+      metrics_f:flush()
+      t_last, tokens_last = now, tokens_seen
+    end
+    if not quiet then
+      local tps = util.median({ table.unpack(speeds, math.max(1, #speeds - 20 + 1)) }) or 0
+      local eta = (steps - step) * tokens_per_step / math.max(tps, 1e-9)
+      if progress then
+        io.write(("\r\27[Kstep %d/%d  loss %.4f  lr %.2e  %.0f tok/s  ETA %s"):format(
+          step, steps, loss, lr, tps, format_eta(eta)))
+        io.stdout:flush()
+      elseif step % log_every == 0 or step == steps then
+        print(("step %d/%d  loss %.4f  lr %.2e  grad %.3f  %.0f tok/s"):format(step, steps, loss, lr, norm, tps))
+      end
+      if evaluated then
+        local parts = {}
+        for _, n in ipairs(set_names) do parts[#parts + 1] = ("%s %.4f"):format(n, info.eval[n].loss) end
+        if progress then io.write("\n") end
+        print(("eval @ %d: %s"):format(step, table.concat(parts, "  ")))
+      end
+    end
+    local stop = call_hook("on_step", info)
+    if evaluated then stop = call_hook("on_eval", info) or stop end
+    if ckpt_steps[step] or (stop and run_dir) then
+      last_ckpt = save_checkpoint(step)
+      info.checkpoint = last_ckpt
+      stop = call_hook("on_checkpoint", info) or stop
+    end
+    if stop then break end
+  end
+  if progress and not quiet then io.write("\n") end
+  if metrics_f then metrics_f:close(); positions_f:close() end
+
+  local summary = {
+    status = status, steps = step, tokens = tokens_seen, final_loss = last_loss,
+    final_lr = last_lr, final_grad_norm = last_norm,
+    tokens_per_s = util.median(speeds) and math.floor(util.median(speeds) + 0.5) or nil,
+    wall_seconds = kiln.clock() - t_start, eval = {},
+  }
+  if stop_reason then summary.stopped_by = stop_reason end
+  for name, r in pairs(last_eval) do summary.eval[name] = r.loss end
+  if run_dir and status == "complete" then
+    if not ckpt_steps[step] then save_checkpoint(step) end
+    util.write_atomic(run_dir .. "/summary.yaml", kiln.yaml.encode(summary))
+  end
+  summary.model, summary.optimizer, summary.state = model, opt, state
+  summary.positions = {}
+  for name, r in pairs(last_eval) do summary.positions[name] = r.positions end
+  return summary
+end
+
+return setmetatable(M, { __call = function(_, o) return M.run(o) end })

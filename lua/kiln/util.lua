@@ -1,0 +1,161 @@
+-- kiln.util — small helpers the library shares: files and directories, atomic text writes,
+-- CSV, and number formatting that reads back exactly.
+local M = {}
+
+-- Quote a string for /bin/sh.
+function M.shell_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+function M.exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close(); return true end
+  return false
+end
+
+function M.is_dir(path)
+  local ok = os.execute("test -d " .. M.shell_quote(path))
+  return ok == true
+end
+
+function M.mkdir(path)
+  if M.is_dir(path) then return end
+  local ok = os.execute("mkdir -p " .. M.shell_quote(path))
+  if not ok then error(("cannot create directory '%s'"):format(path), 0) end
+end
+
+function M.read_file(path)
+  local f, err = io.open(path, "rb")
+  if not f then return nil, err end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+-- Write the whole file through a temporary name and rename, so a crash never leaves a
+-- half-written file under the real name.
+function M.write_atomic(path, text)
+  local tmp = path .. ".tmp"
+  local f, err = io.open(tmp, "wb")
+  if not f then error(("cannot write '%s': %s"):format(path, err), 0) end
+  local ok, werr = f:write(text)
+  if not ok then f:close(); os.remove(tmp); error(("cannot write '%s': %s"):format(path, werr), 0) end
+  f:close()
+  local rok, rerr = os.rename(tmp, path)
+  if not rok then os.remove(tmp); error(("cannot rename '%s' to '%s': %s"):format(tmp, path, rerr), 0) end
+end
+
+-- Files in a directory matching a Lua pattern, sorted.
+function M.list_dir(dir, pattern)
+  local out = {}
+  local p = io.popen("ls -1 " .. M.shell_quote(dir) .. " 2>/dev/null")
+  if not p then return out end
+  for name in p:lines() do
+    if not pattern or name:match(pattern) then out[#out + 1] = name end
+  end
+  p:close()
+  table.sort(out)
+  return out
+end
+
+-- Shortest decimal text that reads back as the same number.
+function M.num(x)
+  if type(x) ~= "number" then return tostring(x) end
+  if math.type(x) == "integer" then return tostring(x) end
+  if x ~= x then return "nan" end
+  if x == math.huge then return "inf" elseif x == -math.huge then return "-inf" end
+  for p = 6, 17 do
+    local s = ("%." .. p .. "g"):format(x)
+    if tonumber(s) == x then return s end
+  end
+  return ("%.17g"):format(x)
+end
+
+-- A CSV field: numbers exactly, strings quoted when they need it, nil empty.
+function M.csv_field(v)
+  if v == nil then return "" end
+  if type(v) == "number" then return M.num(v) end
+  local s = tostring(v)
+  if s:find('[,"\n]') then s = '"' .. s:gsub('"', '""') .. '"' end
+  return s
+end
+
+function M.csv_line(fields, n)
+  local out = {}
+  for i = 1, n or #fields do out[i] = M.csv_field(fields[i]) end
+  return table.concat(out, ",") .. "\n"
+end
+
+-- Parse a CSV file into {header = {...}, rows = {{...}, ...}} (numbers converted).
+function M.read_csv(path)
+  local text, err = M.read_file(path)
+  if not text then return nil, err end
+  local rows, header = {}, nil
+  for line in text:gmatch("[^\n]+") do
+    local fields, i = {}, 1
+    while i <= #line + 1 do
+      local c = line:sub(i, i)
+      if c == '"' then
+        local j, buf = i + 1, {}
+        while true do
+          local q = line:find('"', j, true)
+          if not q then error(("%s: unterminated quote"):format(path), 0) end
+          buf[#buf + 1] = line:sub(j, q - 1)
+          if line:sub(q + 1, q + 1) == '"' then buf[#buf + 1] = '"'; j = q + 2 else i = q + 2; break end
+        end
+        fields[#fields + 1] = table.concat(buf)
+      else
+        local comma = line:find(",", i, true) or (#line + 1)
+        local raw = line:sub(i, comma - 1)
+        fields[#fields + 1] = raw == "" and "" or (tonumber(raw) or raw)
+        i = comma + 1
+      end
+    end
+    if not header then header = fields else rows[#rows + 1] = fields end
+  end
+  return { header = header or {}, rows = rows }
+end
+
+-- Median of a list of numbers (nil for an empty list).
+function M.median(xs)
+  if #xs == 0 then return nil end
+  local s = {}
+  for i, x in ipairs(xs) do s[i] = x end
+  table.sort(s)
+  local n = #s
+  if n % 2 == 1 then return s[(n + 1) // 2] end
+  return 0.5 * (s[n // 2] + s[n // 2 + 1])
+end
+
+function M.mean_std(xs)
+  local n = #xs
+  if n == 0 then return nil, nil end
+  local s = 0
+  for _, x in ipairs(xs) do s = s + x end
+  local mean = s / n
+  if n == 1 then return mean, 0 end
+  local v = 0
+  for _, x in ipairs(xs) do v = v + (x - mean) ^ 2 end
+  return mean, math.sqrt(v / (n - 1))
+end
+
+-- Deep copy of plain tables (userdata and functions are shared).
+function M.copy(v)
+  if type(v) ~= "table" then return v end
+  local out = {}
+  for k, x in pairs(v) do out[k] = M.copy(x) end
+  return out
+end
+
+-- Sorted keys of a table (strings before numbers, each ordered).
+function M.sorted_keys(t)
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = k end
+  table.sort(keys, function(a, b)
+    if type(a) == type(b) then return a < b end
+    return type(a) == "string"
+  end)
+  return keys
+end
+
+return M
