@@ -176,8 +176,8 @@ void kn_linear_forward(float *y, const float *x, const float *w, const float *b,
     kn_parallel_for_grain(N, 32, lin_fwd_rows, &c);
 }
 
-/* One part per thread: part i computes rows chunk i of dx and output-rows chunk i of dw/db,
- * so a backward is a single dispatch. */
+/* Part i of nparts computes rows chunk i of dx and output-rows chunk i of dw/db, so a
+ * backward is a single dispatch. */
 static void lin_bwd_part(void *p, int64_t i0, int64_t i1, int tid)
 {
     lin_ctx *c = p;
@@ -209,7 +209,8 @@ void kn_linear_backward(float *dx, float *dw, float *db, const float *dy, const 
     kn_blas_single_thread();
     lin_ctx c = {.dx = dx, .dw = dw, .db = db, .dy = dy, .x = x, .w = w,
                  .N = N, .in = in, .out = out, .acc = accumulate};
-    c.nparts = kn_pool_threads();
+    int nt = kn_pool_threads();
+    c.nparts = nt > 1 ? 4 * nt : 1;
     kn_parallel_for(c.nparts, lin_bwd_part, &c);
 }
 

@@ -1,11 +1,15 @@
 /* pool.c — a persistent pthread pool with passive waiting. One job at a time: the caller
- * publishes (fn, ctx, n), bumps a generation counter and broadcasts; workers take their
- * static chunk, the last one to finish signals the caller. */
+ * publishes (fn, ctx, n), bumps a generation counter and broadcasts. The range is cut into
+ * a fixed set of chunks (a function of n, grain and the thread count only); participants
+ * claim chunks through an atomic counter, so when the second vCPU stalls the caller simply
+ * takes more chunks. Which thread ran a chunk never changes what the chunk computes. The
+ * last worker to finish signals the caller. */
 #include "pool.h"
 #include "kn.h"
 
 #include <cblas.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 
 typedef struct {
@@ -23,7 +27,12 @@ typedef struct {
     void *ctx;
     int64_t n, grain;
     int nchunks;
+    atomic_int next;       /* next unclaimed chunk */
 } kn_pool;
+
+/* Chunks per thread: enough slack to rebalance when a vCPU is slow, few enough that each
+ * sgemm piece stays large. */
+#define CHUNKS_PER_THREAD 4
 
 static kn_pool pool = {
     .mu = PTHREAD_MUTEX_INITIALIZER,
@@ -42,6 +51,17 @@ static void chunk_bounds(int64_t n, int64_t grain, int nchunks, int t, int64_t *
     *e = u1 * grain < n ? u1 * grain : n;
 }
 
+static void run_chunks(kn_range_fn fn, void *ctx, int64_t n, int64_t grain, int nchunks, int tid)
+{
+    for (;;) {
+        int c = atomic_fetch_add_explicit(&pool.next, 1, memory_order_relaxed);
+        if (c >= nchunks) break;
+        int64_t b, e;
+        chunk_bounds(n, grain, nchunks, c, &b, &e);
+        if (b < e) fn(ctx, b, e, tid);
+    }
+}
+
 static void *worker_main(void *arg)
 {
     int tid = (int)(intptr_t)arg;
@@ -58,11 +78,7 @@ static void *worker_main(void *arg)
         int64_t n = pool.n, grain = pool.grain;
         int nchunks = pool.nchunks;
         pthread_mutex_unlock(&pool.mu);
-        if (tid < nchunks) {
-            int64_t b, e;
-            chunk_bounds(n, grain, nchunks, tid, &b, &e);
-            if (b < e) fn(ctx, b, e, tid);
-        }
+        run_chunks(fn, ctx, n, grain, nchunks, tid);
         pthread_mutex_lock(&pool.mu);
         if (--pool.pending == 0) pthread_cond_signal(&pool.done_cv);
     }
@@ -115,14 +131,13 @@ void kn_parallel_for_grain(int64_t n, int64_t grain, kn_range_fn fn, void *ctx)
     if (grain < 1) grain = 1;
     int nt = kn_pool_threads();
     int64_t units = (n + grain - 1) / grain;
-    int nchunks = units < nt ? (int)units : nt;
-    if (nchunks <= 1 || in_pool || pthread_mutex_trylock(&dispatch_mu) != 0) {
+    int nchunks = units < (int64_t)nt * CHUNKS_PER_THREAD ? (int)units : nt * CHUNKS_PER_THREAD;
+    if (nt <= 1 || nchunks <= 1 || in_pool || pthread_mutex_trylock(&dispatch_mu) != 0) {
         fn(ctx, 0, n, 0);
         return;
     }
     pool_resize(nt - 1);
-    if (pool.nworkers < nchunks - 1) nchunks = pool.nworkers + 1;   /* thread creation failed */
-    if (nchunks <= 1) {
+    if (pool.nworkers == 0) {   /* thread creation failed: run alone */
         pthread_mutex_unlock(&dispatch_mu);
         fn(ctx, 0, n, 0);
         return;
@@ -133,15 +148,14 @@ void kn_parallel_for_grain(int64_t n, int64_t grain, kn_range_fn fn, void *ctx)
     pool.n = n;
     pool.grain = grain;
     pool.nchunks = nchunks;
+    atomic_store_explicit(&pool.next, 0, memory_order_relaxed);
     pool.pending = pool.nworkers;
     pool.gen++;
     pthread_cond_broadcast(&pool.work_cv);
     pthread_mutex_unlock(&pool.mu);
 
     in_pool = 1;
-    int64_t b, e;
-    chunk_bounds(n, grain, nchunks, 0, &b, &e);
-    if (b < e) fn(ctx, b, e, 0);
+    run_chunks(fn, ctx, n, grain, nchunks, 0);
     in_pool = 0;
 
     pthread_mutex_lock(&pool.mu);
