@@ -3,6 +3,8 @@
  *
  *   bench CFG THREADS [STEPS [WARMUP]]     CFG: S, M or L (PERF.md), or
  *                                           L,d,H,T,B (layers, width, heads, context, batch)
+ *   bench probe THREADS                     OpenBLAS sgemm GFLOP/s (1024³, median of 15):
+ *                                           how much of the 2 vCPUs the host gives right now
  *
  * A step is what a training loop does: zero_grad, forward with loss on random byte tokens,
  * backward, global-norm clipping (1.0) and AdamW (3e-4, betas 0.9/0.95, wd 0.1 on 2-D).
@@ -14,6 +16,7 @@
 #include "gpt.h"
 #include "rng.h"
 
+#include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +48,26 @@ static double peak_rss_mib(void)
     return kb / 1024.0;
 }
 
+static int probe(int threads)
+{
+    enum { N = 1024, REPS = 15 };
+    kn_set_threads(threads);
+    float *a = kn_alloc((size_t)N * N * sizeof(float)), *b = kn_alloc((size_t)N * N * sizeof(float));
+    float *c = kn_alloc((size_t)N * N * sizeof(float));
+    if (!a || !b || !c) { fprintf(stderr, "bench: out of memory\n"); return 1; }
+    for (size_t i = 0; i < (size_t)N * N; i++) { a[i] = (float)(i % 7) * 0.1f; b[i] = (float)(i % 5) * 0.1f; }
+    double ms[REPS];
+    for (int r = 0; r < REPS; r++) {
+        double t0 = now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, N, N, 1.0f, a, N, b, N, 0.0f, c, N);
+        ms[r] = now() - t0;
+    }
+    qsort(ms, REPS, sizeof *ms, cmp_double);
+    printf("probe threads=%d gflops=%.1f\n", threads, 2.0 * N * N * N / ms[REPS / 2] * 1e-9);
+    kn_free(a); kn_free(b); kn_free(c);
+    return 0;
+}
+
 static int die(const char *what)
 {
     fprintf(stderr, "bench: %s: %s\n", what, kn_errmsg());
@@ -54,11 +77,12 @@ static int die(const char *what)
 int main(int argc, char **argv)
 {
     if (argc < 3) {
-        fprintf(stderr, "usage: bench S|M|L|layers,d,heads,T,B THREADS [STEPS [WARMUP]]\n");
+        fprintf(stderr, "usage: bench S|M|L|layers,d,heads,T,B THREADS [STEPS [WARMUP]]\n       bench probe THREADS\n");
         return 2;
     }
     int L, d, H, T, B;
     const char *name = argv[1];
+    if (!strcmp(name, "probe")) return probe(atoi(argv[2]) > 0 ? atoi(argv[2]) : 1);
     if (!strcmp(name, "S")) { L = 4; d = 128; H = 4; T = 256; B = 16; }
     else if (!strcmp(name, "M")) { L = 6; d = 256; H = 8; T = 256; B = 16; }
     else if (!strcmp(name, "L")) { L = 8; d = 512; H = 8; T = 512; B = 8; }
