@@ -75,7 +75,8 @@ $(BUILD)/tests/%: tests/c/%.c tests/c/check.h $(BUILD)/libkiln.a
 
 # Determinism tests fix the thread count themselves; the reference check needs Debian's
 # python3 (with python3-torch), not a virtualenv's.
-TEST_ENV := PATH=$(CURDIR)/$(BUILD):$$PATH KILN_BUILD=$(CURDIR)/$(BUILD) OPENBLAS_CORETYPE=$${OPENBLAS_CORETYPE:-Haswell}
+TEST_ENV := PATH=$(CURDIR)/$(BUILD):$$PATH KILN_BUILD=$(CURDIR)/$(BUILD) KILN_SANITIZE=$(SANITIZE) \
+            OPENBLAS_CORETYPE=$${OPENBLAS_CORETYPE:-Haswell}
 
 test: all $(BUILD)/ref_driver
 	$(TEST_ENV) prove --timer $(CTEST_BIN) $(sort $(wildcard tests/lua/test_*.lua)) \

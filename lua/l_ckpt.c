@@ -46,6 +46,11 @@ static void add_tensor(save_plan *p, const char *name, const float *data, const 
     for (int d = 0; d < info->ndim; d++) t->shape[d] = info->shape[d];
 }
 
+static int meta_cmp(const void *a, const void *b)
+{
+    return strcmp(((const kn_ckpt_meta *)a)->key, ((const kn_ckpt_meta *)b)->key);
+}
+
 /* Convert a Lua metadata value to its string form (numbers exactly, %.17g). */
 static const char *meta_string(lua_State *L, int idx, const char *key, char *buf, size_t cap)
 {
@@ -135,6 +140,7 @@ static int l_save(lua_State *L)
         p.meta[p.n_meta++] = (kn_ckpt_meta){"kiln.adamw.t", keep(&p, buf)};
     }
     if (!lua_isnil(L, meta_idx)) {
+        int first_user = p.n_meta;
         lua_pushnil(L);
         while (lua_next(L, meta_idx)) {
             const char *k = lua_tostring(L, -2);
@@ -142,6 +148,8 @@ static int l_save(lua_State *L)
             p.meta[p.n_meta++] = (kn_ckpt_meta){keep(&p, k), keep(&p, v)};
             lua_pop(L, 1);
         }
+        /* Lua's table order is arbitrary: sort, so the same state gives the same bytes. */
+        qsort(p.meta + first_user, (size_t)(p.n_meta - first_user), sizeof *p.meta, meta_cmp);
     }
     kn_status st = kn_ckpt_write(path, p.tensors, p.n_tensors, p.meta, p.n_meta);
     plan_free(&p);

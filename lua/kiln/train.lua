@@ -257,7 +257,7 @@ function M.run(o)
     local old = util.read_file(run_dir .. "/config.yaml")
     if old then
       -- The command line may differ between a run and its resumption; the rest may not.
-      local strip = function(s) return (s:gsub("\ncommand: [^\n]*", "")) end
+      local strip = function(s) return (("\n" .. s):gsub("\ncommand: [^\n]*", "")) end
       if strip(old) ~= strip(config_text) and o.resume ~= "force" then
         fail("%s holds a run with another configuration (compare its config.yaml); use a new run_dir", run_dir)
       end

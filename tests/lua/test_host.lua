@@ -46,10 +46,13 @@ out = sh("KILN_PATH='" .. dir .. "/?.lua' " .. kiln_bin .. " -e 'print(kiln.weig
 t.eq(out, "true\n", "a module on KILN_PATH overrides the embedded one")
 
 -- kiln.so for stock lua5.4.
-if os.execute("command -v lua5.4 >/dev/null 2>&1") then
+if os.getenv("KILN_SANITIZE") == "1" then
+  -- An ASan-instrumented kiln.so cannot load into an uninstrumented lua5.4.
+  t.skip("kiln.so under lua5.4 is not checked in sanitizer builds")
+elseif os.execute("command -v lua5.4 >/dev/null 2>&1") then
   out, code = sh("cd " .. build .. " && lua5.4 -e 'local k = require \"kiln\"; print(type(k.model), k.schedule ~= nil)'")
   t.eq(out, "function\ttrue\n", "lua5.4 can require the kiln.so module")
 else
-  t.ok(true, "# SKIP lua5.4 not installed")
+  t.skip("lua5.4 not installed")
 end
 t.done()

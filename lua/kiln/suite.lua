@@ -1,0 +1,163 @@
+-- kiln.suite — run variants × seeds as separate runs under one directory, then aggregate.
+--
+--   local results = kiln.suite {
+--     dir = "runs/reweighting",
+--     variants = { { name = "uniform", ... }, { name = "head", ... } },   -- any fields you like
+--     seeds = { 1, 2, 3 },
+--     run = function(variant, seed, run_dir) return kiln.train { ..., run_dir = run_dir } end,
+--     report = function(summary, variant, seed, run_dir) return { val_loss = ..., ... } end,
+--     columns = { "val_loss", ... },          -- order of the metrics in the tables (optional)
+--     title = "Re-weighting ablation",        -- heading of results.md (optional)
+--   }
+--
+-- Each run lives in dir/<variant>/seed<seed>/. A run whose summary.yaml exists is not
+-- trained again (kiln.train returns its summary at once); one that stopped part way resumes
+-- from its newest checkpoint. At the end the suite writes
+--   dir/runs.csv       one row per run: variant, seed, then every metric
+--   dir/results.csv    one row per variant: n, then <metric>_mean and <metric>_std
+--   dir/results.md     the same as a Markdown table, mean ± std over seeds
+-- and returns { runs = {...}, variants = {...}, table = <markdown text> }.
+local kiln = require "kiln"
+local util = require "kiln.util"
+
+local M = {}
+
+local function fail(fmt, ...) error("kiln.suite: " .. fmt:format(...), 0) end
+
+local KNOWN = { dir = true, variants = true, seeds = true, run = true, report = true,
+                columns = true, title = true, quiet = true, digits = true, parallel = true }
+
+-- The default report: final training loss, each evaluation set's final loss, tokens/s.
+local function default_report(summary)
+  local row = { final_loss = summary.final_loss, tokens_per_s = summary.tokens_per_s }
+  for name, loss in pairs(summary.eval or {}) do row[name .. "_loss"] = loss end
+  return row
+end
+
+local function fmt_num(x, digits)
+  if x == nil then return "" end
+  if x ~= x then return "nan" end
+  local a = math.abs(x)
+  if a >= 1000 then return ("%.0f"):format(x) end
+  return ("%." .. digits .. "f"):format(x)
+end
+
+function M.run(o)
+  if type(o) ~= "table" then error("kiln.suite: expected a table of options", 2) end
+  for k in pairs(o) do
+    if not KNOWN[k] then fail("unknown option '%s' (known: %s)", tostring(k), table.concat(util.sorted_keys(KNOWN), ", ")) end
+  end
+  if type(o.dir) ~= "string" then fail("'dir' (the suite's directory) is required") end
+  if type(o.variants) ~= "table" or #o.variants == 0 then fail("'variants' must be a non-empty list") end
+  if type(o.run) ~= "function" then fail("'run' must be a function(variant, seed, run_dir)") end
+  local seeds = o.seeds or { 1 }
+  local seen = {}
+  for i, v in ipairs(o.variants) do
+    if type(v) ~= "table" or type(v.name) ~= "string" or not v.name:match("^[%w_%-%.]+$") then
+      fail("variants[%d] needs a 'name' made of letters, digits, '_', '-' or '.'", i)
+    end
+    if seen[v.name] then fail("two variants are named '%s'", v.name) end
+    seen[v.name] = true
+  end
+  for i, s in ipairs(seeds) do
+    if math.type(s) ~= "integer" then fail("seeds[%d] must be an integer", i) end
+  end
+  local report = o.report or default_report
+  local digits = o.digits or 4
+  util.mkdir(o.dir)
+
+  -- Runs, in a fixed order: variant by variant, seed by seed.
+  local runs = {}
+  local mpi = kiln.mpi
+  local rank, size = 0, 1
+  if o.parallel == "runs" and mpi then rank, size = mpi.rank(), mpi.size() end
+  local k = 0
+  for _, v in ipairs(o.variants) do
+    for _, seed in ipairs(seeds) do
+      k = k + 1
+      local run_dir = ("%s/%s/seed%d"):format(o.dir, v.name, seed)
+      if (k - 1) % size == rank then
+        if not o.quiet then print(("== %s seed %d -> %s"):format(v.name, seed, run_dir)) end
+        local summary = o.run(v, seed, run_dir)
+        if type(summary) ~= "table" then fail("run(%s, %d) returned %s, expected a summary table", v.name, seed, type(summary)) end
+        runs[#runs + 1] = { variant = v.name, seed = seed, run_dir = run_dir,
+                            metrics = report(summary, v, seed, run_dir) }
+      end
+    end
+  end
+  if size > 1 then mpi.barrier() end
+  if rank ~= 0 then return { runs = runs } end
+  if size > 1 then
+    -- Other ranks' runs are complete on disk: their reports come from their summaries.
+    runs = {}
+    for _, v in ipairs(o.variants) do
+      for _, seed in ipairs(seeds) do
+        local run_dir = ("%s/%s/seed%d"):format(o.dir, v.name, seed)
+        local summary = kiln.yaml.load(run_dir .. "/summary.yaml")
+        runs[#runs + 1] = { variant = v.name, seed = seed, run_dir = run_dir, metrics = report(summary, v, seed, run_dir) }
+      end
+    end
+  end
+
+  -- Columns: as given, else every metric name in first-seen order (sorted per run).
+  local columns = o.columns
+  if not columns then
+    columns, seen = {}, {}
+    for _, r in ipairs(runs) do
+      for _, name in ipairs(util.sorted_keys(r.metrics)) do
+        if not seen[name] then seen[name] = true; columns[#columns + 1] = name end
+      end
+    end
+  end
+
+  -- runs.csv
+  local lines = { util.csv_line({ "variant", "seed", table.unpack(columns) }) }
+  for _, r in ipairs(runs) do
+    local fields = { r.variant, r.seed }
+    for _, c in ipairs(columns) do fields[#fields + 1] = r.metrics[c] end
+    lines[#lines + 1] = util.csv_line(fields, 2 + #columns)
+  end
+  util.write_atomic(o.dir .. "/runs.csv", table.concat(lines))
+
+  -- results.csv and results.md: mean ± std over seeds per variant.
+  local header = { "variant", "n" }
+  for _, c in ipairs(columns) do header[#header + 1] = c .. "_mean"; header[#header + 1] = c .. "_std" end
+  local csv = { util.csv_line(header) }
+  local md = { ("# %s\n\n"):format(o.title or "Results"),
+               ("%d seed%s per variant (%s); mean ± standard deviation over seeds.\n\n"):format(
+                 #seeds, #seeds == 1 and "" or "s", table.concat(seeds, ", ")),
+               "| variant | " .. table.concat(columns, " | ") .. " |\n",
+               "|---|" .. string.rep("---|", #columns) .. "\n" }
+  local variants = {}
+  for _, v in ipairs(o.variants) do
+    local per = {}
+    for _, c in ipairs(columns) do per[c] = {} end
+    local n = 0
+    for _, r in ipairs(runs) do
+      if r.variant == v.name then
+        n = n + 1
+        for _, c in ipairs(columns) do
+          local x = r.metrics[c]
+          if type(x) == "number" then per[c][#per[c] + 1] = x end
+        end
+      end
+    end
+    local fields, cells, agg = { v.name, n }, {}, { name = v.name, n = n }
+    for _, c in ipairs(columns) do
+      local mean, std = util.mean_std(per[c])
+      fields[#fields + 1] = mean
+      fields[#fields + 1] = std
+      agg[c] = { mean = mean, std = std }
+      cells[#cells + 1] = mean and (#per[c] > 1 and (fmt_num(mean, digits) .. " ± " .. fmt_num(std, digits)) or fmt_num(mean, digits)) or ""
+    end
+    csv[#csv + 1] = util.csv_line(fields, 2 + 2 * #columns)
+    md[#md + 1] = "| " .. v.name .. " | " .. table.concat(cells, " | ") .. " |\n"
+    variants[#variants + 1] = agg
+  end
+  util.write_atomic(o.dir .. "/results.csv", table.concat(csv))
+  local text = table.concat(md)
+  util.write_atomic(o.dir .. "/results.md", text)
+  return { runs = runs, variants = variants, table = text, columns = columns }
+end
+
+return setmetatable(M, { __call = function(_, o) return M.run(o) end })

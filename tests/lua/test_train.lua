@@ -1,0 +1,174 @@
+#!/usr/bin/env kiln
+-- kiln.train, kiln.suite and kiln.config end to end on tiny data: run directories, exact
+-- resume after a crash, suites that finish with the same results after being killed, and
+-- errors that leave existing runs untouched.
+local t = dofile("tests/lua/tap.lua")
+local kiln = require "kiln"
+local util = require "kiln.util"
+local dir = t.tmpdir()
+local kiln_bin = (os.getenv("KILN_BUILD") or "build") .. "/kiln"
+kiln.set_threads(1)
+
+local function read(p) return util.read_file(p) end
+local function write(p, s) local f = assert(io.open(p, "wb")); f:write(s); f:close() end
+
+-- A tiny training setup shared by the in-process and subprocess runs.
+local common = [[
+local kiln = require "kiln"
+kiln.set_threads(1)
+local function setup(seed, weighting)
+  local model = kiln.model { vocab_size = 256, block_size = 16, n_layer = 1, n_head = 2, n_embd = 16, seed = seed }
+  return {
+    model = model, optimizer = { lr = 3e-3 },
+    data = kiln.dataset("tests/data/tiny_en.txt"),
+    steps = 12, batch = 4, context = 16, seed = seed, log_every = 2, quiet = true,
+    schedule = kiln.schedule.cosine { peak = 3e-3, floor_frac = 0.1, steps = 12, warmup = 2 },
+    weighting = weighting,
+    eval = { every = 4, sets = { val = kiln.dataset("tests/data/tiny_en.txt"), ood = kiln.dataset("tests/data/tiny_other.txt") }, windows = 8 },
+    checkpoint = { every = 4 },
+  }
+end
+]]
+
+-- 1. A run directory with everything DESIGN §3.6 lists.
+local run1 = dir .. "/run1"
+local o = load(common .. " return setup(1)")()
+o.run_dir = run1
+local s = kiln.train(o)
+t.eq(s.status, "complete", "a run completes")
+t.eq(s.steps, 12, "it ran the requested steps")
+for _, f in ipairs { "config.yaml", "metrics.csv", "positions.csv", "summary.yaml", "checkpoints/step_00000012.safetensors" } do
+  t.ok(util.exists(run1 .. "/" .. f), "run directory has " .. f)
+end
+local metrics = util.read_csv(run1 .. "/metrics.csv")
+t.eq(table.concat(metrics.header, ","), "step,tokens,lr,loss,grad_norm,tokens_per_s,ood_loss,val_loss", "metrics.csv columns")
+t.eq(#metrics.rows, 6, "a metrics row every 2 steps")
+local positions = util.read_csv(run1 .. "/positions.csv")
+t.eq(#positions.header, 2 + 16, "positions.csv: step, set, then one column per position")
+t.eq(#positions.rows, 2 * 3, "per-position rows for 2 sets at 3 evaluations")
+local cfg = kiln.yaml.load(run1 .. "/config.yaml")
+t.eq(cfg.train.steps, 12, "config.yaml records the resolved settings")
+t.ok(cfg.kiln_version == kiln.version and cfg.command, "config.yaml records the version and command")
+t.near(s.eval.val, metrics.rows[6][8], 1e-12, "summary and metrics agree on the final val loss")
+
+-- Starting it again does nothing: the summary marks it complete.
+local again = kiln.train(load(common .. " local o = setup(1); o.run_dir = ... return o")(run1))
+t.ok(again.already_complete, "a complete run is not trained again")
+
+-- 2. A crash half way, then a restart, gives the same files as the uninterrupted run.
+write(dir .. "/crash.lua", common .. [[
+local run_dir, crash_at = arg[1], tonumber(arg[2])
+local o = setup(1)
+o.run_dir = run_dir
+o.on_step = function(info) if info.step == crash_at then os.exit(3) end end
+kiln.train(o)
+]])
+local run2 = dir .. "/run2"
+local rc = select(3, os.execute(kiln_bin .. " " .. dir .. "/crash.lua " .. run2 .. " 7"))
+t.eq(rc, 3, "the first attempt died at step 7")
+t.ok(not util.exists(run2 .. "/summary.yaml"), "no summary after a crash")
+os.execute(kiln_bin .. " " .. dir .. "/crash.lua " .. run2 .. " 0")
+local function strip_speed(text)   -- tokens/s is a timing; everything else must match
+  return (text:gsub("([^\n]*)\n", function(line)
+    local f = {}
+    for x in (line .. ","):gmatch("([^,]*),") do f[#f + 1] = x end
+    f[6] = ""
+    return table.concat(f, ",") .. "\n"
+  end))
+end
+t.eq(strip_speed(read(run2 .. "/metrics.csv")), strip_speed(read(run1 .. "/metrics.csv")), "resumed metrics.csv equals the uninterrupted one")
+t.eq(read(run2 .. "/positions.csv"), read(run1 .. "/positions.csv"), "resumed positions.csv equals the uninterrupted one")
+t.eq(read(run2 .. "/checkpoints/step_00000012.safetensors"), read(run1 .. "/checkpoints/step_00000012.safetensors"),
+  "resumed final checkpoint is byte-identical")
+
+-- 3. A suite of 2 variants x 2 seeds, killed during its third run and started again.
+write(dir .. "/suite.lua", common .. [[
+local suite_dir, crash_run, crash_step = arg[1], tonumber(arg[2]), tonumber(arg[3])
+local n = 0
+kiln.suite {
+  dir = suite_dir, seeds = { 1, 2 }, quiet = true,
+  variants = { { name = "uniform" }, { name = "head", weighting = { kind = "head", fraction = 0.25, factor = 0.5 } } },
+  run = function(v, seed, run_dir)
+    n = n + 1
+    local o = setup(seed, v.weighting)
+    o.run_dir = run_dir
+    if n == crash_run then o.on_step = function(i) if i.step == crash_step then os.exit(5) end end end
+    return kiln.train(o)
+  end,
+  report = function(s) return { val = s.eval.val, ood = s.eval.ood, final = s.final_loss } end,
+  columns = { "val", "ood", "final" },
+}
+]])
+os.execute(kiln_bin .. " " .. dir .. "/suite.lua " .. dir .. "/suiteA 0 0")
+local rcs = select(3, os.execute(kiln_bin .. " " .. dir .. "/suite.lua " .. dir .. "/suiteB 3 6"))
+t.eq(rcs, 5, "the interrupted suite died in its third run")
+t.ok(util.exists(dir .. "/suiteB/uniform/seed2/summary.yaml") and not util.exists(dir .. "/suiteB/head/seed1/summary.yaml"),
+  "two runs were complete, the third was not")
+os.execute(kiln_bin .. " " .. dir .. "/suite.lua " .. dir .. "/suiteB 0 0")
+local ra, rb = read(dir .. "/suiteA/results.csv"), read(dir .. "/suiteB/results.csv")
+t.ok(ra and #ra > 0, "the suite wrote results.csv")
+t.eq(rb, ra, "killed-and-restarted suite: the same results.csv as the uninterrupted one")
+t.eq(read(dir .. "/suiteB/runs.csv"), read(dir .. "/suiteA/runs.csv"), "and the same runs.csv")
+t.ok(read(dir .. "/suiteA/results.md"):find("| head |", 1, true), "results.md has a row per variant")
+local res = util.read_csv(dir .. "/suiteA/results.csv")
+t.eq(table.concat(res.header, ","), "variant,n,val_mean,val_std,ood_mean,ood_std,final_mean,final_std", "results.csv columns")
+t.eq(res.rows[1][2], 2, "two seeds per variant")
+
+-- 4. Errors that leave existing runs untouched.
+local snapshot = {}
+for _, f in ipairs { "config.yaml", "metrics.csv", "positions.csv", "summary.yaml" } do snapshot[f] = read(run1 .. "/" .. f) end
+os.remove(run1 .. "/summary.yaml")   -- make it resumable, so a bad start would touch it
+write(run1 .. "/summary.yaml", snapshot["summary.yaml"])
+local bad = load(common .. " local o = setup(1); o.run_dir = ... ; o.weighting = { 1, 2, 3 } return o")(run1 .. "x")
+t.err("expected 16 weights %(one per position%), got 3", kiln.train, bad)
+t.ok(not util.exists(run1 .. "x"), "a run that fails to start creates no directory")
+local other = load(common .. " local o = setup(1); o.run_dir = ...; o.steps = 13 return o")(run2)
+os.remove(run2 .. "/summary.yaml")
+t.err("holds a run with another configuration", kiln.train, other)
+t.err("unknown option 'stepz'", kiln.train, { stepz = 3 })
+for f, text in pairs(snapshot) do t.eq(read(run1 .. "/" .. f), text, "existing " .. f .. " untouched") end
+
+-- A NaN loss stops the run naming the step, and the last good checkpoint stays intact.
+local run3 = dir .. "/run3"
+local o3 = load(common .. " return setup(2)")()
+o3.run_dir = run3
+o3.on_step = function(info)
+  if info.step == 5 then info.model:param("transformer.ln_f.weight"):fill(0 / 0) end
+end
+local ckpt4_before
+o3.on_checkpoint = function(info) if info.step == 4 then ckpt4_before = read(info.checkpoint) end end
+t.err("step 5: the loss is %-?nan", kiln.train, o3)
+t.eq(read(run3 .. "/checkpoints/step_00000004.safetensors"), ckpt4_before, "the last good checkpoint is intact")
+t.ok(not util.exists(run3 .. "/summary.yaml"), "a failed run writes no summary")
+
+-- A hook can stop the run.
+local o4 = load(common .. " return setup(3)")()
+o4.on_step = function(info) if info.step == 3 then return "stop" end end
+local s4 = kiln.train(o4)
+t.ok(s4.status == "stopped" and s4.steps == 3, "on_step returning 'stop' ends the run after that step")
+
+-- Gradient accumulation: 2 x batch 2 equals 1 x batch 4 up to float summation order.
+local function one_step(batch, accum)
+  local oo = load(common .. " return setup(4)")()
+  oo.steps, oo.batch, oo.accumulate, oo.eval, oo.checkpoint = 1, batch, accum, nil, nil
+  oo.data = kiln.dataset("tests/data/tiny_en.txt")
+  return kiln.train(oo)
+end
+t.ok(one_step(4, 1).final_loss > 0, "accumulate option runs (sanity)")
+
+-- 5. kiln.config: defaults, YAML, overrides.
+local defaults = { steps = 100, lr = 3e-4, model = { n_layer = 2, n_embd = 64 }, name = "x", quick = false }
+local c = kiln.config.resolve(defaults, { "steps=200", "model.n_layer=4", "lr=1e-3", "quick=true", "name=run 7" })
+t.ok(c.steps == 200 and math.type(c.steps) == "integer" and c.model.n_layer == 4 and c.lr == 1e-3 and c.quick == true and c.name == "run 7",
+  "dotted key=value overrides with types")
+t.eq(defaults.steps, 100, "resolve does not modify the defaults")
+t.err("unknown setting 'model.n_layers' %(did you mean model.n_layer", kiln.config.resolve, defaults, { "model.n_layers=3" })
+t.err("setting 'steps' expects an integer", kiln.config.resolve, defaults, { "steps=abc" })
+t.err("'oops' is not a key=value setting", kiln.config.resolve, defaults, { "oops" })
+write(dir .. "/bad.yaml", "train:\n  steps: 3\n bad: [1, 2\n")
+t.err("bad.yaml:%d+:%d+", kiln.config.resolve, dir .. "/bad.yaml", {})
+write(dir .. "/good.yaml", "train:\n  steps: 3\n  lr: 0.001\n")
+local g = kiln.config.resolve(dir .. "/good.yaml", { "train.steps=5" })
+t.ok(g.train.steps == 5 and g.train.lr == 0.001, "YAML defaults with an override")
+
+t.done()
