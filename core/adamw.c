@@ -212,7 +212,8 @@ static double norm_range(kn_adamw *o, const float *G, size_t b, size_t e)
 static void norm_chunk(void *ctx, int64_t b, int64_t e, int tid)
 {
     step_ctx *sc = ctx;
-    sc->o->partial[tid] = norm_range(sc->o, sc->G, (size_t)b, (size_t)e);
+    /* += : correct even if a thread is ever handed more than one chunk. */
+    sc->o->partial[tid] += norm_range(sc->o, sc->G, (size_t)b, (size_t)e);
 }
 
 static void update_chunk(void *ctx, int64_t b, int64_t e, int tid)
