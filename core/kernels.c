@@ -109,7 +109,7 @@ void kn_embedding_forward(float *x, const int32_t *tokens, const float *wte, con
                           int B, int T, int C)
 {
     emb_ctx c = {.x = x, .wte = wte, .wpe = wpe, .tok = tokens, .B = B, .T = T, .C = C};
-    kn_parallel_for_grain((int64_t)B * T, 16, emb_fwd_rows, &c);
+    kn_parallel_for_dynamic((int64_t)B * T, 16, emb_fwd_rows, &c);
 }
 
 /* Split over columns: each column's sums run over rows in order, whatever the thread count. */
@@ -134,7 +134,7 @@ void kn_embedding_backward(float *dwte, float *dwpe, const float *dx, const int3
                            int B, int T, int C)
 {
     emb_ctx c = {.dwte = dwte, .dwpe = dwpe, .dx = dx, .tok = tokens, .B = B, .T = T, .C = C};
-    kn_parallel_for_grain(C, 16, emb_bwd_cols, &c);
+    kn_parallel_for_dynamic(C, 16, emb_bwd_cols, &c);
 }
 
 /* ---------------------------------------------------------------- linear */
@@ -173,7 +173,7 @@ void kn_linear_forward(float *y, const float *x, const float *w, const float *b,
 {
     kn_blas_single_thread();
     lin_ctx c = {.y = y, .x = x, .w = w, .b = b, .N = N, .in = in, .out = out, .acc = accumulate};
-    kn_parallel_for_grain(N, 32, lin_fwd_rows, &c);
+    kn_parallel_for_dynamic(N, 32, lin_fwd_rows, &c);
 }
 
 /* Part i of nparts computes rows chunk i of dx and output-rows chunk i of dw/db, so a
@@ -211,7 +211,7 @@ void kn_linear_backward(float *dx, float *dw, float *db, const float *dy, const 
                  .N = N, .in = in, .out = out, .acc = accumulate};
     int nt = kn_pool_threads();
     c.nparts = nt > 1 ? 4 * nt : 1;
-    kn_parallel_for(c.nparts, lin_bwd_part, &c);
+    kn_parallel_for_dynamic(c.nparts, 1, lin_bwd_part, &c);
 }
 
 void kn_linear_forward_naive(float *y, const float *x, const float *w, const float *b,
@@ -282,7 +282,7 @@ void kn_layernorm_forward(float *y, float *mean, float *rstd, const float *x, co
                           const float *b, int N, int C)
 {
     ln_ctx c = {.y = y, .mean = mean, .rstd = rstd, .x = x, .w = w, .b = b, .N = N, .C = C};
-    kn_parallel_for_grain(N, 16, ln_fwd_rows, &c);
+    kn_parallel_for_dynamic(N, 16, ln_fwd_rows, &c);
 }
 
 /* dx = rstd·(g - mean(g) - x̂·mean(g·x̂)), g = dy·w. */
@@ -345,8 +345,8 @@ void kn_layernorm_backward(float *dx, float *dw, float *db, const float *dy, con
                 .crstd = rstd, .N = N, .C = C, .acc = accumulate};
     /* Parameter gradients first: with accumulate false dx may not alias dy, but keeping
      * this order lets a caller overwrite dy afterwards. */
-    kn_parallel_for_grain(C, 16, ln_bwd_cols, &c);
-    if (dx) kn_parallel_for_grain(N, 16, ln_bwd_rows, &c);
+    kn_parallel_for_dynamic(C, 16, ln_bwd_cols, &c);
+    if (dx) kn_parallel_for_dynamic(N, 16, ln_bwd_rows, &c);
 }
 
 /* ---------------------------------------------------------------- gelu */
@@ -372,7 +372,7 @@ static void gelu_fwd_range(void *p, int64_t i0, int64_t i1, int tid)
 void kn_gelu_forward(float *y, const float *x, int64_t n)
 {
     gelu_ctx c = {.y = y, .x = x};
-    kn_parallel_for_grain(n, 1024, gelu_fwd_range, &c);
+    kn_parallel_for_dynamic(n, 1024, gelu_fwd_range, &c);
 }
 
 static void gelu_bwd_range(void *p, int64_t i0, int64_t i1, int tid)
@@ -394,7 +394,7 @@ static void gelu_bwd_range(void *p, int64_t i0, int64_t i1, int tid)
 void kn_gelu_backward(float *dx, const float *x, const float *dy, int64_t n, bool accumulate)
 {
     gelu_ctx c = {.y = dx, .x = x, .dy = dy, .acc = accumulate};
-    kn_parallel_for_grain(n, 1024, gelu_bwd_range, &c);
+    kn_parallel_for_dynamic(n, 1024, gelu_bwd_range, &c);
 }
 
 /* ---------------------------------------------------------------- attention */
@@ -442,7 +442,7 @@ void kn_attention_forward(float *y, float *att, const float *qkv, int B, int T, 
 {
     kn_blas_single_thread();
     att_ctx c = {.y = y, .att = att, .qkv = qkv, .B = B, .T = T, .C = C, .NH = NH};
-    kn_parallel_for((int64_t)B * NH, att_fwd_heads, &c);
+    kn_parallel_for_dynamic((int64_t)B * NH, 1, att_fwd_heads, &c);
 }
 
 size_t kn_attention_scratch_floats(int T, int nthreads)
@@ -502,7 +502,7 @@ void kn_attention_backward(float *dqkv, float *scratch, const float *dy, const f
     kn_blas_single_thread();
     att_ctx c = {.dqkv = dqkv, .scratch = scratch, .dy = dy, .qkv = qkv, .catt = att,
                  .B = B, .T = T, .C = C, .NH = NH, .acc = accumulate};
-    kn_parallel_for((int64_t)B * NH, att_bwd_heads, &c);
+    kn_parallel_for_dynamic((int64_t)B * NH, 1, att_bwd_heads, &c);
 }
 
 /* ---------------------------------------------------------------- cross-entropy */
@@ -553,7 +553,7 @@ float kn_crossentropy_forward(float *losses, const float *logits, const int32_t 
 {
     ce_ctx c = {.losses = losses, .logits = logits, .targets = targets, .w = w, .T = T, .V = V};
     int64_t N = (int64_t)B * T;
-    kn_parallel_for_grain(N, 16, ce_fwd_rows, &c);
+    kn_parallel_for_dynamic(N, 16, ce_fwd_rows, &c);
     double s = 0.0;
     for (int64_t r = 0; r < N; r++) s += (w ? (double)w[r % T] : 1.0) * losses[r];
     return (float)(s / ce_denom(w, B, T, normalize));
@@ -585,7 +585,7 @@ void kn_crossentropy_backward(float *dlogits, const float *logits, const int32_t
     ce_ctx c = {.dlogits = dlogits, .logits = logits, .targets = targets, .w = w, .T = T, .V = V,
                 .acc = accumulate};
     c.coef = (float)((double)dloss / ce_denom(w, B, T, normalize));
-    kn_parallel_for_grain((int64_t)B * T, 16, ce_bwd_rows, &c);
+    kn_parallel_for_dynamic((int64_t)B * T, 16, ce_bwd_rows, &c);
 }
 
 /* ---------------------------------------------------------------- residual */

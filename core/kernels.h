@@ -2,8 +2,8 @@
  * Row-major everywhere; N = B·T rows; linear weights are [out, in] (PyTorch's layout).
  * Backward kernels add into parameter gradients (+=). Input gradients are added too when
  * `accumulate` is true, or overwritten when it is false (so callers need not zero scratch).
- * Every kernel splits its work statically over kiln's pool (pool.h) and runs sgemm
- * single-threaded inside each piece, so results depend only on the thread count. */
+ * Every kernel splits its work over kiln's pool (pool.h, fixed chunk boundaries) and runs
+ * sgemm single-threaded inside each piece, so results depend only on the thread count. */
 #ifndef KN_KERNELS_H
 #define KN_KERNELS_H
 

@@ -1,15 +1,16 @@
 /* pool.c — a persistent pthread pool with passive waiting. One job at a time: the caller
- * publishes (fn, ctx, n), bumps a generation counter and broadcasts. The range is cut into
- * a fixed set of chunks (a function of n, grain and the thread count only); participants
- * claim chunks through an atomic counter, so when the second vCPU stalls the caller simply
- * takes more chunks. Which thread ran a chunk never changes what the chunk computes. The
- * last worker to finish signals the caller. */
+ * publishes (fn, ctx, n), bumps a generation counter and broadcasts; the last worker to
+ * finish signals the caller. Static jobs give thread t exactly chunk t. Dynamic jobs cut
+ * the range into more chunks (a function of n, grain and the thread count only) that
+ * participants claim through an atomic counter, so when the second vCPU stalls the caller
+ * simply takes more of them. */
 #include "pool.h"
 #include "kn.h"
 
 #include <cblas.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
 
 typedef struct {
@@ -27,7 +28,8 @@ typedef struct {
     void *ctx;
     int64_t n, grain;
     int nchunks;
-    atomic_int next;       /* next unclaimed chunk */
+    bool dynamic;
+    atomic_int next;       /* next unclaimed chunk (dynamic jobs) */
 } kn_pool;
 
 /* Chunks per thread: enough slack to rebalance when a vCPU is slow, few enough that each
@@ -51,8 +53,17 @@ static void chunk_bounds(int64_t n, int64_t grain, int nchunks, int t, int64_t *
     *e = u1 * grain < n ? u1 * grain : n;
 }
 
-static void run_chunks(kn_range_fn fn, void *ctx, int64_t n, int64_t grain, int nchunks, int tid)
+static void run_chunks(kn_range_fn fn, void *ctx, int64_t n, int64_t grain, int nchunks,
+                       bool dynamic, int tid)
 {
+    if (!dynamic) {
+        if (tid < nchunks) {
+            int64_t b, e;
+            chunk_bounds(n, grain, nchunks, tid, &b, &e);
+            if (b < e) fn(ctx, b, e, tid);
+        }
+        return;
+    }
     for (;;) {
         int c = atomic_fetch_add_explicit(&pool.next, 1, memory_order_relaxed);
         if (c >= nchunks) break;
@@ -77,8 +88,9 @@ static void *worker_main(void *arg)
         void *ctx = pool.ctx;
         int64_t n = pool.n, grain = pool.grain;
         int nchunks = pool.nchunks;
+        bool dynamic = pool.dynamic;
         pthread_mutex_unlock(&pool.mu);
-        run_chunks(fn, ctx, n, grain, nchunks, tid);
+        run_chunks(fn, ctx, n, grain, nchunks, dynamic, tid);
         pthread_mutex_lock(&pool.mu);
         if (--pool.pending == 0) pthread_cond_signal(&pool.done_cv);
     }
@@ -125,19 +137,19 @@ int kn_pool_threads(void)
     return n < 1 ? 1 : n;
 }
 
-void kn_parallel_for_grain(int64_t n, int64_t grain, kn_range_fn fn, void *ctx)
+static void dispatch(int64_t n, int64_t grain, kn_range_fn fn, void *ctx, bool dynamic)
 {
     if (n <= 0) return;
     if (grain < 1) grain = 1;
     int nt = kn_pool_threads();
-    int64_t units = (n + grain - 1) / grain;
-    int nchunks = units < (int64_t)nt * CHUNKS_PER_THREAD ? (int)units : nt * CHUNKS_PER_THREAD;
+    int64_t units = (n + grain - 1) / grain, most = dynamic ? (int64_t)nt * CHUNKS_PER_THREAD : nt;
+    int nchunks = units < most ? (int)units : (int)most;
     if (nt <= 1 || nchunks <= 1 || in_pool || pthread_mutex_trylock(&dispatch_mu) != 0) {
         fn(ctx, 0, n, 0);
         return;
     }
     pool_resize(nt - 1);
-    if (pool.nworkers == 0) {   /* thread creation failed: run alone */
+    if (pool.nworkers < nt - 1) {   /* thread creation failed: run alone */
         pthread_mutex_unlock(&dispatch_mu);
         fn(ctx, 0, n, 0);
         return;
@@ -148,6 +160,7 @@ void kn_parallel_for_grain(int64_t n, int64_t grain, kn_range_fn fn, void *ctx)
     pool.n = n;
     pool.grain = grain;
     pool.nchunks = nchunks;
+    pool.dynamic = dynamic;
     atomic_store_explicit(&pool.next, 0, memory_order_relaxed);
     pool.pending = pool.nworkers;
     pool.gen++;
@@ -155,7 +168,7 @@ void kn_parallel_for_grain(int64_t n, int64_t grain, kn_range_fn fn, void *ctx)
     pthread_mutex_unlock(&pool.mu);
 
     in_pool = 1;
-    run_chunks(fn, ctx, n, grain, nchunks, 0);
+    run_chunks(fn, ctx, n, grain, nchunks, dynamic, 0);
     in_pool = 0;
 
     pthread_mutex_lock(&pool.mu);
@@ -164,7 +177,17 @@ void kn_parallel_for_grain(int64_t n, int64_t grain, kn_range_fn fn, void *ctx)
     pthread_mutex_unlock(&dispatch_mu);
 }
 
-void kn_parallel_for(int64_t n, kn_range_fn fn, void *ctx) { kn_parallel_for_grain(n, 1, fn, ctx); }
+void kn_parallel_for_grain(int64_t n, int64_t grain, kn_range_fn fn, void *ctx)
+{
+    dispatch(n, grain, fn, ctx, false);
+}
+
+void kn_parallel_for(int64_t n, kn_range_fn fn, void *ctx) { dispatch(n, 1, fn, ctx, false); }
+
+void kn_parallel_for_dynamic(int64_t n, int64_t grain, kn_range_fn fn, void *ctx)
+{
+    dispatch(n, grain, fn, ctx, true);
+}
 
 void kn_pool_shutdown(void)
 {
