@@ -27,7 +27,8 @@
  * over kiln's worker pool by ranges of the flat buffer; a range walks the tensors it
  * overlaps. The update is elementwise and its vector path uses the same IEEE operations in
  * the same order as the scalar tail (no FMA), so parameters do not depend on the split. The
- * norm's partial sums are combined in a fixed order: it depends on the thread count only. */
+ * norm is summed over fixed blocks combined in a fixed order, so the whole step gives the
+ * same bits at any thread count. */
 #include "adamw.h"
 #include "pool.h"
 
@@ -39,7 +40,7 @@
 #include <immintrin.h>
 #endif
 
-#define MAX_PARTIALS 64   /* more threads than this: the norm is summed serially */
+#define MAX_PARTIALS 64   /* blocks of the gradient norm */
 #define GRAIN 64          /* floats per chunk unit: 4 cache lines, no false sharing */
 
 /* Per-tensor scalars of the current step, filled before the parallel pass. */
@@ -194,6 +195,7 @@ static void update(float *restrict p, float *restrict gr, float *restrict m, flo
 typedef struct {
     kn_adamw *o;
     float *P, *G;
+    size_t blk;         /* floats per norm block */
     upd_consts c;
 } step_ctx;
 
@@ -209,11 +211,17 @@ static double norm_range(kn_adamw *o, const float *G, size_t b, size_t e)
     return ss;
 }
 
-static void norm_chunk(void *ctx, int64_t b, int64_t e, int tid)
+/* The norm is summed over fixed blocks of the flat buffer (at most MAX_PARTIALS, sizes
+ * depending only on the buffer), each into its own slot, then combined in block order: the
+ * result does not depend on the thread count or on which thread ran which block. */
+static void norm_blocks(void *ctx, int64_t b, int64_t e, int tid)
 {
     step_ctx *sc = ctx;
-    /* += : correct even if a thread is ever handed more than one chunk. */
-    sc->o->partial[tid] += norm_range(sc->o, sc->G, (size_t)b, (size_t)e);
+    kn_adamw *o = sc->o;
+    for (int64_t k = b; k < e; k++) {
+        size_t lo = (size_t)k * sc->blk, hi = lo + sc->blk < o->n_params ? lo + sc->blk : o->n_params;
+        o->partial[k] = norm_range(o, sc->G, lo, hi);
+    }
 }
 
 static void update_chunk(void *ctx, int64_t b, int64_t e, int tid)
@@ -248,16 +256,14 @@ kn_status kn_adamw_step(kn_adamw *o, const kn_adamw_hparams *h, float *grad_norm
     step_ctx sc = { .o = o, .P = kn_gpt_params(o->g), .G = kn_gpt_grads(o->g) };
     int64_t n = (int64_t)o->n_params;
 
-    /* 1. The global norm: per-thread partial sums, combined in thread order. */
+    /* 1. The global norm, over fixed blocks (see norm_blocks). */
+    size_t units = (o->n_params + GRAIN - 1) / GRAIN;
+    size_t per = (units + MAX_PARTIALS - 1) / MAX_PARTIALS;
+    sc.blk = (per > 0 ? per : 1) * GRAIN;
+    int64_t nblk = (int64_t)((o->n_params + sc.blk - 1) / sc.blk);
+    kn_parallel_for(nblk, norm_blocks, &sc);
     double ss = 0;
-    int nt = kn_pool_threads();
-    if (nt <= MAX_PARTIALS && n >= 2 * GRAIN * nt) {
-        for (int k = 0; k < MAX_PARTIALS; k++) o->partial[k] = 0;
-        kn_parallel_for_grain(n, GRAIN, norm_chunk, &sc);
-        for (int k = 0; k < nt; k++) ss += o->partial[k];
-    } else {
-        ss = norm_range(o, sc.G, 0, o->n_params);
-    }
+    for (int64_t k = 0; k < nblk; k++) ss += o->partial[k];
     double norm = sqrt(ss);
     if (grad_norm_out) *grad_norm_out = (float)norm;
     if (!isfinite(norm)) {
