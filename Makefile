@@ -104,8 +104,10 @@ bench: all $(BUILD)/bench
 deps:
 	third_party/install-deps
 
+# The main job: the quick re-weighting ablation on real text (make data first if needed).
 demo: deps all
-	$(BUILD)/kiln experiments/quickstart.lua
+	@test -f data/techdocs/train.txt -a -f data/austen/val.txt || $(MAKE) data
+	$(BUILD)/kiln experiments/reweighting.lua quick=true
 
 data:
 	tools/make-data

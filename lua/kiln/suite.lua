@@ -148,7 +148,8 @@ function M.run(o)
       fields[#fields + 1] = mean
       fields[#fields + 1] = std
       agg[c] = { mean = mean, std = std }
-      cells[#cells + 1] = mean and (#per[c] > 1 and (fmt_num(mean, digits) .. " ± " .. fmt_num(std, digits)) or fmt_num(mean, digits)) or ""
+      local std_text = std and (math.abs(mean) >= 1000 and ("%.0f"):format(std) or fmt_num(std, digits))
+      cells[#cells + 1] = mean and (#per[c] > 1 and (fmt_num(mean, digits) .. " ± " .. std_text) or fmt_num(mean, digits)) or ""
     end
     csv[#csv + 1] = util.csv_line(fields, 2 + 2 * #columns)
     md[#md + 1] = "| " .. v.name .. " | " .. table.concat(cells, " | ") .. " |\n"

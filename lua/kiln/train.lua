@@ -5,7 +5,8 @@
 --   run_dir/metrics.csv     step, tokens, lr, loss, grad_norm, tokens_per_s, <set>_loss ...
 --   run_dir/positions.csv   step, set, then the mean loss at each position 1..T
 --   run_dir/checkpoints/    step_00000100.safetensors ... (model, AdamW moments, RNG state)
---   run_dir/summary.yaml    written at the end; its presence marks the run complete
+--   run_dir/summary.yaml    written at the end (final losses, per-position losses of the last
+--                           evaluation, tokens/s); its presence marks the run complete
 --
 --   local result = kiln.train {
 --     model = kiln.model{...} or {n_layer = 2, ...},   optimizer = {lr = 3e-4, ...} or kiln.adamw(m),
@@ -447,14 +448,16 @@ function M.run(o)
     wall_seconds = kiln.clock() - t_start, eval = {},
   }
   if stop_reason then summary.stopped_by = stop_reason end
-  for name, r in pairs(last_eval) do summary.eval[name] = r.loss end
+  summary.positions = {}
+  for name, r in pairs(last_eval) do
+    summary.eval[name] = r.loss
+    summary.positions[name] = r.positions
+  end
   if run_dir and status == "complete" then
     if not ckpt_steps[step] then save_checkpoint(step) end
     util.write_atomic(run_dir .. "/summary.yaml", kiln.yaml.encode(summary))
   end
   summary.model, summary.optimizer, summary.state = model, opt, state
-  summary.positions = {}
-  for name, r in pairs(last_eval) do summary.positions[name] = r.positions end
   return summary
 end
 

@@ -1,0 +1,95 @@
+-- reweighting.lua — the position re-weighting ablation of the temporal-scaling-law paper
+-- (PAPERS.md §1.5): the same model trained with uniform loss weights and with the head 10%,
+-- middle 80% or tail 10% of positions down-weighted ×0.5, several seeds each, identical data
+-- order across variants (the data order depends only on the seed). Its table: final
+-- validation loss in distribution (techdocs) and out of distribution (austen), the
+-- in-distribution loss over the head / middle / tail position ranges separately, bits per
+-- byte, and tokens/s.
+--
+--   kiln experiments/reweighting.lua [quick=true] [key=value ...]   (settings: reweighting.yaml)
+local kiln = require "kiln"
+local util = require "kiln.util"
+
+local here = (arg and arg[0] or "experiments/reweighting.lua"):match("^(.*)/[^/]*$") or "."
+local yaml_path = here .. "/reweighting.yaml"
+local cfg = kiln.config.resolve(yaml_path, arg)
+if cfg.quick then
+  -- The quick setting, then the command line again so explicit overrides still win.
+  local base = kiln.yaml.load(yaml_path)
+  local function merge(dst, src)
+    for k, v in pairs(src) do
+      if type(v) == "table" and #v == 0 and type(dst[k]) == "table" then merge(dst[k], v) else dst[k] = v end
+    end
+  end
+  merge(base, base.quick_settings)
+  cfg = kiln.config.resolve(base, arg)
+  cfg.out = cfg.out .. "-quick"
+end
+if cfg.threads > 0 then kiln.set_threads(cfg.threads) end
+
+for _, role in ipairs { "train", "val", "ood" } do
+  if not util.exists(cfg.data[role]) then
+    error(("reweighting: %s is missing; run `make data` first (it builds data/ from Debian packages, see docs/data.md)")
+      :format(cfg.data[role]), 0)
+  end
+end
+
+local T = cfg.model.context
+local w = cfg.weighting
+local variants = {
+  { name = "uniform", weighting = nil },
+  { name = "head", weighting = { kind = "head", fraction = w.head_fraction, factor = w.factor, normalize = w.normalize } },
+  { name = "middle", weighting = { kind = "middle", fraction = w.middle_fraction, factor = w.factor, normalize = w.normalize } },
+  { name = "tail", weighting = { kind = "tail", fraction = w.tail_fraction, factor = w.factor, normalize = w.normalize } },
+}
+
+-- Position ranges for the table: the same head / middle / tail split the weightings use.
+local ranges = {}
+ranges.head, ranges.middle, ranges.tail = kiln.weighting.split(T, w.head_fraction)
+
+local train_ds, val_ds, ood_ds = kiln.dataset(cfg.data.train), kiln.dataset(cfg.data.val), kiln.dataset(cfg.data.ood)
+local tc = cfg.train
+
+local function range_mean(per, r)
+  local s = 0
+  for i = r.first + 1, r.last + 1 do s = s + per[i] end   -- positions are 0-based in ranges
+  return s / r.count
+end
+
+print(("re-weighting ablation: %d variants x %d seeds, %d steps of %d x %d tokens, %d threads -> %s"):format(
+  #variants, #cfg.seeds, tc.steps, tc.batch, T, kiln.get_threads(), cfg.out))
+
+local results = kiln.suite {
+  dir = cfg.out,
+  title = "Position re-weighting ablation" .. (cfg.quick and " (quick setting)" or ""),
+  variants = variants,
+  seeds = cfg.seeds,
+  run = function(v, seed, run_dir)
+    return kiln.train {
+      model = { vocab_size = 256, block_size = T, n_layer = cfg.model.n_layer, n_head = cfg.model.n_head,
+                n_embd = cfg.model.n_embd, seed = seed },
+      optimizer = { lr = tc.lr, weight_decay = tc.weight_decay, clip = tc.clip },
+      data = train_ds, steps = tc.steps, batch = tc.batch, context = T, seed = seed,
+      schedule = kiln.schedule.cosine { peak = tc.lr, floor_frac = tc.floor_frac, steps = tc.steps, warmup = tc.warmup },
+      weighting = v.weighting,
+      eval = { every = tc.eval_every, windows = tc.eval_windows, sets = { id = val_ds, ood = ood_ds } },
+      run_dir = run_dir, config = cfg, log_every = math.max(1, tc.steps // 10),
+    }
+  end,
+  report = function(s)
+    local per = s.positions.id
+    return {
+      id_loss = s.eval.id, ood_loss = s.eval.ood,
+      head_loss = range_mean(per, ranges.head), middle_loss = range_mean(per, ranges.middle),
+      tail_loss = range_mean(per, ranges.tail),
+      id_bpb = s.eval.id / math.log(2), tokens_per_s = s.tokens_per_s,
+    }
+  end,
+  columns = { "id_loss", "ood_loss", "head_loss", "middle_loss", "tail_loss", "id_bpb", "tokens_per_s" },
+}
+
+print()
+io.write(results.table)
+print(("\nhead = positions 1..%d, middle = %d..%d, tail = %d..%d of %d (1-based); losses in nats per byte."):format(
+  ranges.head.count, ranges.middle.first + 1, ranges.middle.last + 1, ranges.tail.first + 1, ranges.tail.last + 1, T))
+print(("tables: %s/results.md, %s/results.csv; per run: %s/runs.csv"):format(cfg.out, cfg.out, cfg.out))
