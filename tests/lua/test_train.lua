@@ -156,6 +156,19 @@ local function one_step(batch, accum)
 end
 t.ok(one_step(4, 1).final_loss > 0, "accumulate option runs (sanity)")
 
+-- `kiln plot` on a run and on a suite: data and gnuplot scripts always, PNGs with gnuplot.
+local plot_out = io.popen(kiln_bin .. " plot " .. run1 .. " 2>&1"):read("a")
+t.ok(util.exists(run1 .. "/plots/loss.dat") and util.exists(run1 .. "/plots/loss.gp") and
+     util.exists(run1 .. "/plots/positions-val.gp"), "kiln plot writes a run's data and gnuplot scripts")
+local dat = read(run1 .. "/plots/loss.dat")
+t.ok(dat and select(2, dat:gsub("\n%d", "")) >= 6, "the loss data has the logged points")
+os.execute(kiln_bin .. " plot " .. dir .. "/suiteA >/dev/null 2>&1")
+t.ok(util.exists(dir .. "/suiteA/plots/val_loss.gp"), "kiln plot on a suite writes one plot per evaluation set")
+if kiln.plot.available() then t.ok(util.exists(run1 .. "/plots/loss.png"), "with gnuplot, PNGs too")
+else t.skip("gnuplot not installed") end
+t.ok(io.popen(kiln_bin .. " plot /nonexistent 2>&1"):read("a"):find("neither a run directory", 1, true),
+  "kiln plot names a directory that is not a run")
+
 -- 5. kiln.config: defaults, YAML, overrides.
 local defaults = { steps = 100, lr = 3e-4, model = { n_layer = 2, n_embd = 64 }, name = "x", quick = false }
 local c = kiln.config.resolve(defaults, { "steps=200", "model.n_layer=4", "lr=1e-3", "quick=true", "name=run 7" })
