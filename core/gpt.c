@@ -293,7 +293,6 @@ kn_status kn_gpt_forward(kn_gpt *g, const int32_t *inputs, const int32_t *target
                          const float *weights, bool normalize, float *loss_out)
 {
     const kn_gpt_config *c = &g->cfg;
-    g->have_fwd = false;
     if (!inputs) return kn_fail(KN_ERR_ARG, "inputs are NULL");
     if (B < 1) return kn_fail(KN_ERR_ARG, "batch size B (%d) must be >= 1", B);
     if (T < 1 || T > c->block_size)
@@ -313,6 +312,8 @@ kn_status kn_gpt_forward(kn_gpt *g, const int32_t *inputs, const int32_t *target
         if (normalize && sw == 0.0)
             return kn_fail(KN_ERR_ARG, "loss weights sum to 0: cannot normalize by their mean");
     }
+    /* from here on the previous forward's activations are overwritten */
+    g->have_fwd = false;
     if (!g->arena || (size_t)B * T > (size_t)g->capB * g->capT || T > g->capT) {
         int nb = B, nt = T > g->capT ? T : g->capT;
         if (g->arena && (size_t)g->capB * g->capT >= (size_t)B * T) nb = g->capB;
