@@ -164,9 +164,9 @@ static int d_num_eval_windows(lua_State *L)
     return 1;
 }
 
-/* ds:eval_batch(batch, first [, last]): fill rows with the fixed evaluation windows
- * first, first+1, ... (1-based), up to last (default: all) or the batch size. Returns how
- * many rows were filled (0 when first is past the end). */
+/* ds:eval_batch(batch, first [, last [, stride]]): fill rows with the fixed evaluation
+ * windows first, first+stride, ... (1-based) up to last (default: all) or the batch size.
+ * Returns how many rows were filled (0 when first is past the end). */
 static int d_eval_batch(lua_State *L)
 {
     kn_dataset *d = check_dataset(L, 1);
@@ -174,10 +174,12 @@ static int d_eval_batch(lua_State *L)
     lua_Integer first = luaL_checkinteger(L, 3);
     int64_t total = kn_dataset_num_eval_windows(d, b->T);
     lua_Integer last = luaL_optinteger(L, 4, total);
+    lua_Integer stride = luaL_optinteger(L, 5, 1);
     luaL_argcheck(L, first >= 1, 3, "window index is 1-based");
+    luaL_argcheck(L, stride >= 1, 5, "stride must be >= 1");
     if (last > total) last = total;
     int rows = 0;
-    for (lua_Integer k = first; k <= last && rows < b->cap_B; k++, rows++) {
+    for (lua_Integer k = first; k <= last && rows < b->cap_B; k += stride, rows++) {
         size_t off = (size_t)rows * (size_t)b->T;
         KNL_TRY(L, kn_dataset_eval_window(d, b->T, k - 1, b->inputs + off, b->targets + off));
     }

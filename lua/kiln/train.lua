@@ -97,24 +97,28 @@ local function step_set(spec, what, total)
 end
 
 -- Evaluate the model on a dataset's fixed windows: mean loss and the per-position means.
+-- With fewer windows asked for than the list holds, they are spread evenly over the list
+-- (windows 1, 1+s, 1+2s, ...), so a validation file's later documents count too.
 function M.evaluate(model, ds, T, windows, B)
   B = B or 16
-  local n = ds:num_eval_windows(T)
-  if windows and windows < n then n = windows end
-  if n < 1 then error(("%s: no evaluation window of %d tokens fits"):format(ds:path(), T + 1), 0) end
+  local total = ds:num_eval_windows(T)
+  if total < 1 then error(("%s: no evaluation window of %d tokens fits"):format(ds:path(), T + 1), 0) end
+  local n = (windows and windows < total) and windows or total
+  local stride = total // n
+  local last = 1 + (n - 1) * stride
   local batch, acc = kiln.batch(math.min(B, n), T), kiln.tensor(T)
   local rows, first = 0, 1
-  while first <= n do
-    local got = ds:eval_batch(batch, first, n)
+  while first <= last do
+    local got = ds:eval_batch(batch, first, last, stride)
     model:forward(batch)
     model:add_position_losses(acc)
-    rows, first = rows + got, first + got
+    rows, first = rows + got, first + got * stride
   end
   acc:scale(1 / rows)
   local per = acc:totable()
-  local total = 0
-  for _, v in ipairs(per) do total = total + v end
-  return total / T, per
+  local sum = 0
+  for _, v in ipairs(per) do sum = sum + v end
+  return sum / T, per
 end
 
 -- Simple serialisation of a flat table of strings/numbers/booleans for checkpoint meta.

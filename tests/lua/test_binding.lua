@@ -142,5 +142,7 @@ local first = eb:text(1)
 ds:eval_batch(eb, 1)
 t.eq(eb:text(1), first, "evaluation windows are fixed")
 t.eq(text:sub(1, 17), first, "the first evaluation window starts at the file's first byte")
+t.eq(ds:eval_batch(eb, 1, 7, 3), 3, "with a stride: windows 1, 4, 7")
+t.eq(eb:text(2), text:sub(3 * 17 + 1, 4 * 17), "window 4 is the fourth tile of T+1 bytes")
 
 t.done()
