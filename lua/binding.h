@@ -18,6 +18,7 @@ void knL_open_adamw(lua_State *L);
 void knL_open_data(lua_State *L);
 void knL_open_ckpt(lua_State *L);
 void knL_open_yaml(lua_State *L);   /* module.yaml = {load = f, dump = f} */
+void knL_open_fit(lua_State *L);    /* module.fit = {curve = f, eval = f, ...} */
 
 /* Shared userdata accessors (raise a Lua argument error on the wrong type). */
 #include "tensor.h"

@@ -133,6 +133,7 @@ int luaopen_kiln_core(lua_State *L)
     knL_open_data(L);
     knL_open_ckpt(L);
     knL_open_yaml(L);
+    knL_open_fit(L);
     return 1;
 }
 
