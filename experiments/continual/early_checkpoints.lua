@@ -1,0 +1,6 @@
+-- experiments/continual/early_checkpoints.lua — see early_checkpoints.yaml for the arms and common.yaml for the shared
+-- settings; the protocol, tables and plots are in common.lua.
+--   kiln experiments/continual/early_checkpoints.lua [quick=true] [key=value ...]
+local here = (arg and arg[0] and arg[0]:match("^(.*)/[^/]*$")) or "experiments/continual"
+local common = dofile(here .. "/common.lua")
+common.main("early_checkpoints", arg)
