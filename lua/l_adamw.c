@@ -92,6 +92,15 @@ static kn_gpt *model_of(lua_State *L, int arg)
     return m->g;
 }
 
+/* Index of the parameter named by argument arg, or an argument error. */
+static int check_param(lua_State *L, kn_gpt *g, int arg)
+{
+    const char *name = luaL_checkstring(L, arg);
+    int i = kn_gpt_find(g, name);
+    if (i < 0) luaL_argerror(L, arg, lua_pushfstring(L, "no parameter named '%s'", name));
+    return i;
+}
+
 /* opt:set_group(pattern, {lr_scale=, wd_scale=, frozen=}) -> how many tensors matched.
  * pattern is a Lua pattern matched against the parameter names (string.find). */
 static int a_set_group(lua_State *L)
@@ -129,10 +138,8 @@ static int a_set_group(lua_State *L)
 static int a_group(lua_State *L)
 {
     knL_AdamW *a = knL_check_adamw(L, 1);
-    const char *name = luaL_checkstring(L, 2);
     kn_gpt *g = model_of(L, 1);
-    int i = kn_gpt_find(g, name);
-    if (i < 0) return luaL_argerror(L, 2, lua_pushfstring(L, "no parameter named '%s'", name));
+    int i = check_param(L, g, 2);
     kn_adamw_group *grp = kn_adamw_group_of(a->o, i);
     lua_createtable(L, 0, 3);
     lua_pushnumber(L, grp->lr_scale); lua_setfield(L, -2, "lr_scale");
@@ -151,10 +158,8 @@ static int a_reset(lua_State *L)
 static int a_moments(lua_State *L)
 {
     knL_AdamW *a = knL_check_adamw(L, 1);
-    const char *name = luaL_checkstring(L, 2);
     kn_gpt *g = model_of(L, 1);
-    int i = kn_gpt_find(g, name);
-    if (i < 0) return luaL_argerror(L, 2, lua_pushfstring(L, "no parameter named '%s'", name));
+    int i = check_param(L, g, 2);
     const kn_param_info *p = kn_gpt_param_info(g, i);
     knL_push_view(L, kn_adamw_m(a->o) + p->offset, p->ndim, p->shape, 1);
     knL_push_view(L, kn_adamw_v(a->o) + p->offset, p->ndim, p->shape, 1);

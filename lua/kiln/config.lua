@@ -59,6 +59,14 @@ local function suggest(key, known)
   return names
 end
 
+local function unknown(cfg, key, source)
+  local known = leaves(cfg)
+  local near = suggest(key, known)
+  error(("%s: unknown setting '%s'%s"):format(source or "override", key,
+    #near > 0 and (" (did you mean " .. table.concat(near, ", ") .. "?)") or
+    (" (settings: " .. table.concat(known, ", ") .. ")")), 0)
+end
+
 local function parse_value(text)
   local ok, v = pcall(function() return yaml().decode("v: " .. text).v end)
   if ok and v ~= nil then return v end
@@ -76,22 +84,14 @@ function M.set(cfg, assignment, source)
   for i = 1, #parts - 1 do
     local nxt = node[parts[i]]
     if type(nxt) ~= "table" then
-      local known = leaves(cfg)
-      local near = suggest(key, known)
-      error(("%s: unknown setting '%s'%s"):format(source or "override", key,
-        #near > 0 and (" (did you mean " .. table.concat(near, ", ") .. "?)") or
-        (" (settings: " .. table.concat(known, ", ") .. ")")), 0)
+      unknown(cfg, key, source)
     end
     node = nxt
   end
   local last = parts[#parts]
   local old = node[last]
   if old == nil then
-    local known = leaves(cfg)
-    local near = suggest(key, known)
-    error(("%s: unknown setting '%s'%s"):format(source or "override", key,
-      #near > 0 and (" (did you mean " .. table.concat(near, ", ") .. "?)") or
-      (" (settings: " .. table.concat(known, ", ") .. ")")), 0)
+    unknown(cfg, key, source)
   end
   local v = parse_value(text)
   if type(old) == "number" and type(v) ~= "number" or

@@ -32,18 +32,7 @@ local MT = { __index = S, __name = "kiln.schedule" }
 local floor, cos, pi, sqrt = math.floor, math.cos, math.pi, math.sqrt
 
 -- Shortest decimal text that reads back as the same number (for describe()).
-local function fmt(x)
-  if type(x) ~= "number" then return tostring(x) end
-  if math.type(x) == "integer" then return tostring(x) end
-  if x ~= x then return "nan" end
-  if x == math.huge then return "inf" elseif x == -math.huge then return "-inf" end
-  if x == floor(x) and math.abs(x) < 2^53 then return ("%d"):format(x) end
-  for p = 1, 17 do
-    local s = ("%." .. p .. "g"):format(x)
-    if tonumber(s) == x then return s end
-  end
-  return ("%.17g"):format(x)
-end
+local fmt = require("kiln.util").num
 M._fmt = fmt
 
 -- Human text for describe(): at most 6 significant digits (3.0000000000000001e-05 -> 3e-05).

@@ -64,7 +64,8 @@ function M.num(x)
   if math.type(x) == "integer" then return tostring(x) end
   if x ~= x then return "nan" end
   if x == math.huge then return "inf" elseif x == -math.huge then return "-inf" end
-  for p = 6, 17 do
+  if x == math.floor(x) and math.abs(x) < 2^53 then return ("%d"):format(x) end
+  for p = 1, 17 do
     local s = ("%." .. p .. "g"):format(x)
     if tonumber(s) == x then return s end
   end

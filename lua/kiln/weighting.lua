@@ -34,18 +34,7 @@ local MT = { __index = W, __name = "kiln.weighting" }
 
 local floor = math.floor
 
-local function fmt(x)
-  if type(x) ~= "number" then return tostring(x) end
-  if math.type(x) == "integer" then return tostring(x) end
-  if x ~= x then return "nan" end
-  if x == math.huge then return "inf" elseif x == -math.huge then return "-inf" end
-  if x == floor(x) and math.abs(x) < 2^53 then return ("%d"):format(x) end
-  for p = 1, 17 do
-    local s = ("%." .. p .. "g"):format(x)
-    if tonumber(s) == x then return s end
-  end
-  return ("%.17g"):format(x)
-end
+local fmt = require("kiln.util").num   -- shortest decimal that reads back exactly
 
 local function show(v)
   if type(v) == "string" then return ("%q"):format(v) end
