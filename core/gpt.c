@@ -67,6 +67,22 @@ kn_status kn_gpt_config_check(const kn_gpt_config *c)
     if (c->n_embd % c->n_head != 0)
         return kn_fail(KN_ERR_ARG, "n_embd (%d) must be divisible by n_head (%d)", c->n_embd,
                        c->n_head);
+    if (c->mup != 0 && c->mup != 1) return kn_fail(KN_ERR_ARG, "mup (%d) must be 0 or 1", c->mup);
+    if (c->mup_zero_query != 0 && c->mup_zero_query != 1)
+        return kn_fail(KN_ERR_ARG, "mup_zero_query (%d) must be 0 or 1", c->mup_zero_query);
+    if (c->mup) {
+        const struct { const char *name; float v; } f[] = {
+            {"mup_base_width", c->mup_base_width}, {"mup_output_mult", c->mup_output_mult},
+            {"mup_attn_mult", c->mup_attn_mult}};
+        for (int i = 0; i < 3; i++)
+            if (!(isfinite(f[i].v) && f[i].v > 0.0f))
+                return kn_fail(KN_ERR_ARG, "%s (%g) must be a finite number > 0 under mup",
+                               f[i].name, (double)f[i].v);
+    } else if (c->mup_base_width != 0.0f || c->mup_output_mult != 0.0f ||
+               c->mup_attn_mult != 0.0f || c->mup_zero_query) {
+        return kn_fail(KN_ERR_ARG, "mup_base_width, mup_output_mult, mup_attn_mult and "
+                                   "mup_zero_query must be 0 unless mup = 1");
+    }
     return KN_OK;
 }
 
@@ -175,9 +191,25 @@ int kn_gpt_find(const kn_gpt *g, const char *name)
     return -1;
 }
 
+double kn_gpt_width_mult(const kn_gpt *g)
+{
+    return g->cfg.mup ? (double)g->cfg.n_embd / (double)g->cfg.mup_base_width : 1.0;
+}
+
+double kn_gpt_init_std(const kn_gpt *g, int i)
+{
+    const kn_param_info *p = kn_gpt_param_info(g, i);
+    if (!p || p->kind == KN_PARAM_BIAS || p->kind == KN_PARAM_NORM) return 0.0;
+    double std = 0.02;
+    if (strstr(p->name, ".c_proj.weight")) std /= sqrt(2.0 * g->cfg.n_layer);
+    /* μP: hidden (width x width) matrices have variance ∝ 1/fan_in, equal to SP's at the base
+     * width; embeddings (and so the tied readout) keep a width-independent std. */
+    if (p->kind == KN_PARAM_MATRIX) std /= sqrt(kn_gpt_width_mult(g));
+    return std;
+}
+
 void kn_gpt_init(kn_gpt *g, kn_rng *r)
 {
-    float resid_std = 0.02f / sqrtf(2.0f * (float)g->cfg.n_layer);
     memset(g->params, 0, sizeof(float) * g->nparams);
     for (int i = 0; i < g->ntensors; i++) {
         const kn_param_info *p = &g->info[i];
@@ -187,10 +219,33 @@ void kn_gpt_init(kn_gpt *g, kn_rng *r)
             for (size_t j = 0; j < p->numel; j++) w[j] = 1.0f;
             continue;
         }
-        bool resid = strstr(p->name, ".c_proj.weight") != NULL;
-        float std = resid ? resid_std : 0.02f;
+        float std = (float)kn_gpt_init_std(g, i);
         for (size_t j = 0; j < p->numel; j++) w[j] = (float)(kn_rng_normal(r) * std);
+        /* drawn first, then zeroed: k and v get the same draws as without the option */
+        if (g->cfg.mup_zero_query && strstr(p->name, ".attn.c_attn.weight"))
+            memset(w, 0, sizeof(float) * (size_t)g->cfg.n_embd * (size_t)g->cfg.n_embd);
     }
+}
+
+/* μP's attention scale attn_mult/d_head, applied by pre-multiplying the query third of qkv
+ * (rows N, stride 3d) by attn_mult/√d_head, since the kernel divides by √d_head itself. */
+static float mup_query_factor(const kn_gpt_config *c)
+{
+    return c->mup ? c->mup_attn_mult / sqrtf((float)(c->n_embd / c->n_head)) : 1.0f;
+}
+
+static void scale_query(float *qkv, int N, int d, float a)
+{
+    for (size_t r = 0; r < (size_t)N; r++) {
+        float *q = qkv + r * 3 * (size_t)d;
+        for (int j = 0; j < d; j++) q[j] *= a;
+    }
+}
+
+/* μP's readout multiplier output_mult/width_mult on the tied head's logits (1 under SP). */
+static float logit_mult(const kn_gpt *g)
+{
+    return g->cfg.mup ? (float)(g->cfg.mup_output_mult / kn_gpt_width_mult(g)) : 1.0f;
 }
 
 static float *P(kn_gpt *g, int t) { return g->params + g->info[t].offset; }
@@ -214,6 +269,8 @@ kn_status kn_gpt_reserve(kn_gpt *g, int B, int T)
     if (B < 1) return kn_fail(KN_ERR_ARG, "batch size B (%d) must be >= 1", B);
     if (T < 1 || T > c->block_size)
         return kn_fail(KN_ERR_ARG, "T (%d) must be in [1, block_size = %d]", T, c->block_size);
+    if ((int64_t)B * T > (1 << 26))
+        return kn_fail(KN_ERR_ARG, "B·T (%d·%d) exceeds %d tokens per batch", B, T, 1 << 26);
     free_acts(g);
     size_t N = (size_t)B * T, d = (size_t)c->n_embd, V = (size_t)c->vocab_size;
     size_t Lc = (size_t)c->n_layer, H = (size_t)c->n_head;
@@ -298,6 +355,8 @@ kn_status kn_gpt_forward(kn_gpt *g, const int32_t *inputs, const int32_t *target
     if (T < 1 || T > c->block_size)
         return kn_fail(KN_ERR_ARG, "sequence length T (%d) must be in [1, block_size = %d]", T,
                        c->block_size);
+    if ((int64_t)B * T > (1 << 26))
+        return kn_fail(KN_ERR_ARG, "B·T (%d·%d) exceeds %d tokens per batch", B, T, 1 << 26);
     kn_status st = check_tokens(inputs, "input", B, T, c->vocab_size);
     if (st) return st;
     if (targets && (st = check_tokens(targets, "target", B, T, c->vocab_size))) return st;
@@ -324,6 +383,7 @@ kn_status kn_gpt_forward(kn_gpt *g, const int32_t *inputs, const int32_t *target
 
     int L = c->n_layer, d = c->n_embd, H = c->n_head, V = c->vocab_size;
     int N = B * T;
+    float qa = mup_query_factor(c);
     memcpy(g->tokens, inputs, sizeof(int32_t) * (size_t)N);
     kn_embedding_forward(g->L[0].x, g->tokens, P(g, T_WTE), P(g, T_WPE), B, T, d);
     for (int l = 0; l < L; l++) {
@@ -333,6 +393,7 @@ kn_status kn_gpt_forward(kn_gpt *g, const int32_t *inputs, const int32_t *target
                              P(g, T_LAYER(l, LN1_B)), N, d);
         kn_linear_forward(a->qkv, a->ln1, P(g, T_LAYER(l, ATTN_W)), P(g, T_LAYER(l, ATTN_B)),
                           N, d, 3 * d, false);
+        if (qa != 1.0f) scale_query(a->qkv, N, d, qa);
         kn_attention_forward(a->atty, a->att, a->qkv, B, T, d, H);
         /* residual: xmid = x + atty·Wᵀ + b, by accumulating the projection onto a copy */
         memcpy(a->xmid, a->x, sizeof(float) * (size_t)N * d);
@@ -351,6 +412,9 @@ kn_status kn_gpt_forward(kn_gpt *g, const int32_t *inputs, const int32_t *target
     int tf = T_LAYER(L, 0);
     kn_layernorm_forward(g->lnf, g->lnfm, g->lnfr, g->L[L].x, P(g, tf), P(g, tf + 1), N, d);
     kn_linear_forward(g->logits, g->lnf, P(g, T_WTE), NULL, N, d, V, false);
+    float om = logit_mult(g);
+    if (om != 1.0f)
+        for (size_t i = 0; i < (size_t)N * V; i++) g->logits[i] *= om;
 
     g->B = B;
     g->T = T;
@@ -381,8 +445,10 @@ kn_status kn_gpt_backward(kn_gpt *g, float grad_scale)
     int B = g->B, T = g->T, N = B * T;
     const float *w = g->have_weights ? g->weights : NULL;
 
+    /* under μP the logits are om·(raw logits): d/d(raw) = om·d/d(logits) */
     kn_crossentropy_backward(g->dlogits, g->logits, g->targets, w, B, T, V, g->normalize,
-                             grad_scale, false);
+                             grad_scale * logit_mult(g), false);
+    float qa = mup_query_factor(c);
     kn_linear_backward(g->dtmp, G(g, T_WTE), NULL, g->dlogits, g->lnf, P(g, T_WTE), N, d, V, false);
     int tf = T_LAYER(L, 0);
     kn_layernorm_backward(g->dres, G(g, tf), G(g, tf + 1), g->dtmp, g->L[L].x, P(g, tf),
@@ -403,6 +469,7 @@ kn_status kn_gpt_backward(kn_gpt *g, float grad_scale)
         kn_linear_backward(g->dtmp, G(g, T_LAYER(l, APROJ_W)), G(g, T_LAYER(l, APROJ_B)), g->dres,
                            a->atty, P(g, T_LAYER(l, APROJ_W)), N, d, d, false);
         kn_attention_backward(g->dqkv, g->scratch, g->dtmp, a->qkv, a->att, B, T, d, H, false);
+        if (qa != 1.0f) scale_query(g->dqkv, N, d, qa);
         kn_linear_backward(g->dtmp, G(g, T_LAYER(l, ATTN_W)), G(g, T_LAYER(l, ATTN_B)), g->dqkv,
                            a->ln1, P(g, T_LAYER(l, ATTN_W)), N, d, 3 * d, false);
         kn_layernorm_backward(g->dres, G(g, T_LAYER(l, LN1_W)), G(g, T_LAYER(l, LN1_B)), g->dtmp,

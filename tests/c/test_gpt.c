@@ -378,6 +378,7 @@ static void test_errors_and_shapes(void)
     CHECK_FAILS(kn_gpt_forward(g, x, y, 1, 9, NULL, false, &loss), "block_size", "T > block_size rejected");
     CHECK_FAILS(kn_gpt_reserve(g, 1, 9), "block_size", "reserve T > block_size rejected");
     CHECK_FAILS(kn_gpt_forward(g, x, y, 0, 7, NULL, false, &loss), "B (0)", "B = 0 rejected");
+    CHECK_FAILS(kn_gpt_reserve(g, 1 << 30, 8), "tokens per batch", "absurd B·T rejected before allocating");
     float wz[7] = {0};
     CHECK_FAILS(kn_gpt_forward(g, x, y, B, T, wz, true, &loss), "sum to 0", "normalize with all-zero weights rejected");
     float wn[7] = {1, 1, NAN, 1, 1, 1, 1};
