@@ -12,6 +12,21 @@ typedef struct {
     int n_layer;
     int n_head;
     int n_embd;       /* d, divisible by n_head */
+    /* μP (Tensor Programs V, PAPERS §4, in the `mup` package's multiplier form). mup = 0 is
+     * the standard parametrisation and the fields below must then be 0 (their zero values
+     * are what a designated initialiser leaves). With mup = 1, width_mult = n_embd /
+     * mup_base_width and:
+     *   logits    = mup_output_mult / width_mult · ln_f(x)·wteᵀ  (the tied readout, MuReadout)
+     *   attention = softmax(mup_attn_mult · q·kᵀ / d_head)       (1/d_head, not 1/√d_head)
+     *   init      = hidden matrices N(0, 0.02²/width_mult) (residual projections also
+     *               /(2·n_layer)), embeddings N(0, 0.02²), biases 0, LayerNorm 1; with
+     *               mup_zero_query the query third of every c_attn weight starts at 0.
+     * Per-group Adam LRs are the optimizer's business (lua/kiln/mup.lua). */
+    int mup;
+    float mup_base_width;   /* > 0 under μP: the width whose hyperparameters were tuned */
+    float mup_output_mult;  /* > 0 under μP (1 by default in the binding) */
+    float mup_attn_mult;    /* > 0 under μP (1 by default in the binding) */
+    int mup_zero_query;     /* 0/1 */
 } kn_gpt_config;
 
 /* What kind of tensor a parameter is; AdamW decays only KN_PARAM_MATRIX by default. */
@@ -37,8 +52,13 @@ void kn_gpt_free(kn_gpt *g);
 const kn_gpt_config *kn_gpt_get_config(const kn_gpt *g);
 
 /* GPT-2 init from r: N(0, 0.02), residual projections N(0, 0.02/sqrt(2·n_layer)), biases 0,
- * LayerNorm weights 1. Tensors are filled in the order of kn_gpt_param_info. */
+ * LayerNorm weights 1 (under μP, see kn_gpt_config, the matrices' std is divided by
+ * sqrt(width_mult)). Tensors are filled in the order of kn_gpt_param_info. */
 void kn_gpt_init(kn_gpt *g, kn_rng *r);
+/* The init standard deviation kn_gpt_init uses for tensor i (0 for biases and norms). */
+double kn_gpt_init_std(const kn_gpt *g, int i);
+/* n_embd / mup_base_width under μP, 1 otherwise. */
+double kn_gpt_width_mult(const kn_gpt *g);
 
 size_t kn_gpt_num_params(const kn_gpt *g);     /* all floats in the flat buffer */
 float *kn_gpt_params(kn_gpt *g);
