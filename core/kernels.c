@@ -343,8 +343,7 @@ void kn_layernorm_backward(float *dx, float *dw, float *db, const float *dy, con
 {
     ln_ctx c = {.dx = dx, .dw = dw, .db = db, .dy = dy, .x = x, .w = w, .cmean = mean,
                 .crstd = rstd, .N = N, .C = C, .acc = accumulate};
-    /* Parameter gradients first: with accumulate false dx may not alias dy, but keeping
-     * this order lets a caller overwrite dy afterwards. */
+    /* dx must not alias dy or x: the row pass reads both while writing dx. */
     kn_parallel_for_dynamic(C, 16, ln_bwd_cols, &c);
     if (dx) kn_parallel_for_dynamic(N, 16, ln_bwd_rows, &c);
 }

@@ -39,7 +39,8 @@ void kn_linear_backward_naive(float *dx, float *dw, float *db, const float *dy, 
  * rstd[N] for backward. */
 void kn_layernorm_forward(float *y, float *mean, float *rstd, const float *x, const float *w,
                           const float *b, int N, int C);
-/* dx[N,C] (+)= ...; dw[C] += Σ dy·x̂; db[C] += Σ dy. x is the forward input. */
+/* dx[N,C] (+)= the input gradient; dw[C] += Σ_rows dy·x̂; db[C] += Σ_rows dy. x is the
+ * forward input; dx (may be NULL) must not alias dy or x. */
 void kn_layernorm_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                            const float *w, const float *mean, const float *rstd, int N, int C,
                            bool accumulate);
