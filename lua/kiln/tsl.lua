@@ -1,0 +1,682 @@
+-- kiln.tsl — the temporal scaling law (Xiong et al., arXiv 2404.17785; docs/experiments.md,
+-- "Temporal scaling law"): the loss at token position i follows
+--
+--     L_i(t) = a0(t) / (1 + a1(t)·i) + a2(t)
+--
+-- at every checkpoint t; modelling how a0, a1, a2 drift with the trained tokens predicts the
+-- future average loss (the mean of L_i over positions) from early checkpoints. Which form
+-- each parameter follows is not confirmed by the paper's text we could read, so it is a
+-- choice (`forms`), and `evaluate` compares against three baselines fitted to the average
+-- loss directly.
+--
+--   local tsl = require "kiln.tsl"
+--   local f = tsl.fit_positions(losses)                 -- {a0=, a1=, a2=, r2=, mse=, n=}
+--   local m = tsl.fit_temporal("runs/x", { fit_until = 0.2, set = "val",
+--               forms = { a0 = "log", a1 = "hyperbolic", a2 = "cosine" } })
+--   local p = tsl.predict(m, 1000)                      -- {step=, tokens=, loss=, positions=, a0=, ...}
+--   local r = tsl.evaluate("runs/x", { fit_until = 0.2 })  -- r.rows, r.markdown, r.csv
+--
+-- Time: the trained tokens in units of `unit` tokens (default 1e6): x = tokens / unit.
+-- Forms (each maps x, or a covariate of the schedule, to a parameter's value):
+--   log         alpha + beta·ln x
+--   hyperbolic  alpha + beta/(x + gamma)
+--   power       alpha + beta·x^(−gamma)
+--   lr          alpha + beta·lr(t)/lr_max        (follows the run's own LR schedule)
+--   cosine      alpha + beta·c(t): c = 1 up to the LR peak, a half cosine from 1 to 0 over the
+--               schedule's decay, 0 after it ends (piecewise cosine, tied to the schedule)
+--   linear      alpha + beta·x;      constant   alpha
+--   or a table {f = function(x, p, info) ... end, p0 = {...}, names = {...}, lower=, upper=}
+--   (info = {step=, tokens=, lr=lr/lr_max, cosine=c}), or {law = "power", p0=, lower=, upper=}.
+local kiln = require "kiln"
+local util = require "kiln.util"
+local schedule_mod = require "kiln.schedule"
+
+local M = {}
+
+local PARAMS = { "a0", "a1", "a2" }
+M.position_a1_max = 10
+M.default_forms = { a0 = "log", a1 = "hyperbolic", a2 = "cosine" }
+M.baselines = {
+  { name = "power", law = "kaplan", formula = "L_inf + (t_c/t)^alpha" },
+  { name = "reciprocal", law = "reciprocal", formula = "A + B/(t + C)" },
+  { name = "log", law = "neglog", formula = "A - B*ln(t)" },
+}
+
+local function fail(fmt, ...) error("kiln.tsl: " .. fmt:format(...), 0) end
+local function finite(x) return type(x) == "number" and x == x and x ~= math.huge and x ~= -math.huge end
+
+-- Per-position law ------------------------------------------------------------------------
+
+-- fit_positions(losses [, opts]): fit a0/(1 + a1·i) + a2 to one per-position loss vector
+-- (i = 1..T). opts are kiln.fit.curve's (lower/upper by name, starts, ...); the default
+-- bounds are a0, a1, a2 >= 0 and a1 <= tsl.position_a1_max (10).
+function M.fit_positions(losses, opts)
+  if type(losses) ~= "table" then fail("fit_positions: expected a list of per-position losses (got %s)", type(losses)) end
+  local n = #losses
+  if n < 4 then fail("fit_positions: %d positions is too few for a0, a1, a2 (need at least 4)", n) end
+  local xs = {}
+  for i = 1, n do
+    local v = losses[i]
+    if not finite(v) then fail("fit_positions: the loss at position %d is %s (every loss must be a finite number)", i, tostring(v)) end
+    xs[i] = i
+  end
+  -- Losses are >= 0 and fall with context: a0, a2 >= 0 by default. Without that, a noisy,
+  -- nearly flat vector is fitted as well by a1 -> 0 with a0 and a2 huge and cancelling,
+  -- which says nothing and wrecks the parameter trajectories.
+  -- Likewise a1 <= 10 (M.position_a1_max): past that the curve is a pure A/i drop, only
+  -- a0/a1 is identified, and a0, a1 run off to infinity together.
+  opts = util.copy(opts or {})
+  if opts.lower == nil then opts.lower = { a0 = 0, a1 = 0, a2 = 0 } end
+  if opts.upper == nil then opts.upper = { a1 = M.position_a1_max } end
+  local r = kiln.fit.curve("position", xs, losses, nil, opts)
+  return { a0 = r.p[1], a1 = r.p[2], a2 = r.p[3], r2 = r.r2, mse = r.mse, n = n, converged = r.converged }
+end
+
+-- The law at positions 1..T.
+function M.position_curve(a0, a1, a2, T)
+  local out = {}
+  for i = 1, T do out[i] = a0 / (1 + a1 * i) + a2 end
+  return out
+end
+
+-- Reading a run ---------------------------------------------------------------------------
+
+-- A schedule back from config.yaml's one-line description ("cosine(peak=0.003, ...)").
+local function schedule_from_text(text)
+  if type(text) ~= "string" then return nil end
+  local kind, args = text:match("^([%w_]+)%((.*)%)$")
+  if not kind or not schedule_mod.kinds[kind] or kind == "sequence" then return nil end
+  local spec = { kind = kind }
+  for k, v in args:gmatch("([%w_]+)=([^,]+)") do
+    local num = tonumber(v)
+    if num == nil then return nil end
+    spec[k] = math.tointeger(num) or num
+  end
+  local ok, s = pcall(schedule_mod.make, spec)
+  return ok and s or nil
+end
+
+-- read_run(run_dir [, opts]) -> the per-position evaluations of a run, by set:
+--   { dir=, T=, tokens_per_step=, total_steps=, set_names={...}, lr_source=,
+--     sets = { <name> = { steps={...}, tokens={...}, losses={{...},...}, mean={...} } } }
+-- opts.schedule (a schedule, function of the step, or spec) gives the LR where config.yaml's
+-- description cannot be turned back into one; else metrics.csv's logged LR is interpolated.
+function M.read_run(run_dir, opts)
+  opts = opts or {}
+  if type(run_dir) ~= "string" then fail("read_run: expected a run directory (got %s)", type(run_dir)) end
+  local ppath = run_dir .. "/positions.csv"
+  if not util.exists(ppath) then
+    fail("%s has no positions.csv: it holds no per-position evaluations (train with a run_dir and " ..
+      "eval = {sets = {...}} so that kiln.train writes them)", run_dir)
+  end
+  local csv = util.read_csv(ppath)
+  local h = csv.header
+  if h[1] ~= "step" or h[2] ~= "set" or h[3] ~= "pos1" then
+    fail("%s: expected a header 'step,set,pos1,...' (got '%s')", ppath, table.concat(h, ","):sub(1, 60))
+  end
+  local T = #h - 2
+  local run = { dir = run_dir, T = T, sets = {}, set_names = {} }
+  for ln, row in ipairs(csv.rows) do
+    local step, set = row[1], row[2]
+    if math.type(step) ~= "integer" or type(set) ~= "string" then
+      fail("%s line %d: expected a step number and a set name", ppath, ln + 1)
+    end
+    if #row ~= T + 2 then fail("%s line %d: %d fields, expected %d", ppath, ln + 1, #row, T + 2) end
+    local losses, sum = {}, 0
+    for i = 1, T do
+      local v = row[i + 2]
+      if not finite(v) then fail("%s line %d: the loss at position %d is %s (not a finite number)", ppath, ln + 1, i, tostring(v)) end
+      losses[i] = v
+      sum = sum + v
+    end
+    local s = run.sets[set]
+    if not s then
+      s = { name = set, steps = {}, losses = {}, mean = {} }
+      run.sets[set] = s
+      run.set_names[#run.set_names + 1] = set
+    end
+    local k = #s.steps + 1
+    s.steps[k], s.losses[k], s.mean[k] = step, losses, sum / T
+  end
+  if #run.set_names == 0 then fail("%s has no evaluations yet (only a header)", ppath) end
+  table.sort(run.set_names, function(a, b)
+    if (a == "val") ~= (b == "val") then return a == "val" end
+    return a < b
+  end)
+
+  local config = util.exists(run_dir .. "/config.yaml") and kiln.yaml.load(run_dir .. "/config.yaml") or {}
+  local train = config.train or {}
+  run.tokens_per_step = opts.tokens_per_step or train.tokens_per_step
+  run.total_steps = opts.total_steps or train.steps
+  local metrics = util.exists(run_dir .. "/metrics.csv") and util.read_csv(run_dir .. "/metrics.csv") or nil
+  local lr_col, tok_col
+  if metrics then
+    for i, name in ipairs(metrics.header) do
+      if name == "lr" then lr_col = i elseif name == "tokens" then tok_col = i end
+    end
+    if not run.tokens_per_step and tok_col and #metrics.rows > 0 then
+      local r = metrics.rows[#metrics.rows]
+      run.tokens_per_step = r[tok_col] / r[1]
+    end
+  end
+  if not run.tokens_per_step then fail("%s: cannot tell the tokens per step (no config.yaml train.tokens_per_step, no metrics.csv)", run_dir) end
+  if not run.total_steps then
+    local last = 0
+    for _, s in pairs(run.sets) do last = math.max(last, s.steps[#s.steps]) end
+    run.total_steps = last
+  end
+  for _, s in pairs(run.sets) do
+    s.tokens = {}
+    for k, st in ipairs(s.steps) do s.tokens[k] = st * run.tokens_per_step end
+  end
+
+  -- The LR at a checkpoint (after `step` updates) is the schedule's value for the last update.
+  local sched
+  if opts.schedule ~= nil then
+    sched, run.lr_source = schedule_mod.make(opts.schedule, "kiln.tsl: schedule"), "opts.schedule"
+  else
+    sched = schedule_from_text(train.schedule)
+    if sched then run.lr_source = "config.yaml: " .. train.schedule end
+  end
+  if sched then
+    run.lr = function(step) return sched(math.max(step - 1, 0)) end
+  elseif metrics and lr_col and #metrics.rows > 0 then
+    local st, lr = {}, {}
+    for _, r in ipairs(metrics.rows) do st[#st + 1], lr[#lr + 1] = r[1], r[lr_col] end
+    run.lr_source = "metrics.csv (logged LR, interpolated)"
+    run.lr = function(step)
+      if step <= st[1] then return lr[1] end
+      if step > st[#st] then
+        fail("%s: the LR at step %d is unknown (metrics.csv ends at step %d and the schedule '%s' cannot be rebuilt; pass opts.schedule)",
+          run_dir, step, st[#st], tostring(train.schedule))
+      end
+      local lo, hi = 1, #st
+      while hi - lo > 1 do
+        local mid = (lo + hi) // 2
+        if st[mid] < step then lo = mid else hi = mid end
+      end
+      local w = (step - st[lo]) / (st[hi] - st[lo])
+      return lr[lo] + w * (lr[hi] - lr[lo])
+    end
+  end
+  if run.lr then
+    -- Shape of the schedule over the planned run: its peak and where its decay ends.
+    local lr_max, peak_step, total = -math.huge, 0, run.total_steps
+    local known_until = total
+    local ok = pcall(run.lr, total)
+    if not ok then known_until = 0 end
+    for s = 1, known_until do
+      local v = run.lr(s)
+      if v > lr_max + 1e-15 * math.abs(v) then lr_max, peak_step = v, s end
+    end
+    local final = run.lr(known_until)
+    local decay_end = known_until
+    while decay_end > peak_step and math.abs(run.lr(decay_end - 1) - final) <= 1e-12 * math.max(lr_max, 1e-30) do
+      decay_end = decay_end - 1
+    end
+    run.lr_max, run.peak_step, run.decay_end = lr_max, peak_step, decay_end
+  end
+  return run
+end
+
+-- Forms -------------------------------------------------------------------------------------
+
+local BUILTIN_FORMS = {
+  log = { law = "log", formula = "alpha + beta*ln(t)" },
+  hyperbolic = { law = "hyperbolic", formula = "alpha + beta/(t + gamma)" },
+  power = { law = "power", formula = "alpha + beta*t^(-gamma)" },
+  linear = { law = "linear", formula = "alpha + beta*t" },
+  constant = { law = "constant", formula = "alpha" },
+  lr = { law = "linear", covariate = "lr", formula = "alpha + beta*lr(t)/lr_max" },
+  cosine = { law = "linear", covariate = "cosine", formula = "alpha + beta*c(t), c: 1 to the LR peak, half cosine to 0 at the decay end" },
+}
+M.forms = BUILTIN_FORMS
+
+-- The schedule covariates at a step.
+local function covariates(run, step)
+  local lr = run.lr and run.lr(step) / run.lr_max or nil
+  local c
+  if run.peak_step then
+    if step <= run.peak_step then c = 1
+    elseif step >= run.decay_end then c = 0
+    else c = 0.5 * (1 + math.cos(math.pi * (step - run.peak_step) / (run.decay_end - run.peak_step))) end
+  end
+  return lr, c
+end
+
+local function resolve_form(spec, pname)
+  if type(spec) == "string" then
+    local f = BUILTIN_FORMS[spec]
+    if not f then
+      fail("forms.%s: unknown form '%s' (forms: %s, or a table {f = function(x, p, info) ... end, p0 = {...}})",
+        pname, spec, table.concat(util.sorted_keys(BUILTIN_FORMS), ", "))
+    end
+    return { name = spec, law = f.law, covariate = f.covariate, formula = f.formula }
+  end
+  if type(spec) == "table" and type(spec.f) == "function" then
+    if type(spec.p0) ~= "table" or #spec.p0 == 0 then fail("forms.%s: a function form needs p0 (a list of starting values)", pname) end
+    return { name = spec.name or "function", fn = spec.f, p0 = spec.p0, names = spec.names,
+             lower = spec.lower, upper = spec.upper, formula = spec.formula or "a Lua function" }
+  end
+  if type(spec) == "table" and type(spec.law) == "string" then
+    local base = BUILTIN_FORMS[spec.law]
+    if not base then fail("forms.%s: unknown form '%s'", pname, spec.law) end
+    return { name = spec.name or spec.law, law = base.law, covariate = base.covariate, formula = base.formula,
+             p0 = spec.p0, lower = spec.lower, upper = spec.upper }
+  end
+  fail("forms.%s: expected a form name, {law = name, ...} or {f = function, p0 = {...}} (got %s)", pname, type(spec))
+end
+
+-- Fit one form to (steps, values); returns {form=, formula=, p=, named=, r2=, mse=, at = function(step)}.
+local function fit_form(run, form, steps, values, unit, pname)
+  local xs = {}
+  local needs_lr = form.covariate or form.fn
+  if needs_lr and not run.lr and form.covariate then
+    fail("form '%s' for %s needs the run's LR schedule, which %s does not record in a form kiln can rebuild (pass opts.schedule)",
+      form.name, pname, run.dir or "the run")
+  end
+  local function x_of(step)
+    if form.covariate == "lr" then return (covariates(run, step)) end
+    if form.covariate == "cosine" then local _, c = covariates(run, step); return c end
+    return step * run.tokens_per_step / unit
+  end
+  for k, st in ipairs(steps) do xs[k] = x_of(st) end
+  local r, at
+  if form.fn then
+    local step_of = {}
+    for k, st in ipairs(steps) do step_of[xs[k]] = st end
+    local function info_for(x)
+      local st = step_of[x] or x * unit / run.tokens_per_step
+      local lr, c
+      if run.lr then lr, c = covariates(run, st) end
+      return { step = st, tokens = x * unit, lr = lr, cosine = c }
+    end
+    local user = form.fn
+    r = kiln.fit.curve(function(x, p) return user(x, p, info_for(x)) end, xs, values, form.p0,
+      { lower = form.lower, upper = form.upper, names = form.names })
+    local p = r.p
+    at = function(step) local x = step * run.tokens_per_step / unit; return user(x, p, info_for(x)) end
+  else
+    local ok, res = pcall(kiln.fit.curve, form.law, xs, values, form.p0, { lower = form.lower, upper = form.upper })
+    if not ok then fail("fitting %s with form '%s': %s", pname, form.name, tostring(res)) end
+    r = res
+    local law, p = form.law, r.p
+    at = function(step) return kiln.fit.eval(law, p, x_of(step)) end
+  end
+  return { form = form.name, formula = form.formula, p = r.p, named = r.named, r2 = r.r2, mse = r.mse, at = at }
+end
+
+-- Temporal law ------------------------------------------------------------------------------
+
+local function resolve_step(v, run, what, default)
+  if v == nil then return default end
+  if math.type(v) == "integer" then
+    if v < 0 then fail("%s must be a step >= 0 or a fraction in (0, 1] (got %d)", what, v) end
+    return v
+  end
+  if type(v) == "number" and v > 0 and v <= 1 then return math.floor(v * run.total_steps + 0.5) end
+  fail("%s must be a step (an integer) or a fraction of the run's %d steps in (0, 1] (got %s)", what, run.total_steps, tostring(v))
+end
+
+local function get_run(run_or_dir, opts)
+  if type(run_or_dir) == "string" then return M.read_run(run_or_dir, opts) end
+  if type(run_or_dir) == "table" and run_or_dir.sets then return run_or_dir end
+  fail("expected a run directory or a table from tsl.read_run (got %s)", type(run_or_dir))
+end
+
+-- Per-checkpoint position fits of a set (cached on the run table).
+function M.position_fits(run, set)
+  local s = run.sets[set]
+  if not s then fail("%s has no evaluation set '%s' (sets: %s)", run.dir or "the run", tostring(set), table.concat(run.set_names, ", ")) end
+  if not s.fits then
+    s.fits = {}
+    for k, losses in ipairs(s.losses) do
+      local ok, f = pcall(M.fit_positions, losses)
+      if not ok then fail("%s: set '%s' at step %d: %s", run.dir or "run", set, s.steps[k], tostring(f)) end
+      f.step = s.steps[k]
+      s.fits[k] = f
+    end
+  end
+  return s.fits
+end
+
+-- fit_temporal(run_dir | run, {set=, fit_until=, fit_from=, forms=, unit=, schedule=}) -> model
+--   fit_until: last step (integer) or fraction of the planned steps (0.2) whose checkpoints
+--              are fitted; all checkpoints by default.
+--   fit_from:  first step fitted (integer or fraction); default: the LR peak (end of warmup).
+--   forms:     {a0 = ..., a1 = ..., a2 = ...} (defaults: log, hyperbolic, cosine).
+function M.fit_temporal(run_or_dir, opts)
+  opts = opts or {}
+  local run = get_run(run_or_dir, opts)
+  local set = opts.set or run.set_names[1]
+  local fits = M.position_fits(run, set)
+  local s = run.sets[set]
+  local unit = opts.unit or 1e6
+  local cut = resolve_step(opts.fit_until, run, "fit_until", s.steps[#s.steps])
+  local from = resolve_step(opts.fit_from, run, "fit_from", run.peak_step or 1)
+  if from < 1 then from = 1 end
+  local steps, vals, used = {}, { a0 = {}, a1 = {}, a2 = {} }, {}
+  for k, st in ipairs(s.steps) do
+    if st >= from and st <= cut then
+      steps[#steps + 1] = st
+      used[#used + 1] = k
+      for _, p in ipairs(PARAMS) do vals[p][#steps] = fits[k][p] end
+    end
+  end
+  local forms_spec = opts.forms or M.default_forms
+  local model = { set = set, T = run.T, unit = unit, tokens_per_step = run.tokens_per_step,
+                  fit_until = cut, fit_from = from, steps = steps, forms = {}, run = run,
+                  lr_source = run.lr_source }
+  for _, p in ipairs(PARAMS) do
+    local form = resolve_form(forms_spec[p] or M.default_forms[p], p)
+    local need = form.fn and #form.p0 or kiln.fit.laws()[form.law] and #kiln.fit.laws()[form.law].params or 3
+    if #steps < need + 1 then
+      fail("only %d checkpoints of set '%s' lie in steps %d..%d, too few to fit %s with form '%s' (need at least %d): " ..
+        "evaluate more often early (eval = {at = {...}}) or fit until a later step", #steps, set, from, cut, p, form.name, need + 1)
+    end
+    model.forms[p] = fit_form(run, form, steps, vals[p], unit, p)
+  end
+  return model
+end
+
+-- predict(model, step | {steps}) -> {step=, tokens=, a0=, a1=, a2=, loss=, positions={...}} (or a list)
+function M.predict(model, steps)
+  if type(model) ~= "table" or not model.forms then fail("predict: expected a model from tsl.fit_temporal") end
+  local single = type(steps) == "number"
+  local list = single and { steps } or steps
+  if type(list) ~= "table" then fail("predict: expected a step or a list of steps (got %s)", type(steps)) end
+  local out = {}
+  for k, st in ipairs(list) do
+    if not finite(st) or st <= 0 then fail("predict: steps must be positive numbers (got %s)", tostring(st)) end
+    local a0, a1, a2 = model.forms.a0.at(st), model.forms.a1.at(st), model.forms.a2.at(st)
+    local clamped = false
+    if a1 < 0 then a1, clamped = 0, true end   -- the law needs a1 >= 0; flagged, not hidden
+    local pos = M.position_curve(a0, a1, a2, model.T)
+    local sum = 0
+    for i = 1, model.T do sum = sum + pos[i] end
+    out[k] = { step = st, tokens = st * model.tokens_per_step, a0 = a0, a1 = a1, a2 = a2,
+               loss = sum / model.T, positions = pos, a1_clamped = clamped or nil }
+  end
+  return single and out[1] or out
+end
+
+-- Baselines ---------------------------------------------------------------------------------
+
+-- fit_baseline(name, steps, losses, tokens_per_step [, unit]) -> {name=, formula=, p=, named=, r2=, at = function(step)}
+function M.fit_baseline(name, steps, losses, tokens_per_step, unit)
+  unit = unit or 1e6
+  local b
+  for _, x in ipairs(M.baselines) do if x.name == name then b = x end end
+  if not b then fail("unknown baseline '%s' (power, reciprocal, log)", tostring(name)) end
+  local xs = {}
+  for k, st in ipairs(steps) do xs[k] = st * tokens_per_step / unit end
+  local r = kiln.fit.curve(b.law, xs, losses)
+  local p, law = r.p, b.law
+  return { name = name, formula = b.formula, p = r.p, named = r.named, r2 = r.r2, mse = r.mse,
+           at = function(step) return kiln.fit.eval(law, p, step * tokens_per_step / unit) end }
+end
+
+-- Evaluation --------------------------------------------------------------------------------
+
+local function held_out_stats(truth, pred)
+  local n = #truth
+  if n == 0 then return {} end
+  local r2, mse = kiln.fit.stats(truth, pred)
+  local ape = 0
+  for i = 1, n do ape = ape + math.abs(pred[i] - truth[i]) / math.abs(truth[i]) end
+  return { r2 = r2, mse = mse, mape = 100 * ape / n, final_pred = pred[n], final_true = truth[n],
+           final_err = 100 * (pred[n] - truth[n]) / truth[n] }
+end
+
+-- evaluate(run_dir | run, opts) -> {rows = {...}, sets = {...}, markdown = text, csv = text}
+--   opts: fit_until (default 0.2), fit_from, forms, unit, schedule, sets = {names},
+--         variants = { name = forms, ... } (extra temporal-law rows with other forms),
+--         min_position_r2 (0.95: the threshold counted in the position-fit summary)
+-- For each validation set: fit the temporal law and each baseline on the checkpoints in
+-- [fit_from, fit_until], predict the average loss at every later checkpoint, and score the
+-- predictions there (R², MSE, mean absolute % error, error at the last checkpoint).
+function M.evaluate(run_or_dir, opts)
+  opts = opts or {}
+  local run = get_run(run_or_dir, opts)
+  local fit_until = opts.fit_until or 0.2
+  local thr = opts.min_position_r2 or 0.95
+  local result = { run = run, rows = {}, sets = {}, fit_until = fit_until }
+  local set_names = opts.sets or run.set_names
+  for _, set in ipairs(set_names) do
+    local s = run.sets[set]
+    if not s then fail("%s has no evaluation set '%s' (sets: %s)", run.dir or "the run", set, table.concat(run.set_names, ", ")) end
+    local variants = { { name = "temporal", forms = opts.forms or M.default_forms } }
+    for _, vname in ipairs(util.sorted_keys(opts.variants or {})) do
+      variants[#variants + 1] = { name = vname, forms = opts.variants[vname] }
+    end
+    local info = { set = set, models = {}, baselines = {} }
+    local base_model
+    for _, v in ipairs(variants) do
+      local m = M.fit_temporal(run, { set = set, fit_until = fit_until, fit_from = opts.fit_from,
+                                      forms = v.forms, unit = opts.unit })
+      info.models[v.name] = m
+      base_model = base_model or m
+    end
+    local cut, from = base_model.fit_until, base_model.fit_from
+    info.fit_until, info.fit_from = cut, from
+    -- Baselines on the average loss over the same checkpoints.
+    local fsteps, flosses, tsteps, tlosses = {}, {}, {}, {}
+    for k, st in ipairs(s.steps) do
+      if st >= from and st <= cut then fsteps[#fsteps + 1], flosses[#flosses + 1] = st, s.mean[k] end
+      if st > cut then tsteps[#tsteps + 1], tlosses[#tlosses + 1] = st, s.mean[k] end
+    end
+    if #tsteps == 0 then
+      fail("set '%s': no checkpoint after step %d to predict (fit_until is at or past the last evaluation)", set, cut)
+    end
+    info.test_steps, info.test_losses = tsteps, tlosses
+    -- Position-fit quality over the checkpoints from fit_from on.
+    local fits = M.position_fits(run, set)
+    local r2s, n_ok = {}, 0
+    for k, f in ipairs(fits) do
+      if s.steps[k] >= from then
+        r2s[#r2s + 1] = f.r2
+        if f.r2 >= thr then n_ok = n_ok + 1 end
+      end
+    end
+    table.sort(r2s)
+    info.position_r2 = { min = r2s[1], median = util.median(r2s), n = #r2s, n_above = n_ok, threshold = thr }
+    local function add_row(method, formula, predict_fn, fit_r2)
+      local pred = {}
+      for k, st in ipairs(tsteps) do pred[k] = predict_fn(st) end
+      local st = held_out_stats(tlosses, pred)
+      local row = { set = set, method = method, formula = formula, n_fit = #fsteps, n_test = #tsteps,
+                    fit_from = from, fit_until = cut, fit_r2 = fit_r2 }
+      for k, v in pairs(st) do row[k] = v end
+      row.predictions = pred
+      result.rows[#result.rows + 1] = row
+      return row
+    end
+    for _, v in ipairs(variants) do
+      local m = info.models[v.name]
+      local parts = {}
+      for _, p in ipairs(PARAMS) do parts[#parts + 1] = p .. ":" .. m.forms[p].form end
+      add_row(v.name, table.concat(parts, " "), function(st) return M.predict(m, st).loss end,
+        math.min(m.forms.a0.r2 or 1, m.forms.a1.r2 or 1, m.forms.a2.r2 or 1))
+    end
+    for _, b in ipairs(M.baselines) do
+      local ok, bl = pcall(M.fit_baseline, b.name, fsteps, flosses, run.tokens_per_step, opts.unit)
+      if ok then
+        info.baselines[b.name] = bl
+        add_row(b.name, b.formula, bl.at, bl.r2)
+      else
+        local row = add_row(b.name, b.formula, function() return 0 / 0 end, nil)
+        row.error = tostring(bl)
+      end
+    end
+    result.sets[#result.sets + 1] = info
+  end
+  result.markdown = M.markdown(result)
+  result.csv = M.csv(result)
+  return result
+end
+
+local function f4(x, d)
+  if x == nil then return "" end
+  if x ~= x then return "nan" end
+  return ("%." .. (d or 4) .. "f"):format(x)
+end
+local function g4(x)
+  if x == nil then return "" end
+  if x ~= x then return "nan" end
+  return ("%.3g"):format(x)
+end
+
+M.csv_columns = { "set", "method", "formula", "fit_from", "fit_until", "n_fit", "n_test", "fit_r2", "r2", "mse",
+                  "mape", "final_true", "final_pred", "final_err" }
+
+function M.csv(result, extra)
+  local cols = {}
+  for _, c in ipairs(extra or {}) do cols[#cols + 1] = c end
+  for _, c in ipairs(M.csv_columns) do cols[#cols + 1] = c end
+  local out = { util.csv_line(cols) }
+  for _, r in ipairs(result.rows) do
+    local f = {}
+    for i, c in ipairs(cols) do f[i] = r[c] end
+    out[#out + 1] = util.csv_line(f, #cols)
+  end
+  return table.concat(out)
+end
+
+function M.markdown(result)
+  local out = {}
+  for _, info in ipairs(result.sets) do
+    local pr = info.position_r2
+    out[#out + 1] = ("### set `%s`: fit on steps %d..%d, predict %d later checkpoints (steps %d..%d)\n"):format(
+      info.set, info.fit_from, info.fit_until, #info.test_steps, info.test_steps[1], info.test_steps[#info.test_steps])
+    out[#out + 1] = ("Per-position fits from step %d on: R² min %.4f, median %.4f; %d of %d checkpoints ≥ %.2f.\n"):format(
+      info.fit_from, pr.min or 0 / 0, pr.median or 0 / 0, pr.n_above, pr.n, pr.threshold)
+    out[#out + 1] = "| method | form | R² (held out) | MSE | MAPE % | final true | final pred | final err % | fit R² |"
+    out[#out + 1] = "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+    for _, r in ipairs(result.rows) do
+      if r.set == info.set then
+        out[#out + 1] = ("| %s | %s | %s | %s | %s | %s | %s | %s | %s |"):format(r.method, r.error and ("failed: " .. r.error) or r.formula,
+          f4(r.r2), g4(r.mse), f4(r.mape, 2), f4(r.final_true), f4(r.final_pred), f4(r.final_err, 2), f4(r.fit_r2))
+      end
+    end
+    out[#out + 1] = ""
+    for _, name in ipairs(util.sorted_keys(info.models)) do
+      local m = info.models[name]
+      out[#out + 1] = ("%s parameter laws (t in units of %g tokens):"):format(name, m.unit)
+      for _, p in ipairs(PARAMS) do
+        local f = m.forms[p]
+        local ps = {}
+        for j, v in ipairs(f.p) do ps[#ps + 1] = (f.named and next(f.named) and "" or "") .. ("p%d=%.5g"):format(j, v) end
+        out[#out + 1] = ("- %s = %s [%s], %s; fit R² %s"):format(p, f.form, f.formula, table.concat(ps, ", "), f4(f.r2))
+      end
+      out[#out + 1] = ""
+    end
+  end
+  return table.concat(out, "\n")
+end
+
+-- Plots -------------------------------------------------------------------------------------
+
+local function has_gnuplot()
+  return os.execute("command -v gnuplot >/dev/null 2>&1") == true
+end
+M.has_gnuplot = has_gnuplot
+
+local function write(path, text) util.write_atomic(path, text) end
+
+-- plot(result, dir [, {gnuplot = true}]): per set, three figures, each as NAME.dat + NAME.gp
+-- (always) and NAME.png (when gnuplot is installed): positions_<set> (measured per-position
+-- loss and the fitted law at a few checkpoints), params_<set> (a0, a1, a2 over training and
+-- their fitted forms, the cut marked), loss_<set> (measured vs predicted average loss, each
+-- baseline, the cut marked). Returns the list of files written.
+function M.plot(result, dir, opts)
+  opts = opts or {}
+  util.mkdir(dir)
+  local run = result.run
+  local files = {}
+  local run_gp = opts.gnuplot ~= false and has_gnuplot()
+  local function emit(name, dat, gp)
+    write(dir .. "/" .. name .. ".dat", dat)
+    write(dir .. "/" .. name .. ".gp", gp)
+    files[#files + 1] = dir .. "/" .. name .. ".dat"
+    files[#files + 1] = dir .. "/" .. name .. ".gp"
+    if run_gp then
+      local ok = os.execute(("cd %s && gnuplot %s >/dev/null 2>&1"):format(util.shell_quote(dir), util.shell_quote(name .. ".gp")))
+      if ok then files[#files + 1] = dir .. "/" .. name .. ".png" end
+    end
+  end
+  for _, info in ipairs(result.sets) do
+    local set, s = info.set, run.sets[info.set]
+    local fits = M.position_fits(run, set)
+    local m = info.models.temporal
+    -- 1. per-position curves at a few checkpoints
+    local picks, n = {}, #s.steps
+    for _, q in ipairs { 0.05, 0.25, 0.5, 1.0 } do
+      local k = math.max(1, math.min(n, math.floor(q * n + 0.5)))
+      if picks[#picks] ~= k then picks[#picks + 1] = k end
+    end
+    local dat, plots = {}, {}
+    for bi, k in ipairs(picks) do
+      local f = fits[k]
+      dat[#dat + 1] = ("# step %d  a0=%.6g a1=%.6g a2=%.6g R2=%.5f\n# position measured fitted"):format(s.steps[k], f.a0, f.a1, f.a2, f.r2)
+      local curve = M.position_curve(f.a0, f.a1, f.a2, run.T)
+      for i = 1, run.T do dat[#dat + 1] = ("%d %.6g %.6g"):format(i, s.losses[k][i], curve[i]) end
+      dat[#dat + 1] = "\n"
+      plots[#plots + 1] = ("'positions_%s.dat' index %d using 1:2 with points pt 7 ps 0.4 lc %d title 'step %d', '' index %d using 1:3 with lines lw 2 lc %d title 'fit R^2=%.3f'"):format(
+        set, bi - 1, bi, s.steps[k], bi - 1, bi, f.r2)
+    end
+    emit("positions_" .. set, table.concat(dat, "\n"), table.concat({
+      "set terminal pngcairo size 900,600", ("set output 'positions_%s.png'"):format(set),
+      ("set title 'per-position loss, set %s: L_i = a0/(1+a1 i) + a2'"):format(set),
+      "set xlabel 'position i'", "set ylabel 'loss (nats)'", "set logscale x", "set key top right",
+      "plot " .. table.concat(plots, ", \\\n     "), "" }, "\n"))
+    -- 2. parameters over training
+    local cut_t = info.fit_until * run.tokens_per_step / m.unit
+    dat = { "# tokens/unit a0 a1 a2 (measured, per checkpoint)" }
+    for k, st in ipairs(s.steps) do
+      local f = fits[k]
+      dat[#dat + 1] = ("%.6g %.6g %.6g %.6g"):format(st * run.tokens_per_step / m.unit, f.a0, f.a1, f.a2)
+    end
+    dat[#dat + 1] = "\n\n# tokens/unit a0 a1 a2 (fitted forms)"
+    local last = s.steps[#s.steps]
+    for j = 0, 200 do
+      local st = math.max(1, info.fit_from) * (last / math.max(1, info.fit_from)) ^ (j / 200)
+      dat[#dat + 1] = ("%.6g %.6g %.6g %.6g"):format(st * run.tokens_per_step / m.unit, m.forms.a0.at(st), m.forms.a1.at(st), m.forms.a2.at(st))
+    end
+    local gp = { "set terminal pngcairo size 1200,400", ("set output 'params_%s.png'"):format(set),
+                 "set multiplot layout 1,3 title 'per-position law parameters over training, set " .. set .. "'",
+                 ("set xlabel 'tokens / %g'"):format(m.unit), "set logscale x", "set key bottom left",
+                 ("set arrow 1 from %.6g, graph 0 to %.6g, graph 1 nohead dt 2 lc rgb 'gray40'"):format(cut_t, cut_t) }
+    for j, p in ipairs(PARAMS) do
+      gp[#gp + 1] = ("set title '%s: %s'"):format(p, m.forms[p].form)
+      gp[#gp + 1] = ("plot 'params_%s.dat' index 0 using 1:%d with points pt 7 ps 0.5 title 'fitted per checkpoint', '' index 1 using 1:%d with lines lw 2 title 'form'"):format(set, j + 1, j + 1)
+    end
+    gp[#gp + 1] = "unset multiplot"
+    emit("params_" .. set, table.concat(dat, "\n") .. "\n", table.concat(gp, "\n") .. "\n")
+    -- 3. measured vs predicted average loss
+    dat = { "# tokens/unit measured temporal power reciprocal log" }
+    for k, st in ipairs(s.steps) do
+      local row = { ("%.6g %.6g"):format(st * run.tokens_per_step / m.unit, s.mean[k]) }
+      if st >= info.fit_from then
+        row[#row + 1] = ("%.6g"):format(M.predict(m, st).loss)
+        for _, b in ipairs(M.baselines) do
+          local bl = info.baselines[b.name]
+          row[#row + 1] = bl and ("%.6g"):format(bl.at(st)) or "NaN"
+        end
+      else
+        row[#row + 1] = "NaN NaN NaN NaN"
+      end
+      dat[#dat + 1] = table.concat(row, " ")
+    end
+    emit("loss_" .. set, table.concat(dat, "\n") .. "\n", table.concat({
+      "set terminal pngcairo size 900,600", ("set output 'loss_%s.png'"):format(set),
+      ("set title 'average loss, set %s: measured vs predicted (fit left of the dashed line)'"):format(set),
+      ("set xlabel 'tokens / %g'"):format(m.unit), "set ylabel 'loss (nats)'", "set logscale x", "set key top right",
+      ("set arrow 1 from %.6g, graph 0 to %.6g, graph 1 nohead dt 2 lc rgb 'gray40'"):format(cut_t, cut_t),
+      ("plot 'loss_%s.dat' using 1:2 with points pt 7 ps 0.6 lc rgb 'black' title 'measured', \\"):format(set),
+      "     '' using 1:3 with lines lw 2 title 'temporal law', '' using 1:4 with lines dt 2 title 'power (Kaplan)', \\",
+      "     '' using 1:5 with lines dt 3 title 'reciprocal', '' using 1:6 with lines dt 4 title 'logarithmic'", "" }, "\n"))
+  end
+  return files
+end
+
+return M
