@@ -101,7 +101,7 @@ static int l_save(lua_State *L)
     int nt = kn_gpt_num_tensors(g);
     save_plan p = {0};
     int max_tensors = nt + 1 + (a ? 2 * nt : 0);
-    int max_meta = 8 + n_user;
+    int max_meta = 13 + n_user;   /* format, version, 5 sizes, 5 μP fields, adamw.t */
     p.tensors = calloc((size_t)max_tensors, sizeof *p.tensors);
     p.meta = calloc((size_t)max_meta, sizeof *p.meta);
     p.owned = calloc((size_t)(2 * nt + 2 * max_meta + 8), sizeof *p.owned);
@@ -134,6 +134,18 @@ static int l_save(lua_State *L)
         snprintf(key, sizeof key, "kiln.config.%s", config_fields[i]);
         snprintf(buf, sizeof buf, "%d", values[i]);
         p.meta[p.n_meta++] = (kn_ckpt_meta){keep(&p, key), keep(&p, buf)};
+    }
+    /* The parametrisation, always (a reader must not guess it); the μP values exactly. */
+    p.meta[p.n_meta++] = (kn_ckpt_meta){"kiln.config.parametrization", c->mup ? "mup" : "sp"};
+    if (c->mup) {
+        const struct { const char *key; double v; } mf[] = {
+            {"kiln.config.base_width", c->mup_base_width}, {"kiln.config.output_mult", c->mup_output_mult},
+            {"kiln.config.attn_mult", c->mup_attn_mult}};
+        for (int i = 0; i < 3; i++) {
+            snprintf(buf, sizeof buf, "%.9g", mf[i].v);
+            p.meta[p.n_meta++] = (kn_ckpt_meta){mf[i].key, keep(&p, buf)};
+        }
+        p.meta[p.n_meta++] = (kn_ckpt_meta){"kiln.config.zero_query", c->mup_zero_query ? "true" : "false"};
     }
     if (a) {
         snprintf(buf, sizeof buf, "%lld", (long long)kn_adamw_t(a->o));
@@ -239,6 +251,25 @@ static kn_gpt_config config_from(lua_State *L, const kn_ckpt *c, int opts)
         cfg.n_head = (int)knL_opt_int_field(L, opts, "n_head", 0);
         if (!cfg.n_head) luaL_error(L, "%s: the file does not record n_head; pass kiln.load(path, {n_head = ...})", path);
     }
+    /* μP; files without the key (older kiln, nanoGPT) are the standard parametrisation */
+    const char *par = kn_ckpt_meta_get(c, "kiln.config.parametrization");
+    if (par && strcmp(par, "mup") == 0) {
+        cfg.mup = 1;
+        float *mf[] = {&cfg.mup_base_width, &cfg.mup_output_mult, &cfg.mup_attn_mult};
+        const char *keys[] = {"kiln.config.base_width", "kiln.config.output_mult", "kiln.config.attn_mult"};
+        for (int i = 0; i < 3; i++) {
+            const char *v = kn_ckpt_meta_get(c, keys[i]);
+            char *end = NULL;
+            double x = v ? strtod(v, &end) : 0.0;
+            if (!v || *end || !(x > 0))
+                luaL_error(L, "%s: metadata '%s' = '%s' is not a positive number", path, keys[i], v ? v : "(missing)");
+            *mf[i] = (float)x;
+        }
+        const char *zq = kn_ckpt_meta_get(c, "kiln.config.zero_query");
+        cfg.mup_zero_query = zq && strcmp(zq, "true") == 0;
+    } else if (par && strcmp(par, "sp") != 0) {
+        luaL_error(L, "%s: metadata 'kiln.config.parametrization' = '%s' (expected sp or mup)", path, par);
+    }
     return cfg;
 }
 
@@ -326,6 +357,12 @@ static int l_load(lua_State *L)
         KNL_TRY(L, kn_gpt_new(&g, &cfg));
         lua_pop(L, 1);
         m = knL_push_model(L, g);                           /* index 4 */
+    } else {
+        /* the same weights mean another function under the other parametrisation */
+        const char *par = kn_ckpt_meta_get(c, "kiln.config.parametrization");
+        const char *mine = kn_gpt_get_config(m->g)->mup ? "mup" : "sp";
+        if (par && strcmp(par, mine) != 0)
+            return luaL_error(L, "%s: the checkpoint's parametrization is %s, the model's is %s", path, par, mine);
     }
     load_into(L, c, m->g, a ? a->o : NULL);
     lua_pushvalue(L, 4);

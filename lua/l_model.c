@@ -147,7 +147,8 @@ knL_Model *knL_push_model(lua_State *L, kn_gpt *g)
 }
 
 static const char *const config_keys[] = {
-    "vocab_size", "block_size", "n_layer", "n_head", "n_embd", "seed", NULL
+    "vocab_size", "block_size", "n_layer", "n_head", "n_embd", "seed",
+    "parametrization", "base_width", "output_mult", "attn_mult", "zero_query", NULL
 };
 
 /* Refuse keys we do not know: a typo in a config should not silently mean a default. */
@@ -182,7 +183,36 @@ static int config_int(lua_State *L, int idx, const char *k, lua_Integer def)
     return (int)v;
 }
 
-/* kiln.model{vocab_size=256, block_size=256, n_layer=4, n_head=4, n_embd=128, seed=1} */
+/* The μP fields of a config table at idx (docs/warmstart.md): parametrization = "sp" (the
+ * default; no other μP field allowed) or "mup" with base_width (default n_embd),
+ * output_mult (1), attn_mult (1), zero_query (false). */
+static void config_mup(lua_State *L, int idx, kn_gpt_config *c)
+{
+    lua_getfield(L, idx, "parametrization");
+    const char *p = lua_isnil(L, -1) ? "sp" : lua_tostring(L, -1);
+    if (!p || (strcmp(p, "sp") != 0 && strcmp(p, "mup") != 0))
+        luaL_error(L, "kiln.model: parametrization must be \"sp\" or \"mup\"");
+    bool mup = strcmp(p, "mup") == 0;
+    lua_pop(L, 1);
+    if (!mup) {
+        static const char *const only_mup[] = {"base_width", "output_mult", "attn_mult", "zero_query"};
+        for (int i = 0; i < 4; i++) {
+            lua_getfield(L, idx, only_mup[i]);
+            if (!lua_isnil(L, -1))
+                luaL_error(L, "kiln.model: '%s' needs parametrization = \"mup\"", only_mup[i]);
+            lua_pop(L, 1);
+        }
+        return;
+    }
+    c->mup = 1;
+    c->mup_base_width = (float)knL_opt_number_field(L, idx, "base_width", c->n_embd);
+    c->mup_output_mult = (float)knL_opt_number_field(L, idx, "output_mult", 1.0);
+    c->mup_attn_mult = (float)knL_opt_number_field(L, idx, "attn_mult", 1.0);
+    c->mup_zero_query = knL_opt_bool_field(L, idx, "zero_query", 0) ? 1 : 0;
+}
+
+/* kiln.model{vocab_size=256, block_size=256, n_layer=4, n_head=4, n_embd=128, seed=1,
+ *            parametrization="sp"|"mup", base_width=, output_mult=, attn_mult=, zero_query=} */
 static int l_model(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -194,6 +224,7 @@ static int l_model(lua_State *L)
         .n_head = config_int(L, 1, "n_head", 4),
         .n_embd = config_int(L, 1, "n_embd", 128),
     };
+    config_mup(L, 1, &c);
     lua_Integer seed = knL_opt_int_field(L, 1, "seed", 1);
     KNL_TRY(L, kn_gpt_config_check(&c));
     kn_gpt *g;
@@ -354,6 +385,13 @@ void knL_push_config(lua_State *L, const kn_gpt_config *c)
     lua_pushinteger(L, c->n_layer); lua_setfield(L, -2, "n_layer");
     lua_pushinteger(L, c->n_head); lua_setfield(L, -2, "n_head");
     lua_pushinteger(L, c->n_embd); lua_setfield(L, -2, "n_embd");
+    lua_pushstring(L, c->mup ? "mup" : "sp"); lua_setfield(L, -2, "parametrization");
+    if (c->mup) {
+        lua_pushnumber(L, c->mup_base_width); lua_setfield(L, -2, "base_width");
+        lua_pushnumber(L, c->mup_output_mult); lua_setfield(L, -2, "output_mult");
+        lua_pushnumber(L, c->mup_attn_mult); lua_setfield(L, -2, "attn_mult");
+        lua_pushboolean(L, c->mup_zero_query); lua_setfield(L, -2, "zero_query");
+    }
 }
 
 static int m_config(lua_State *L)
