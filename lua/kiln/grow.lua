@@ -1,0 +1,246 @@
+-- kiln.grow — growth operators that build a larger model from a trained smaller one
+-- (PAPERS.md §3, "Warmstarting for Scaling Language Models"). Written in Lua over tensor
+-- views (narrow / add / scale / copy / fill), so a researcher can change them without
+-- recompiling. Details, choices and metadata: docs/warmstart.md.
+--
+--   local big, recipe = kiln.grow.width(small, { n_embd = 128, n_head = 8 },
+--                                       { shrink = 0.4, perturb = "mup_init", seed = 1 })
+--   local deep, recipe = kiln.grow.depth(small, { factor = 2, mode = "stack" })
+--   kiln.save(path, { model = big, meta = kiln.grow.meta(recipe) })
+--
+-- width: θ_big = λ·ZeroPad(θ_small) + σ·θ_init(big)   (shrink, zero-pad, perturb: "SZP")
+--   λ = shrink; θ_init(big) = the big model's own initialisation (μP-scaled when the big
+--   config is μP) from `seed`; σ from `perturb`: "mup_init" (σ = 1, the default),
+--   "complement" (σ = 1 - λ), "none" (σ = 0) or a number. Which σ the paper uses is
+--   UNCONFIRMED (PAPERS §3.2); λ = 0 with σ = 1 is exactly a cold start of the big model.
+-- depth: stacking ([0..L-1, 0..L-1]) or interleaving ([0,0',1,1',...]) copies of blocks;
+--   with identity = true (default) each new block's attn.c_proj and mlp.c_proj weights and
+--   biases are 0, so it adds nothing to the residual stream and the grown model computes
+--   exactly the small model's function.
+local kiln = require "kiln"
+
+local M = {}
+
+local function fail(fmt, ...) error("kiln.grow: " .. fmt:format(...), 0) end
+
+local function copy_table(t)
+  local o = {}
+  for k, v in pairs(t) do o[k] = v end
+  return o
+end
+
+-- Segments {src_start, dst_start, len} (1-based) mapping one dimension of a small tensor into
+-- the big one, by what the dimension indexes.
+local function segments(kind, s, b)
+  if kind == "resid" then return { { 1, 1, s.n_embd } }
+  elseif kind == "mlp" then return { { 1, 1, 4 * s.n_embd } }
+  elseif kind == "vocab" then return { { 1, 1, s.vocab_size } }
+  elseif kind == "pos" then return { { 1, 1, s.block_size } }
+  elseif kind == "heads" or kind == "qkv" then
+    -- attention channels: small head h's hs_s channels go to the first hs_s channels of big
+    -- head h. With the head size fixed (n_head grows) this is the plain top-left block.
+    local hs_s, hs_b = s.n_embd // s.n_head, b.n_embd // b.n_head
+    local parts = kind == "qkv" and 3 or 1
+    local out = {}
+    for j = 0, parts - 1 do
+      if hs_s == hs_b then
+        out[#out + 1] = { j * s.n_embd + 1, j * b.n_embd + 1, s.n_embd }
+      else
+        for h = 0, s.n_head - 1 do
+          out[#out + 1] = { j * s.n_embd + h * hs_s + 1, j * b.n_embd + h * hs_b + 1, hs_s }
+        end
+      end
+    end
+    return out
+  end
+  error("unknown dimension kind " .. tostring(kind))
+end
+
+-- What each dimension of a parameter indexes, from its (nanoGPT) name.
+local function dim_kinds(name)
+  if name:find("wte.weight", 1, true) then return { "vocab", "resid" } end
+  if name:find("wpe.weight", 1, true) then return { "pos", "resid" } end
+  if name:find("attn.c_attn.weight", 1, true) then return { "qkv", "resid" } end
+  if name:find("attn.c_attn.bias", 1, true) then return { "qkv" } end
+  if name:find("attn.c_proj.weight", 1, true) then return { "resid", "heads" } end
+  if name:find("mlp.c_fc.weight", 1, true) then return { "mlp", "resid" } end
+  if name:find("mlp.c_fc.bias", 1, true) then return { "mlp" } end
+  if name:find("mlp.c_proj.weight", 1, true) then return { "resid", "mlp" } end
+  return { "resid" }   -- LayerNorm weights and biases, c_proj biases
+end
+
+-- The regions of big's tensor `name` that hold small's values: a list of
+-- {small_view, big_view} pairs. Exposed for tests and for researchers' own operators.
+function M.blocks(small, big, name)
+  local s, b = small:config(), big:config()
+  local ts, tb = small:param(name), big:param(name)
+  local kinds = dim_kinds(name)
+  local out = {}
+  if #kinds == 1 then
+    for _, g in ipairs(segments(kinds[1], s, b)) do
+      out[#out + 1] = { ts:narrow(1, g[1], g[3]), tb:narrow(1, g[2], g[3]) }
+    end
+  else
+    for _, g1 in ipairs(segments(kinds[1], s, b)) do
+      for _, g2 in ipairs(segments(kinds[2], s, b)) do
+        out[#out + 1] = { ts:narrow(1, g1[1], g1[3]):narrow(2, g2[1], g2[3]),
+                          tb:narrow(1, g1[2], g1[3]):narrow(2, g2[2], g2[3]) }
+      end
+    end
+  end
+  return out
+end
+
+local function sigma_of(perturb, lambda)
+  if perturb == nil or perturb == "mup_init" or perturb == "init" then return 1, "mup_init" end
+  if perturb == "complement" then return 1 - lambda, "complement" end
+  if perturb == "none" or perturb == false then return 0, "none" end
+  if type(perturb) == "number" and perturb >= 0 and perturb == perturb then return perturb, "sigma" end
+  fail("perturb must be \"mup_init\", \"complement\", \"none\" or a number >= 0 (got %s)", tostring(perturb))
+end
+
+local WIDTH_OPTS = { shrink = true, perturb = true, seed = true, norm = true, from = true }
+
+-- grow.width(small, big_config, opts) -> big, recipe
+-- big_config: a kiln.model config; missing fields come from the small model's config
+-- (so { n_embd = 128, n_head = 8 } is enough). opts: shrink (λ, default 0.4), perturb
+-- (see above), seed (the big model's init seed; default big_config.seed or 1), norm
+-- ("szp": LayerNorm weights and biases are treated like every other tensor, so a padded
+-- LayerNorm weight is σ·1 and a copied one λ·w + σ; "copy": LayerNorm weights and biases are
+-- copied unshrunk and unperturbed, new coordinates get weight 1 and bias 0), from (a string
+-- naming the source, e.g. its checkpoint path, recorded in the recipe).
+function M.width(small, big_config, opts)
+  opts = opts or {}
+  for k in pairs(opts) do if not WIDTH_OPTS[k] then fail("width: unknown option '%s'", tostring(k)) end end
+  local s = small:config()
+  local cfg = copy_table(s)
+  for k, v in pairs(big_config or {}) do cfg[k] = v end
+  if (big_config or {}).parametrization == "sp" then
+    cfg.base_width, cfg.output_mult, cfg.attn_mult, cfg.zero_query = nil, nil, nil, nil
+  end
+  local lambda = opts.shrink == nil and 0.4 or opts.shrink
+  if type(lambda) ~= "number" or lambda ~= lambda then fail("width: shrink must be a number") end
+  local sigma, pmode = sigma_of(opts.perturb, lambda)
+  local norm = opts.norm or "szp"
+  if norm ~= "szp" and norm ~= "copy" then fail("width: norm must be \"szp\" or \"copy\"") end
+  cfg.seed = opts.seed or (big_config or {}).seed or 1
+  if cfg.vocab_size ~= s.vocab_size then fail("width: vocab_size must stay %d (got %d)", s.vocab_size, cfg.vocab_size) end
+  if cfg.n_layer ~= s.n_layer then fail("width: n_layer must stay %d (use grow.depth to add blocks)", s.n_layer) end
+  for _, k in ipairs { "n_embd", "n_head", "block_size" } do
+    if cfg[k] < s[k] then fail("width: %s %d is smaller than the small model's %d", k, cfg[k], s[k]) end
+  end
+  if cfg.n_embd % cfg.n_head ~= 0 then fail("width: n_embd %d is not divisible by n_head %d", cfg.n_embd, cfg.n_head) end
+  if cfg.n_embd // cfg.n_head < s.n_embd // s.n_head then
+    fail("width: head size %d is smaller than the small model's %d", cfg.n_embd // cfg.n_head, s.n_embd // s.n_head)
+  end
+
+  local big = kiln.model(cfg)                        -- θ_init(big), μP-scaled under μP
+  for _, p in ipairs(big:params()) do
+    local name = p.name
+    local tb = big:param(name)
+    if norm == "copy" and p.kind == "norm" then
+      tb:fill(1)
+      for _, pair in ipairs(M.blocks(small, big, name)) do pair[2]:copy(pair[1]) end
+    elseif norm == "copy" and p.kind == "bias" and name:find("ln_", 1, true) then
+      tb:fill(0)
+      for _, pair in ipairs(M.blocks(small, big, name)) do pair[2]:copy(pair[1]) end
+    else
+      tb:scale(sigma)
+      if lambda ~= 0 then
+        for _, pair in ipairs(M.blocks(small, big, name)) do pair[2]:add(pair[1], lambda) end
+      end
+    end
+  end
+  local recipe = {
+    op = "width", shrink = lambda, perturb = pmode, sigma = sigma, seed = cfg.seed, norm = norm,
+    from_n_embd = s.n_embd, from_n_head = s.n_head, from_block_size = s.block_size,
+    to_n_embd = cfg.n_embd, to_n_head = cfg.n_head, parametrization = cfg.parametrization,
+    from = opts.from,
+  }
+  return big, recipe
+end
+
+local DEPTH_OPTS = { factor = true, n_layer = true, mode = true, new_blocks = true, identity = true, seed = true, from = true }
+
+-- grow.depth(small, opts) -> big, recipe
+-- opts: n_layer (target depth) or factor (default 2); mode "stack" (new blocks on top,
+-- copies of blocks 0, 1, ... in order; any n_layer >= the small one's) or "interleave"
+-- (each block followed by factor-1 copies of itself; n_layer a multiple of the small one's);
+-- new_blocks "copy" (default: copies of the source block) or "init" (the big model's fresh
+-- init from seed); identity (default true): zero the new blocks' attn.c_proj and
+-- mlp.c_proj weights and biases, so every new block is the identity on the residual stream.
+function M.depth(small, opts)
+  opts = opts or {}
+  for k in pairs(opts) do if not DEPTH_OPTS[k] then fail("depth: unknown option '%s'", tostring(k)) end end
+  local s = small:config()
+  local L = s.n_layer
+  local Lb = opts.n_layer or L * (opts.factor or 2)
+  local mode = opts.mode or "stack"
+  local new_blocks = opts.new_blocks or "copy"
+  local identity = opts.identity ~= false
+  if math.type(Lb) ~= "integer" or Lb < L then fail("depth: n_layer must be an integer >= %d", L) end
+  if mode ~= "stack" and mode ~= "interleave" then fail("depth: mode must be \"stack\" or \"interleave\"") end
+  if mode == "interleave" and Lb % L ~= 0 then fail("depth: interleave needs n_layer a multiple of %d", L) end
+  if new_blocks ~= "copy" and new_blocks ~= "init" then fail("depth: new_blocks must be \"copy\" or \"init\"") end
+  local cfg = copy_table(s)
+  cfg.n_layer, cfg.seed = Lb, opts.seed or 1
+  local big = kiln.model(cfg)
+  -- source[i] = small block copied into big block i; is_new[i] = it is an added block
+  local source, is_new = {}, {}
+  for i = 0, Lb - 1 do
+    if mode == "stack" then source[i], is_new[i] = i % L, i >= L
+    else local k = Lb // L; source[i], is_new[i] = i // k, i % k ~= 0 end
+  end
+  for _, p in ipairs(big:params()) do
+    local tb = big:param(p.name)
+    if p.layer == nil then
+      tb:copy(small:param(p.name))
+    else
+      local i = p.layer
+      local suffix = p.name:match("^transformer%.h%.%d+%.(.*)$")
+      if not is_new[i] or new_blocks == "copy" then
+        tb:copy(small:param(("transformer.h.%d.%s"):format(source[i], suffix)))
+      end
+      if is_new[i] and identity and suffix:find("c_proj", 1, true) then tb:fill(0) end
+    end
+  end
+  local map = {}
+  for i = 0, Lb - 1 do map[#map + 1] = (is_new[i] and "+" or "") .. source[i] end
+  local recipe = { op = "depth", mode = mode, new_blocks = new_blocks, identity = identity,
+                   from_n_layer = L, to_n_layer = Lb, layers = table.concat(map, ","),
+                   seed = cfg.seed, from = opts.from }
+  return big, recipe
+end
+
+-- Flat checkpoint metadata for a recipe (or a list of recipes, applied in order):
+-- keys "grow.<field>" (or "grow.<i>.<field>"), for kiln.save{meta = ...}.
+function M.meta(recipe, into)
+  local out = into or {}
+  local function put(prefix, r)
+    for k, v in pairs(r) do
+      if type(v) == "number" or type(v) == "string" or type(v) == "boolean" then out[prefix .. k] = v end
+    end
+  end
+  if recipe[1] then
+    out["grow.steps"] = #recipe
+    for i, r in ipairs(recipe) do put(("grow.%d."):format(i), r) end
+  else
+    put("grow.", recipe)
+  end
+  return out
+end
+
+-- The recipe back from a checkpoint's meta (kiln.load's second result), or nil.
+function M.recipe_from_meta(meta)
+  local r
+  for k, v in pairs(meta) do
+    local field = k:match("^grow%.([%w_]+)$")
+    if field and field ~= "steps" then
+      r = r or {}
+      r[field] = tonumber(v) or (v == "true" and true) or (v == "false" and false) or v
+    end
+  end
+  return r
+end
+
+return M
