@@ -33,6 +33,14 @@ ifeq ($(SANITIZE),1)
   export UBSAN_OPTIONS ?= print_stacktrace=1:halt_on_error=1
 endif
 
+# make MPI=1: the same kiln compiled with mpicc and -DKILN_MPI into build-mpi/ (kiln.mpi
+# talks to Open MPI there; the default build has no MPI dependency and one process).
+ifeq ($(MPI),1)
+  BUILD   := $(BUILD)-mpi
+  CC      := mpicc
+  CFLAGS  += -DKILN_MPI
+endif
+
 CORE_SRC := $(sort $(wildcard core/*.c))
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
 BIND_SRC := $(filter-out lua/main.c,$(sort $(wildcard lua/*.c)))
@@ -86,7 +94,18 @@ $(BUILD)/tests/%: tests/c/%.c tests/c/check.h $(BUILD)/libkiln.a
 TEST_ENV := PATH=$(CURDIR)/$(BUILD):$$PATH KILN_BUILD=$(CURDIR)/$(BUILD) KILN_SANITIZE=$(SANITIZE) \
             OPENBLAS_CORETYPE=$${OPENBLAS_CORETYPE:-Haswell}
 
-test: all $(BUILD)/ref_driver
+# `make test` also builds the MPI variant when mpicc is here, for tests/lua/test_mpi.lua
+# (which skips, saying why, without it).
+ifeq ($(filter 1,$(MPI) $(SANITIZE)),)
+ifneq ($(shell command -v mpicc 2>/dev/null),)
+TEST_MPI := mpi-variant
+endif
+endif
+.PHONY: mpi-variant
+mpi-variant:
+	+$(MAKE) --no-print-directory MPI=1 $(BUILD)-mpi/kiln
+
+test: all $(BUILD)/ref_driver $(TEST_MPI)
 	$(TEST_ENV) prove --timer $(CTEST_BIN) $(sort $(wildcard tests/lua/test_*.lua)) \
 	    $(sort $(wildcard tests/reference/test_*.sh)) $(sort $(wildcard tests/*.sh))
 
@@ -140,4 +159,4 @@ fuzz: build-fuzz/fuzz_ckpt
 	build-fuzz/fuzz_ckpt -max_total_time=$(FUZZ_TIME) -dict=tests/fuzz/ckpt.dict build-fuzz/corpus-ckpt
 
 clean:
-	rm -rf build build-san build-fuzz
+	rm -rf build build-san build-fuzz build-mpi

@@ -19,6 +19,12 @@ void knL_open_data(lua_State *L);
 void knL_open_ckpt(lua_State *L);
 void knL_open_yaml(lua_State *L);   /* module.yaml = {load = f, dump = f} */
 void knL_open_fit(lua_State *L);    /* module.fit = {curve = f, eval = f, ...} */
+void knL_open_mpi(lua_State *L);    /* module.mpi = {rank = f, size = f, allreduce = f, ...} */
+
+/* The host's MPI life cycle (lua/l_mpi.c; no-ops in builds without -DKILN_MPI). */
+int knL_mpi_init(char *err, size_t errlen);      /* 0, or -1 with a message in err */
+void knL_mpi_world(int *rank, int *size);        /* 0 and 1 when MPI is not running */
+void knL_mpi_finish(int failed);                 /* failed (an exit code) with size > 1: MPI_Abort */
 
 /* Shared userdata accessors (raise a Lua argument error on the wrong type). */
 #include "tensor.h"

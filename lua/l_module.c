@@ -134,6 +134,7 @@ int luaopen_kiln_core(lua_State *L)
     knL_open_ckpt(L);
     knL_open_yaml(L);
     knL_open_fit(L);
+    knL_open_mpi(L);
     return 1;
 }
 

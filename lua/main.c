@@ -566,6 +566,17 @@ static int pmain(lua_State *L)
         } else { print_usage(a); return 0; }
     }
     script = i < argc ? i : 0;
+    /* MPI builds join the job here, before any script runs (a no-op in other builds); with
+     * several ranks, messages name the rank they come from. */
+    char mpi_err[256];
+    if (knL_mpi_init(mpi_err, sizeof mpi_err) != 0) { l_message(mpi_err); return 0; }
+    int mpi_rank, mpi_size;
+    knL_mpi_world(&mpi_rank, &mpi_size);
+    static char rank_name[64];
+    if (mpi_size > 1) {
+        snprintf(rank_name, sizeof rank_name, "kiln (rank %d of %d)", mpi_rank, mpi_size);
+        progname = rank_name;
+    }
     luaL_openlibs(L);
     lua_gc(L, LUA_GCRESTART);
     lua_gc(L, LUA_GCGEN, 0, 0);
@@ -627,6 +638,8 @@ int main(int argc, char **argv)
     int status = lua_pcall(L, 2, 1, 0);
     int result = lua_toboolean(L, -1);
     report(L, status);
+    /* MPI: finalise, or after an error (already printed) with other ranks, end the job. */
+    knL_mpi_finish(!(result && status == LUA_OK));
     lua_close(L);
     return (result && status == LUA_OK) ? EXIT_SUCCESS : EXIT_FAILURE;
 }

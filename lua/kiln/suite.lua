@@ -8,7 +8,15 @@
 --     report = function(summary, variant, seed, run_dir) return { val_loss = ..., ... } end,
 --     columns = { "val_loss", ... },          -- order of the metrics in the tables (optional)
 --     title = "Re-weighting ablation",        -- heading of results.md (optional)
+--     parallel = "data" or "runs",            -- under mpirun (optional, default "data")
 --   }
+--
+-- Under mpirun with N processes: parallel = "data" (the default) trains every run in turn
+-- over all N processes (kiln.train is data parallel); parallel = "runs" deals the runs out
+-- round-robin (run k on rank (k-1) % N), each trained by one process on its own, and
+-- gathers their reports. Either way every rank returns the same tables and rank 0 alone
+-- writes the suite's files, which are those a single process writes (with "runs", the same
+-- bytes: each run is the single-process run).
 --
 -- Each run lives in dir/<variant>/seed<seed>/. A run whose summary.yaml exists is not
 -- trained again (kiln.train returns its summary at once); one that stopped part way resumes
@@ -64,40 +72,61 @@ function M.run(o)
   end
   local report = o.report or default_report
   local digits = o.digits or 4
-  util.mkdir(o.dir)
+  local parallel = o.parallel or "data"
+  if parallel ~= "data" and parallel ~= "runs" then fail("'parallel' must be \"data\" or \"runs\" (got %s)", tostring(parallel)) end
+  local mpi = kiln.mpi
+  local rank, size = mpi.rank(), mpi.size()
+  local by_runs = parallel == "runs" and size > 1
+  if rank == 0 or by_runs then util.mkdir(o.dir) end
 
   -- Runs, in a fixed order: variant by variant, seed by seed.
   local runs = {}
-  local mpi = kiln.mpi
-  local rank, size = 0, 1
-  if o.parallel == "runs" and mpi then rank, size = mpi.rank(), mpi.size() end
   local k = 0
   for _, v in ipairs(o.variants) do
     for _, seed in ipairs(seeds) do
       k = k + 1
       local run_dir = ("%s/%s/seed%d"):format(o.dir, v.name, seed)
-      if (k - 1) % size == rank then
-        if not o.quiet then print(("== %s seed %d -> %s"):format(v.name, seed, run_dir)) end
-        local summary = o.run(v, seed, run_dir)
+      if not by_runs or (k - 1) % size == rank then
+        if not o.quiet and (rank == 0 or by_runs) then print(("== %s seed %d -> %s"):format(v.name, seed, run_dir)) end
+        local summary
+        if by_runs then summary = mpi.solo(o.run, v, seed, run_dir) else summary = o.run(v, seed, run_dir) end
         if type(summary) ~= "table" then fail("run(%s, %d) returned %s, expected a summary table", v.name, seed, type(summary)) end
-        runs[#runs + 1] = { variant = v.name, seed = seed, run_dir = run_dir,
+        runs[#runs + 1] = { k = k, variant = v.name, seed = seed, run_dir = run_dir,
                             metrics = report(summary, v, seed, run_dir) }
       end
     end
   end
-  if size > 1 then mpi.barrier() end
-  if rank ~= 0 then return { runs = runs } end
-  if size > 1 then
-    -- Other ranks' runs are complete on disk: their reports come from their summaries.
-    runs = {}
+  if by_runs then
+    -- Every rank's reports to every rank, exactly (%q writes floats in hexadecimal).
+    local lines = {}
+    for _, r in ipairs(runs) do
+      local fields = {}
+      for _, name in ipairs(util.sorted_keys(r.metrics)) do
+        local x = r.metrics[name]
+        if type(x) ~= "number" and type(x) ~= "string" and type(x) ~= "boolean" then
+          fail("report for %s seed %d: metric '%s' is a %s; with parallel = \"runs\" metrics must be numbers, strings or booleans",
+            r.variant, r.seed, tostring(name), type(x))
+        end
+        fields[#fields + 1] = ("[%q] = %q"):format(name, x)
+      end
+      lines[#lines + 1] = ("{ k = %d, metrics = { %s } },"):format(r.k, table.concat(fields, ", "))
+    end
+    local all = {}
+    for _, text in ipairs(mpi.allgather(table.concat(lines, "\n"))) do
+      for _, r in ipairs(assert(load("return {" .. text .. "}", "=suite reports", "t", {}))()) do all[r.k] = r end
+    end
+    runs, k = {}, 0
     for _, v in ipairs(o.variants) do
       for _, seed in ipairs(seeds) do
-        local run_dir = ("%s/%s/seed%d"):format(o.dir, v.name, seed)
-        local summary = kiln.yaml.load(run_dir .. "/summary.yaml")
-        runs[#runs + 1] = { variant = v.name, seed = seed, run_dir = run_dir, metrics = report(summary, v, seed, run_dir) }
+        k = k + 1
+        runs[k] = { variant = v.name, seed = seed, run_dir = ("%s/%s/seed%d"):format(o.dir, v.name, seed),
+                    metrics = all[k].metrics }
       end
     end
   end
+  for _, r in ipairs(runs) do r.k = nil end
+  -- Only rank 0 writes; every rank builds the same tables.
+  local write_atomic = rank == 0 and util.write_atomic or function() end
 
   -- Columns: as given, else every metric name in first-seen order (sorted per run).
   local columns = o.columns
@@ -117,7 +146,7 @@ function M.run(o)
     for _, c in ipairs(columns) do fields[#fields + 1] = r.metrics[c] end
     lines[#lines + 1] = util.csv_line(fields, 2 + #columns)
   end
-  util.write_atomic(o.dir .. "/runs.csv", table.concat(lines))
+  write_atomic(o.dir .. "/runs.csv", table.concat(lines))
 
   -- results.csv and results.md: mean ± std over seeds per variant.
   local header = { "variant", "n" }
@@ -155,9 +184,10 @@ function M.run(o)
     md[#md + 1] = "| " .. v.name .. " | " .. table.concat(cells, " | ") .. " |\n"
     variants[#variants + 1] = agg
   end
-  util.write_atomic(o.dir .. "/results.csv", table.concat(csv))
+  write_atomic(o.dir .. "/results.csv", table.concat(csv))
   local text = table.concat(md)
-  util.write_atomic(o.dir .. "/results.md", text)
+  write_atomic(o.dir .. "/results.md", text)
+  if size > 1 then mpi.barrier() end   -- the files exist when any rank returns
   return { runs = runs, variants = variants, table = text, columns = columns }
 end
 

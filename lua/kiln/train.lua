@@ -20,6 +20,12 @@
 --     on_step = function(info) ... end,  on_eval = ...,  on_checkpoint = ...,
 --   }
 --
+-- Under mpirun (kiln.mpi.size() > 1) the run is data parallel: each rank draws the global
+-- batch's windows from the shared rng and keeps its B/size rows, the gradients are averaged
+-- with one allreduce per step, every rank takes the same AdamW step, evaluation windows are
+-- split over the ranks, and rank 0 alone writes the run directory and prints. Hooks run on
+-- every rank with the same values.
+--
 -- A hook returning "stop" ends the run after that step (summary status "stopped"). A run
 -- started again on a directory with checkpoints resumes from the newest one and gives the
 -- same results as an uninterrupted run; one whose summary.yaml exists returns it at once.
@@ -99,21 +105,31 @@ end
 -- Evaluate the model on a dataset's fixed windows: mean loss and the per-position means.
 -- With fewer windows asked for than the list holds, they are spread evenly over the list
 -- (windows 1, 1+s, 1+2s, ...), so a validation file's later documents count too.
-function M.evaluate(model, ds, T, windows, B)
+-- With split = true (a collective: every rank must call it) each rank evaluates its share
+-- of the windows and the sums are combined with kiln.mpi.allreduce.
+function M.evaluate(model, ds, T, windows, B, split)
   B = B or 16
   local total = ds:num_eval_windows(T)
   if total < 1 then error(("%s: no evaluation window of %d tokens fits"):format(ds:path(), T + 1), 0) end
   local n = (windows and windows < total) and windows or total
   local stride = total // n
   local last = 1 + (n - 1) * stride
+  local nranks = split and kiln.mpi.size() or 1
+  local lo = 1
+  if nranks > 1 then   -- this rank's windows: list entries j0+1 .. j1 of the n
+    local r = kiln.mpi.rank()
+    local j0, j1 = n * r // nranks, n * (r + 1) // nranks
+    lo, last = 1 + j0 * stride, 1 + (j1 - 1) * stride
+  end
   local batch, acc = kiln.batch(math.min(B, n), T), kiln.tensor(T)
-  local rows, first = 0, 1
+  local rows, first = 0, lo
   while first <= last do
     local got = ds:eval_batch(batch, first, last, stride)
     model:forward(batch)
     model:add_position_losses(acc)
     rows, first = rows + got, first + got * stride
   end
+  if nranks > 1 then kiln.mpi.allreduce(acc); rows = kiln.mpi.allreduce(rows) end
   acc:scale(1 / rows)
   local per = acc:totable()
   local sum = 0
@@ -188,6 +204,10 @@ function M.run(o)
     fail("'context' must be an integer in 1..%d (the model's block_size), got %s", mcfg.block_size, tostring(T))
   end
   if math.type(accum) ~= "integer" or accum < 1 then fail("'accumulate' must be a positive integer") end
+  local mpi = kiln.mpi
+  local nranks, rank = mpi.size(), mpi.rank()
+  if B % nranks ~= 0 then fail("'batch' (%d) must be a multiple of the number of processes (%d)", B, nranks) end
+  local local_B = B // nranks
   local tokens_per_step = B * T * accum
   local steps = o.steps
   if steps == nil and o.tokens ~= nil then
@@ -222,11 +242,11 @@ function M.run(o)
   end
 
   local log_every = o.log_every or 10
-  local quiet = o.quiet
+  local quiet = o.quiet or rank ~= 0
   local run_dir = o.run_dir
   local seed = o.seed or 1
   local progress = o.progress
-  if progress == nil then progress = not quiet and kiln.isatty(1) end
+  if progress == nil or rank ~= 0 then progress = not quiet and kiln.isatty(1) end
 
   -- Run directory: validate before writing anything -------------------------------------
   local config_text
@@ -274,7 +294,7 @@ function M.run(o)
   local start_step, tokens_seen = 0, 0
   local state = o.state or {}
   if run_dir then
-    util.mkdir(run_dir .. "/checkpoints")
+    if rank == 0 then util.mkdir(run_dir .. "/checkpoints") end
     local ckpt, ckpt_step = newest_checkpoint(run_dir)
     if ckpt and o.resume ~= false then
       local _, meta = kiln.load(ckpt, { model = model, optimizer = opt })
@@ -282,10 +302,12 @@ function M.run(o)
       start_step = tonumber(meta.step)
       tokens_seen = tonumber(meta.tokens)
       if meta.lua_state then state = kiln.yaml.decode(meta.lua_state) end
-      truncate_csv(run_dir .. "/metrics.csv", ckpt_step)
-      truncate_csv(run_dir .. "/positions.csv", ckpt_step)
+      if rank == 0 then
+        truncate_csv(run_dir .. "/metrics.csv", ckpt_step)
+        truncate_csv(run_dir .. "/positions.csv", ckpt_step)
+      end
       if not quiet then print(("%s: resuming from step %d (%s)"):format(run_dir, start_step, ckpt)) end
-    elseif not util.exists(run_dir .. "/config.yaml") then
+    elseif rank == 0 and not util.exists(run_dir .. "/config.yaml") then
       util.write_atomic(run_dir .. "/config.yaml", config_text)
     end
   end
@@ -293,7 +315,7 @@ function M.run(o)
   local metrics_f, positions_f
   local set_names = {}
   for i, s in ipairs(sets) do set_names[i] = s.name end
-  if run_dir then
+  if run_dir and rank == 0 then
     local mpath, ppath = run_dir .. "/metrics.csv", run_dir .. "/positions.csv"
     local fresh_m, fresh_p = not util.exists(mpath), not util.exists(ppath)
     metrics_f = assert(io.open(mpath, "ab"))
@@ -310,8 +332,12 @@ function M.run(o)
     end
   end
 
-  local batch = kiln.batch(B, T)
-  model:reserve(B, T)
+  local batch = kiln.batch(local_B, T)
+  model:reserve(local_B, T)
+  local grads, ar_times = model:flat_grads(), {}
+  -- Every rank starts from rank 0's weights (a model built with another seed elsewhere
+  -- would otherwise train apart without a word).
+  if nranks > 1 then mpi.broadcast(model:flat_params(), 0) end
   local history, last_eval = {}, {}
   local status, stop_reason = "complete", nil
   local last_loss, last_norm, last_lr = nil, nil, nil
@@ -326,15 +352,18 @@ function M.run(o)
   local function save_checkpoint(step)
     if not run_dir then return nil end
     local path = ("%s/checkpoints/step_%08d.safetensors"):format(run_dir, step)
-    kiln.save(path, { model = model, optimizer = opt, meta = {
-      step = step, tokens = tokens_seen, rng = rng:state(), lua_state = encode_state(state) } })
+    if rank == 0 then
+      kiln.save(path, { model = model, optimizer = opt, meta = {
+        step = step, tokens = tokens_seen, rng = rng:state(), lua_state = encode_state(state) } })
+    end
+    if nranks > 1 then mpi.barrier() end   -- the file exists on return, on every rank
     return path
   end
 
   local function do_eval(step)
     local row = {}
     for _, s in ipairs(sets) do
-      local mean, per = M.evaluate(model, s.dataset, T, eval_opts.windows or 64, eval_opts.batch or B)
+      local mean, per = M.evaluate(model, s.dataset, T, eval_opts.windows or 64, eval_opts.batch or B, nranks > 1)
       row[s.name] = { loss = mean, positions = per }
       if positions_f then
         local fields = { step, s.name }
@@ -347,10 +376,36 @@ function M.run(o)
     return row
   end
 
+  -- Draw rows first .. first+count-1 of the global batch from ds. Every rank draws all B
+  -- rows from the shared rng, so the batch is the single-process one, and keeps its own
+  -- rows lo..hi; the others go to a scratch batch.
+  local lo, hi = rank * local_B + 1, (rank + 1) * local_B
+  local scratch = nranks > 1 and kiln.batch(local_B, T) or nil
+  local function draw(ds, first, count)
+    local row, last = first, first + count - 1
+    while row <= last do
+      local n
+      if row < lo then
+        n = math.min(lo - 1, last, row + local_B - 1) - row + 1
+        ds:sample(scratch, rng, 1, n)
+      elseif row <= hi then
+        n = math.min(hi, last) - row + 1
+        ds:sample(batch, rng, row - lo + 1, n)
+      else
+        n = math.min(last, row + local_B - 1) - row + 1
+        ds:sample(scratch, rng, 1, n)
+      end
+      row = row + n
+    end
+  end
+
   -- Sample a batch from the mixture: each row picks its dataset with the run's rng.
   local counts = {}
   local function fill_batch()
-    if #data == 1 then data[1].dataset:sample(batch, rng); return end
+    if #data == 1 then
+      if nranks > 1 then draw(data[1].dataset, 1, B) else data[1].dataset:sample(batch, rng) end
+      return
+    end
     for i = 1, #data do counts[i] = 0 end
     for _ = 1, B do
       local u, acc, pick = rng:uniform(), 0, #data
@@ -362,7 +417,7 @@ function M.run(o)
     end
     local row = 1
     for i, d in ipairs(data) do
-      if counts[i] > 0 then d.dataset:sample(batch, rng, row, counts[i]); row = row + counts[i] end
+      if counts[i] > 0 then draw(d.dataset, row, counts[i]); row = row + counts[i] end
     end
   end
 
@@ -388,6 +443,12 @@ function M.run(o)
       end
       model:backward(1 / accum)
       loss = loss + l / accum
+    end
+    if nranks > 1 then   -- the global batch's mean gradient and loss, on every rank
+      local t1 = kiln.clock()
+      mpi.allreduce(grads, "mean")
+      ar_times[#ar_times + 1] = kiln.clock() - t1
+      loss = mpi.allreduce(loss, "mean")
     end
     local ok, norm = pcall(opt.step, opt, { lr = lr })
     if not ok then
@@ -452,6 +513,10 @@ function M.run(o)
     wall_seconds = kiln.clock() - t_start, eval = {},
   }
   if stop_reason then summary.stopped_by = stop_reason end
+  if nranks > 1 then
+    summary.processes = nranks
+    summary.allreduce_ms = util.median(ar_times) and util.median(ar_times) * 1000 or nil
+  end
   summary.positions = {}
   for name, r in pairs(last_eval) do
     summary.eval[name] = r.loss
@@ -459,8 +524,9 @@ function M.run(o)
   end
   if run_dir and status == "complete" then
     if not ckpt_steps[step] then save_checkpoint(step) end
-    util.write_atomic(run_dir .. "/summary.yaml", kiln.yaml.encode(summary))
+    if rank == 0 then util.write_atomic(run_dir .. "/summary.yaml", kiln.yaml.encode(summary)) end
   end
+  if nranks > 1 then mpi.barrier() end   -- rank 0's files are complete when any rank returns
   summary.model, summary.optimizer, summary.state = model, opt, state
   return summary
 end
