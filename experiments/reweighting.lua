@@ -64,6 +64,7 @@ local results = kiln.suite {
   title = "Position re-weighting ablation" .. (cfg.quick and " (quick setting)" or ""),
   variants = variants,
   seeds = cfg.seeds,
+  parallel = cfg.parallel,
   run = function(v, seed, run_dir)
     return kiln.train {
       model = { vocab_size = 256, block_size = T, n_layer = cfg.model.n_layer, n_head = cfg.model.n_head,
