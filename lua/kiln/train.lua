@@ -259,6 +259,12 @@ function M.run(o)
       train = { steps = steps, batch = B, context = T, accumulate = accum, seed = seed,
                 tokens_per_step = tokens_per_step,
                 schedule = type(sched) == "table" and sched.describe and sched:describe() or "function",
+                -- The exact schedule (for LR-aware temporal-law forms), when it can be written.
+                schedule_config = (function()
+                  if type(sched) ~= "table" or not sched.config then return nil end
+                  local ok, c = pcall(sched.config, sched)
+                  if ok and pcall(kiln.yaml.encode, c) then return c end
+                end)(),
                 weighting = o.weighting and weighting_mod.make(o.weighting):describe() or "uniform",
                 data = (function()
                   local t = {}
@@ -296,7 +302,10 @@ function M.run(o)
   if run_dir then
     if rank == 0 then util.mkdir(run_dir .. "/checkpoints") end
     local ckpt, ckpt_step = newest_checkpoint(run_dir)
-    if ckpt and o.resume ~= false then
+    if ckpt and o.resume == false then
+      fail("%s has checkpoints (newest %s); resume = false would overwrite them: use a new run_dir", run_dir, ckpt)
+    end
+    if ckpt then
       local _, meta = kiln.load(ckpt, { model = model, optimizer = opt })
       rng:set_state(meta.rng)
       start_step = tonumber(meta.step)
@@ -307,8 +316,12 @@ function M.run(o)
         truncate_csv(run_dir .. "/positions.csv", ckpt_step)
       end
       if not quiet then print(("%s: resuming from step %d (%s)"):format(run_dir, start_step, ckpt)) end
-    elseif rank == 0 and not util.exists(run_dir .. "/config.yaml") then
-      util.write_atomic(run_dir .. "/config.yaml", config_text)
+    elseif rank == 0 then
+      -- A start with no checkpoint yet: rows a previous attempt logged before dying are
+      -- dropped, so they are not written twice.
+      truncate_csv(run_dir .. "/metrics.csv", -1)
+      truncate_csv(run_dir .. "/positions.csv", -1)
+      if not util.exists(run_dir .. "/config.yaml") then util.write_atomic(run_dir .. "/config.yaml", config_text) end
     end
   end
 

@@ -81,6 +81,17 @@ t.eq(read(run2 .. "/positions.csv"), read(run1 .. "/positions.csv"), "resumed po
 t.eq(read(run2 .. "/checkpoints/step_00000012.safetensors"), read(run1 .. "/checkpoints/step_00000012.safetensors"),
   "resumed final checkpoint is byte-identical")
 
+-- A crash before the first checkpoint: the restart drops the rows logged before it.
+local run2b = dir .. "/run2b"
+os.execute(kiln_bin .. " " .. dir .. "/crash.lua " .. run2b .. " 3")
+t.ok(util.read_csv(run2b .. "/metrics.csv") and #util.read_csv(run2b .. "/metrics.csv").rows == 1, "the dead attempt had logged a row")
+os.execute(kiln_bin .. " " .. dir .. "/crash.lua " .. run2b .. " 0")
+t.eq(strip_speed(read(run2b .. "/metrics.csv")), strip_speed(read(run1 .. "/metrics.csv")), "restart without a checkpoint: no duplicated rows")
+local nores = load(common .. " local o = setup(1); o.run_dir = ...; o.resume = false return o")(run2b)
+os.remove(run2b .. "/summary.yaml")
+t.err("resume = false would overwrite them", kiln.train, nores)
+t.ok(kiln.yaml.load(run1 .. "/config.yaml").train.schedule_config.kind == "cosine", "config.yaml records the exact schedule")
+
 -- 3. A suite of 2 variants x 2 seeds, killed during its third run and started again.
 write(dir .. "/suite.lua", common .. [[
 local suite_dir, crash_run, crash_step = arg[1], tonumber(arg[2]), tonumber(arg[3])
