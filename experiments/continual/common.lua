@@ -253,23 +253,40 @@ function M.plot(rows, exp, name, outdir)
     dat[#dat + 1] = "\n\n"
   end
   util.write_atomic(outdir .. "/losses.dat", table.concat(dat))
-  local function plots(col)
+  -- y ranges: every non-scratch point, plus scratch's last value (scratch starts far above)
+  local function yrange(col, axis)
+    local lo, hi = math.huge, -math.huge
+    for _, r in ipairs(rows) do
+      for i, p in ipairs(r.curve) do
+        local v = p[col]
+        if v and (not r.arm.scratch or i == #r.curve) then lo, hi = math.min(lo, v), math.max(hi, v) end
+      end
+    end
+    if lo > hi then return "set autoscale " .. (axis or "y") end
+    local pad = 0.08 * math.max(hi - lo, 0.05)
+    return ("set %srange [%.4f:%.4f]"):format(axis or "y", lo - pad, hi + 2 * pad)
+  end
+  local function plots(using)
     local t = {}
     for i, r in ipairs(rows) do
-      t[i] = ("'losses.dat' index %d using 1:%d with linespoints pt 7 ps 0.4 title %q"):format(i - 1, col, r.arm.label)
+      t[i] = ("'losses.dat' index %d using %s with linespoints pt 7 ps 0.4 title %q"):format(i - 1, using, r.arm.label)
     end
     return "plot " .. table.concat(t, ", \\\n     ")
   end
   local gp = table.concat({
     "# gnuplot losses.gp (run in this directory) -> losses.png",
-    "set terminal pngcairo size 1400,520 font ',10'",
+    "# losses.dat: one block per arm; columns: continuation tokens (M), downstream, upstream, OOD loss",
+    "set terminal pngcairo size 1800,540 font ',10'",
     "set output 'losses.png'",
-    "set multiplot layout 1,2 title " .. ("%q"):format(exp.title),
-    "set grid", "set key top right", "set xlabel 'continuation tokens (M)'",
+    "set multiplot layout 1,3 title " .. ("%q"):format(exp.title),
+    "set grid", "set key top right font ',9'", "set xlabel 'continuation tokens (M)'",
     "set ylabel 'downstream val loss (nats/byte)'", "set title 'downstream (learning)'",
-    plots(2),
+    yrange("downstream"), plots("1:2"),
     "set ylabel 'upstream val loss (nats/byte)'", "set title 'upstream (forgetting)'",
-    plots(3),
+    yrange("upstream"), plots("1:3"),
+    "set xlabel 'upstream val loss'", "set ylabel 'downstream val loss'",
+    "set title 'downstream vs upstream (the trade-off)'", yrange("upstream", "x"), yrange("downstream"),
+    plots("3:2"),
     "unset multiplot", "" }, "\n")
   util.write_atomic(outdir .. "/losses.gp", gp)
   if os.execute("command -v gnuplot >/dev/null 2>&1") then
