@@ -175,8 +175,13 @@ function M.read_run(run_dir, opts)
   if opts.schedule ~= nil then
     sched, run.lr_source = schedule_mod.make(opts.schedule, "kiln.tsl: schedule"), "opts.schedule"
   else
-    sched = schedule_from_text(train.schedule)
-    if sched then run.lr_source = "config.yaml: " .. train.schedule end
+    local ok, exact = pcall(schedule_mod.make, train.schedule_config)
+    if train.schedule_config ~= nil and ok then
+      sched, run.lr_source = exact, "config.yaml: schedule_config"
+    else
+      sched = schedule_from_text(train.schedule)
+      if sched then run.lr_source = "config.yaml: " .. train.schedule end
+    end
   end
   if sched then
     run.lr = function(step) return sched(math.max(step - 1, 0)) end
