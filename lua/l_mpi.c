@@ -382,7 +382,7 @@ static int l_solo(lua_State *L)
 static int l_os_exit(lua_State *L)
 {
     int code = lua_isboolean(L, 1) ? (lua_toboolean(L, 1) ? 0 : 1) : (int)luaL_optinteger(L, 1, 0);
-    knL_mpi_finish(code != 0);
+    knL_mpi_finish(code);
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_insert(L, 1);
     lua_call(L, lua_gettop(L) - 1, 0);

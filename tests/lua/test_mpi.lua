@@ -59,7 +59,7 @@ end
 write(dir .. "/dp.lua", [[
 local kiln = require "kiln"
 kiln.set_threads(1)
-local run_dir, batch, steps, mix = arg[1], tonumber(arg[2]), tonumber(arg[3]), arg[4] == "mix"
+local run_dir, batch, steps, mix, crash = arg[1], tonumber(arg[2]), tonumber(arg[3]), arg[4] == "mix", tonumber(arg[5])
 local en, other = kiln.dataset("tests/data/tiny_en.txt"), kiln.dataset("tests/data/tiny_other.txt")
 local data = mix and { { dataset = en, weight = 0.6 }, { dataset = other, weight = 0.4 } } or en
 local s = kiln.train {
@@ -67,6 +67,7 @@ local s = kiln.train {
   optimizer = { lr = 3e-3 }, data = data, steps = steps, batch = batch, context = 32, seed = 7,
   log_every = 1, quiet = true, run_dir = run_dir, accumulate = mix and 2 or 1,
   eval = { every = 10, sets = { val = other }, windows = 12 }, checkpoint = { every = 10 },
+  on_step = function(i) if i.step == crash then os.exit(3) end end,
 }
 local p = s.model:flat_params()
 local hi, lo = kiln.mpi.allreduce(p:clone(), "max"), kiln.mpi.allreduce(p:clone(), "min")
@@ -115,6 +116,15 @@ t.ok(sum.processes == 2 and type(sum.allreduce_ms) == "number", "summary.yaml re
 t.ok(util.exists(two .. "/checkpoints/step_00000020.safetensors"), "rank 0 wrote the checkpoints")
 t.note(("data parallel: max |loss(2x8) - loss(1x16)| = %.3g over 20 steps, %.3g at step 1"):format(
   max_diff(l1, l2), math.abs(l1[1] - l2[1])))
+
+-- A run killed at step 13 on 2 ranks resumes from its step-10 checkpoint as one process: the
+-- data does not depend on the process count.
+local resumed = dir .. "/resumed"
+out, code = run_mpi(2, dir .. "/dp.lua", resumed .. " 16 20 plain 13")
+t.eq(code, 3, "os.exit(3) on both ranks ends the job with status 3")
+sh(kiln_bin .. " " .. dir .. "/dp.lua " .. resumed .. " 16 20")
+t.ok(#losses(resumed, "loss") == 20 and max_diff(losses(resumed, "loss"), l1) <= TOL,
+  ("killed on 2 ranks, resumed on 1: the single-process curve (%.3g)"):format(max_diff(losses(resumed, "loss"), l1)))
 
 -- A mixture of two datasets with gradient accumulation: rows picked per dataset, then split.
 local mix1, mix2 = dir .. "/mix1", dir .. "/mix2"
