@@ -4,6 +4,7 @@
  * parameter's gradient against an independent double-precision model with those scales. */
 #include "kn.h"
 #include "gpt.h"
+#include "adamw.h"
 #include "rng.h"
 #include "check.h"
 #include "ref.h"
@@ -286,6 +287,66 @@ static void test_gradients(void)
     kn_gpt_free(g);
 }
 
+/* Coordinate check (PAPERS §3.5): after a few Adam steps at one LR, how much have the logits
+ * moved from their initial values (RMS over the batch), at widths 32..256 (head size fixed,
+ * base 32)? Under μP the change should not depend on the width; under SP it grows with it. */
+static double logit_change(int d, bool mup, const int32_t *x, const int32_t *y, int B, int T)
+{
+    kn_gpt_config c = {.vocab_size = 64, .block_size = 16, .n_layer = 2, .n_head = d / 16, .n_embd = d};
+    if (mup) c = mup_cfg(c, 32, 1, 4.0f);   /* attn_mult sqrt(16): SP attention at every width */
+    kn_gpt *g = make(c, 21);
+    kn_adamw *o = NULL;
+    if (kn_adamw_new(&o, g) != KN_OK) { printf("# adamw: %s\n", kn_errmsg()); exit(1); }
+    double wm = kn_gpt_width_mult(g);
+    for (int i = 0; i < kn_gpt_num_tensors(g); i++)
+        if (kn_gpt_param_info(g, i)->kind == KN_PARAM_MATRIX) {
+            kn_adamw_group_of(o, i)->lr_scale = (float)(1.0 / wm);
+            kn_adamw_group_of(o, i)->wd_scale = (float)wm;
+        }
+    kn_adamw_hparams h = kn_adamw_defaults();
+    h.lr = 1e-2f;
+    h.weight_decay = 0.0f;
+    h.clip = 0.0f;
+    size_t n = (size_t)B * T * 64;
+    float loss;
+    kn_gpt_forward(g, x, y, B, T, NULL, false, &loss);
+    float *l0 = malloc(sizeof(float) * n);
+    memcpy(l0, kn_gpt_logits(g), sizeof(float) * n);
+    for (int s = 0; s < 5; s++) {
+        kn_gpt_zero_grad(g);
+        kn_gpt_forward(g, x, y, B, T, NULL, false, &loss);
+        kn_gpt_backward(g, 1.0f);
+        kn_adamw_step(o, &h, NULL);
+    }
+    kn_gpt_forward(g, x, y, B, T, NULL, false, &loss);
+    double ss = 0.0;
+    for (size_t i = 0; i < n; i++) ss += (kn_gpt_logits(g)[i] - l0[i]) * (double)(kn_gpt_logits(g)[i] - l0[i]);
+    free(l0);
+    kn_adamw_free(o);
+    kn_gpt_free(g);
+    return sqrt(ss / (double)n);
+}
+
+static void test_coord_check(void)
+{
+    int B = 4, T = 16;
+    int32_t x[64], y[64];
+    rand_tokens(x, B * T, 64);
+    rand_tokens(y, B * T, 64);
+    const int widths[4] = {32, 64, 128, 256};
+    double mu[4], sp[4];
+    for (int k = 0; k < 4; k++) {
+        mu[k] = logit_change(widths[k], true, x, y, B, T);
+        sp[k] = logit_change(widths[k], false, x, y, B, T);
+        NOTE("coordinate check d=%d: logit RMS change after 5 Adam steps: muP %.4f, SP %.4f", widths[k], mu[k], sp[k]);
+    }
+    CHECK(mu[0] == sp[0], "coordinate check: muP equals SP at the base width (%.4f)", mu[0]);
+    CHECK(mu[3] / mu[0] > 0.5 && mu[3] / mu[0] < 2.0,
+          "coordinate check: under muP the logit change stays flat from d=32 to d=256 (ratio %.2f, want 0.5..2)",
+          mu[3] / mu[0]);
+    CHECK(sp[3] / sp[0] > 2.5, "coordinate check: under SP it grows with width (ratio %.2f, want > 2.5)", sp[3] / sp[0]);
+}
+
 int main(void)
 {
     kn_rng_seed(&rng, 2024);
@@ -293,5 +354,6 @@ int main(void)
     test_init();
     test_base_equals_sp();
     test_gradients();
+    test_coord_check();
     CHECK_DONE();
 }
