@@ -324,9 +324,9 @@ function M.main_all(args)
   local t0 = kiln.clock()
   local r = P:run { command = table.concat({ arg[0], table.unpack(args) }, " ") }
   if r.status ~= "complete" then print("stopped: " .. r.status); return end
-  local parts = { ("## Continual-pretraining study: measured tables\n\nSettings: %s; upstream %s tokens of %s, continuation budget %s tokens of %s (OOD %s); model %s; batch %d x context %d; upstream peak %s; optimizer state %s.\n\n")
+  local parts = { ("## Continual-pretraining study: measured tables\n\nSettings: %s; upstream %s tokens of %s, continuation budget %s tokens of %s (OOD %s); model %s; batch %d x context %d; data-order seed %d; upstream peak %s; optimizer state %s.\n\n")
     :format(cfg.quick and "quick" or "default", mtok(cfg.upstream_tokens), cfg.upstream, mtok(cfg.budget_tokens), cfg.downstream,
-            cfg.ood, kiln.yaml.encode(cfg.model):gsub("\n$", ""):gsub("\n", ", "), cfg.batch, cfg.context, util.num(cfg.upstream_peak), cfg.optimizer) }
+            cfg.ood, (kiln.yaml.encode(cfg.model):gsub("\n$", ""):gsub("\n", ", ")), cfg.batch, cfg.context, cfg.seed, util.num(cfg.upstream_peak), cfg.optimizer) }
   local up = P:curve("upstream")
   parts[#parts + 1] = ("Upstream phase: upstream val loss %s at the end; named checkpoints %s.\n\n"):format(
     f4(up[#up] and up[#up].upstream), kiln.yaml.encode(P.by_name.upstream.checkpoints):gsub("\n$", ""):gsub("\n", ", "))
