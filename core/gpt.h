@@ -29,7 +29,8 @@ typedef struct {
     int mup_zero_query;     /* 0/1 */
 } kn_gpt_config;
 
-/* What kind of tensor a parameter is; AdamW decays only KN_PARAM_MATRIX by default. */
+/* What kind of tensor a parameter is. AdamW decays every 2-D tensor by default (matrices and
+ * the embeddings, as nanoGPT), never biases or LayerNorm. */
 typedef enum { KN_PARAM_EMBEDDING, KN_PARAM_MATRIX, KN_PARAM_BIAS, KN_PARAM_NORM } kn_param_kind;
 
 typedef struct {
