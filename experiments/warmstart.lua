@@ -82,18 +82,25 @@ for _, v in ipairs(variants) do
   v.name = variant_name(v.shrink, v.perturb)
   v.cold = v.shrink == 0 and (v.perturb == "mup_init" or v.perturb == 1)
 end
+-- the no-growth control: the small model itself trained on with the same protocol
+if cfg.continue_small then variants[#variants + 1] = { name = "small_continued", continued = true } end
 
 local n_small = select(2, small_model:num_params())
 local n_big
 
 local function run_variant(v)
   local dir = cfg.out .. "/" .. v.name
-  local big, recipe = grow.width(small_model, big_shape,
-    { shrink = v.shrink, perturb = v.perturb, seed = cfg.seed, norm = cfg.norm, from = small_ckpt })
-  n_big = select(2, big:num_params())
+  local big, recipe
+  if v.continued then
+    big, recipe = kiln.load(small_ckpt), { op = "none", from = small_ckpt }
+  else
+    big, recipe = grow.width(small_model, big_shape,
+      { shrink = v.shrink, perturb = v.perturb, seed = cfg.seed, norm = cfg.norm, from = small_ckpt })
+    n_big = select(2, big:num_params())
+  end
   util.mkdir(dir)
   local grown = dir .. "/grown.safetensors"
-  if not util.exists(grown) then kiln.save(grown, { model = big, meta = grow.meta(recipe) }) end
+  if not v.continued and not util.exists(grown) then kiln.save(grown, { model = big, meta = grow.meta(recipe) }) end
   local loss0 = kiln.train.evaluate(big, val_ds, T, cfg.big.eval_windows)
   local curve = { { tokens = 0, loss = loss0 } }
   local s = kiln.train {
@@ -112,8 +119,8 @@ local function run_variant(v)
     if vl then curve[#curve + 1] = { tokens = tonumber(row[col.tokens]), loss = vl } end
   end
   v.loss0, v.final, v.curve, v.wall, v.recipe = loss0, s.eval.val, curve, s.wall_seconds, recipe
-  print(("  %-22s λ=%-4s σ=%-5s  loss after growth %.4f  final %.4f"):format(v.name, util.num(v.shrink),
-    util.num(recipe.sigma), loss0, s.eval.val))
+  print(("  %-22s λ=%-4s σ=%-5s  loss after growth %.4f  final %.4f"):format(v.name,
+    v.continued and "-" or util.num(v.shrink), v.continued and "-" or util.num(recipe.sigma), loss0, s.eval.val))
 end
 for _, v in ipairs(variants) do run_variant(v) end
 
@@ -141,18 +148,22 @@ local csv = { util.csv_line { "variant", "shrink", "sigma", "loss_after_growth",
 if cold then
   local target = cold.final
   local t_cold = tokens_to(cold.curve, target)
-  md[#md + 1] = ("Target: the cold start's final loss %.4f, which it first reaches after %d tokens. Speed-up = %d / (tokens the variant needs). \"With small cost\" adds the small model's %d training tokens at its per-token cost (x %.3f by the 6N rule).\n"):format(
+  md[#md + 1] = ("Target: the cold start's final loss %.4f, which it first reaches after %d tokens. Speed-up = %d / (tokens the variant needs). \"Incl. small model\" adds the small model's %d training tokens at its per-token cost (x %.3f by the 6N rule); the no-growth control's own tokens are counted at that cost too. \"Loss after growth\" is the validation loss before the first step.\n"):format(
     target, math.floor(t_cold + 0.5), math.floor(t_cold + 0.5), small_tokens, n_small / n_big)
   md[#md + 1] = "| variant | λ (shrink) | σ (perturb) | loss after growth | final loss | tokens to target | speed-up | speed-up incl. small model |"
   md[#md + 1] = "|---|---|---|---|---|---|---|---|"
   for _, v in ipairs(variants) do
     local tt = tokens_to(v.curve, target)
-    local su = tt and (tt > 0 and t_cold / tt or math.huge) or nil
-    local su2 = v.cold and su or (tt and t_cold / (tt + small_tokens * n_small / n_big)) or nil
+    -- the control's tokens are small-model tokens: counted at the small model's cost
+    local cost = v.continued and n_small / n_big or 1
+    local su = tt and (tt > 0 and t_cold / (tt * cost) or math.huge) or nil
+    local su2 = v.cold and su or (tt and t_cold / (tt * cost + small_tokens * n_small / n_big)) or nil
     v.tokens_to_target, v.speedup, v.speedup_total = tt, su, su2
     local function f(x, fmt) if not x then return "not reached" end; if x == math.huge then return "inf" end; return fmt:format(x) end
-    md[#md + 1] = ("| %s%s | %s | %s | %.4f | %.4f | %s | %s | %s |"):format(v.name, v.cold and " (cold)" or "",
-      util.num(v.shrink), util.num(v.recipe.sigma), v.loss0, v.final, f(tt, "%.0f"), f(su, "%.2fx"), f(su2, "%.2fx"))
+    md[#md + 1] = ("| %s%s | %s | %s | %.4f | %.4f | %s | %s | %s |"):format(v.name,
+      v.cold and " (cold)" or v.continued and " (no growth, d=" .. mc.width .. ")" or "",
+      v.continued and "-" or util.num(v.shrink), v.continued and "-" or util.num(v.recipe.sigma), v.loss0, v.final,
+      f(tt, "%.0f"), f(su, "%.2fx"), f(su2, "%.2fx"))
     csv[#csv + 1] = util.csv_line { v.name, v.shrink, v.recipe.sigma, v.loss0, v.final, tt, su ~= math.huge and su or nil, su2 }
   end
 else
@@ -167,7 +178,8 @@ local series = {}
 for _, v in ipairs(variants) do
   local xs, ys = {}, {}
   for i, p in ipairs(v.curve) do xs[i], ys[i] = p.tokens, p.loss end
-  series[#series + 1] = { name = ("lambda=%s sigma=%s%s"):format(util.num(v.shrink), util.num(v.recipe.sigma), v.cold and " (cold)" or ""),
+  series[#series + 1] = { name = v.continued and ("small d=%d continued (no growth)"):format(mc.width) or
+                            ("lambda=%s sigma=%s%s"):format(util.num(v.shrink), util.num(v.recipe.sigma), v.cold and " (cold)" or ""),
                           x = xs, y = ys, points = true }
 end
 local p = kiln.plot.lines { path = cfg.out .. "/warmstart", series = series,
