@@ -376,7 +376,7 @@ function M.run(o)
   local function do_eval(step)
     local row = {}
     for _, s in ipairs(sets) do
-      local mean, per = M.evaluate(model, s.dataset, T, eval_opts.windows or 64, eval_opts.batch or B, nranks > 1)
+      local mean, per = M.evaluate(model, s.dataset, T, eval_opts.windows or 64, eval_opts.batch or local_B, nranks > 1)
       row[s.name] = { loss = mean, positions = per }
       if positions_f then
         local fields = { step, s.name }
