@@ -85,7 +85,7 @@ $(BUILD)/kiln: $(BUILD)/lua/main.o $(BIND_OBJ) $(BUILD)/embedded.o $(BUILD)/docs
 $(BUILD)/kiln.so: $(BIND_OBJ) $(BUILD)/embedded.o $(BUILD)/libkiln.a
 	$(CC) -shared $(LDFLAGS) $^ $(filter-out -llua5.4,$(LIBS)) -o $@
 
-$(BUILD)/tests/%: tests/c/%.c tests/c/check.h $(BUILD)/libkiln.a
+$(BUILD)/tests/%: tests/c/%.c $(wildcard tests/c/*.h) $(BUILD)/libkiln.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) $< $(BUILD)/libkiln.a $(LIBS) -o $@
 
