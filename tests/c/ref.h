@@ -46,11 +46,11 @@ static inline void ref_gelu(double *y, const double *x, size_t n)
     for (size_t i = 0; i < n; i++) y[i] = ref_gelu1(x[i]);
 }
 
-/* y[B,T,C] from qkv[B,T,3C], causal, per head softmax(q·kᵀ/√hs)·v. */
-static inline void ref_attention(double *y, const double *qkv, int B, int T, int C, int NH)
+/* y[B,T,C] from qkv[B,T,3C], causal, per head softmax(scale·q·kᵀ)·v. */
+static inline void ref_attention_scaled(double *y, const double *qkv, int B, int T, int C, int NH,
+                                        double scale)
 {
     int hs = C / NH;
-    double scale = 1.0 / sqrt((double)hs);
     double *p = malloc(sizeof(double) * (size_t)T);
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++)
@@ -74,6 +74,12 @@ static inline void ref_attention(double *y, const double *qkv, int B, int T, int
                 }
             }
     free(p);
+}
+
+/* The standard attention: scale 1/√hs. */
+static inline void ref_attention(double *y, const double *qkv, int B, int T, int C, int NH)
+{
+    ref_attention_scaled(y, qkv, B, T, C, NH, 1.0 / sqrt((double)(C / NH)));
 }
 
 /* Per-token CE into ce[N] (may be NULL); returns Σ w[t]·CE / denom as in DESIGN §3.2. */
@@ -110,9 +116,12 @@ static inline const double *ref_param(ref_model *m, const char *name)
     return m->p + kn_gpt_param_info(m->g, i)->offset;
 }
 
-static inline double ref_gpt_loss(const kn_gpt *g, const double *p, const int32_t *tok,
-                           const int32_t *tgt, int B, int T, const float *w, int normalize,
-                           double *ce, double *logits_out)
+/* With an explicit attention logit scale (softmax(att_scale·q·kᵀ)) and a multiplier on the
+ * output logits, as μP has them; ref_gpt_loss below is the standard model. */
+static inline double ref_gpt_loss_scaled(const kn_gpt *g, const double *p, const int32_t *tok,
+                                         const int32_t *tgt, int B, int T, const float *w,
+                                         int normalize, double *ce, double *logits_out,
+                                         double att_scale, double logit_mult)
 {
     const kn_gpt_config *c = kn_gpt_get_config(g);
     int d = c->n_embd, V = c->vocab_size, N = B * T;
@@ -131,7 +140,7 @@ static inline double ref_gpt_loss(const kn_gpt *g, const double *p, const int32_
     for (int l = 0; l < c->n_layer; l++) {
         ref_layernorm(h, x, PR("ln_1.weight"), PR("ln_1.bias"), N, d);
         ref_linear(qkv, h, PR("attn.c_attn.weight"), PR("attn.c_attn.bias"), N, d, 3 * d);
-        ref_attention(a, qkv, B, T, d, c->n_head);
+        ref_attention_scaled(a, qkv, B, T, d, c->n_head, att_scale);
         ref_linear(o, a, PR("attn.c_proj.weight"), PR("attn.c_proj.bias"), N, d, d);
         for (size_t i = 0; i < (size_t)N * d; i++) x[i] += o[i];
         ref_layernorm(h, x, PR("ln_2.weight"), PR("ln_2.bias"), N, d);
@@ -144,10 +153,21 @@ static inline double ref_gpt_loss(const kn_gpt *g, const double *p, const int32_
     ref_layernorm(h, x, ref_param(&m, "transformer.ln_f.weight"),
                   ref_param(&m, "transformer.ln_f.bias"), N, d);
     ref_linear(lg, h, wte, NULL, N, d, V);
+    if (logit_mult != 1.0)
+        for (size_t i = 0; i < (size_t)N * V; i++) lg[i] *= logit_mult;
     double loss = tgt ? ref_xent(ce, lg, tgt, w, B, T, V, normalize) : 0.0;
     if (logits_out) memcpy(logits_out, lg, sizeof(double) * N * V);
     free(x); free(h); free(qkv); free(a); free(f); free(f2); free(o); free(lg);
     return loss;
+}
+
+static inline double ref_gpt_loss(const kn_gpt *g, const double *p, const int32_t *tok,
+                           const int32_t *tgt, int B, int T, const float *w, int normalize,
+                           double *ce, double *logits_out)
+{
+    int hs = kn_gpt_get_config(g)->n_embd / kn_gpt_get_config(g)->n_head;
+    return ref_gpt_loss_scaled(g, p, tok, tgt, B, T, w, normalize, ce, logits_out,
+                               1.0 / sqrt((double)hs), 1.0);
 }
 
 #endif

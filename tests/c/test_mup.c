@@ -8,111 +8,20 @@
 #include "rng.h"
 #include "check.h"
 #include "ref.h"
+#include "gpt_setup.h"
 
 #include <stdio.h>
 
-static kn_rng rng;
-
-static kn_gpt *make(kn_gpt_config c, uint64_t seed)
-{
-    kn_gpt *g = NULL;
-    if (kn_gpt_new(&g, &c) != KN_OK) { printf("# new: %s\n", kn_errmsg()); exit(1); }
-    kn_rng r;
-    kn_rng_seed(&r, seed);
-    kn_gpt_init(g, &r);
-    return g;
-}
-
-static void perturb(kn_gpt *g, double scale)
-{
-    float *p = kn_gpt_params(g);
-    for (int i = 0; i < kn_gpt_num_tensors(g); i++) {
-        const kn_param_info *t = kn_gpt_param_info(g, i);
-        for (size_t j = 0; j < t->numel; j++) {
-            double z = kn_rng_normal(&rng);
-            float *v = &p[t->offset + j];
-            if (t->kind == KN_PARAM_NORM) *v = (float)(1.0 + 0.2 * z);
-            else if (t->kind == KN_PARAM_BIAS) *v = (float)(0.2 * z);
-            else *v = (float)(scale * z);
-        }
-    }
-}
-
-static void rand_tokens(int32_t *t, int n, int V)
-{
-    for (int i = 0; i < n; i++) t[i] = (int32_t)kn_rng_below(&rng, V);
-}
-
-/* Causal attention with an explicit logit scale (ref.h's uses 1/√hs). */
-static void ref_attention_scaled(double *y, const double *qkv, int B, int T, int C, int NH, double scale)
-{
-    int hs = C / NH;
-    double *p = malloc(sizeof(double) * (size_t)T);
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++)
-            for (int t = 0; t < T; t++) {
-                const double *q = qkv + ((size_t)b * T + t) * 3 * C + (size_t)h * hs;
-                double mx = -INFINITY;
-                for (int s = 0; s <= t; s++) {
-                    const double *k = qkv + ((size_t)b * T + s) * 3 * C + C + (size_t)h * hs;
-                    double dot = 0.0;
-                    for (int i = 0; i < hs; i++) dot += q[i] * k[i];
-                    p[s] = dot * scale;
-                    if (p[s] > mx) mx = p[s];
-                }
-                double sum = 0.0;
-                for (int s = 0; s <= t; s++) { p[s] = exp(p[s] - mx); sum += p[s]; }
-                double *o = y + ((size_t)b * T + t) * C + (size_t)h * hs;
-                for (int i = 0; i < hs; i++) o[i] = 0.0;
-                for (int s = 0; s <= t; s++) {
-                    const double *v = qkv + ((size_t)b * T + s) * 3 * C + 2 * C + (size_t)h * hs;
-                    for (int i = 0; i < hs; i++) o[i] += p[s] / sum * v[i];
-                }
-            }
-    free(p);
-}
-
-/* The μP GPT in double, written from the definition (not from gpt.c): attention logits
- * attn_mult·q·k/d_head, logits output_mult/width_mult·ln_f(x)·wteᵀ. */
+/* The μP GPT in double: ref.h's model with the scales written from the definition (not
+ * from gpt.c): attention logits attn_mult·q·k/d_head, logits output_mult/width_mult·ln_f(x)·wteᵀ. */
 static double mup_ref_loss(const kn_gpt *g, const double *p, const int32_t *tok, const int32_t *tgt,
                            int B, int T, double *logits_out)
 {
     const kn_gpt_config *c = kn_gpt_get_config(g);
-    int d = c->n_embd, V = c->vocab_size, N = B * T, hs = d / c->n_head;
+    int d = c->n_embd, hs = d / c->n_head;
     double att_scale = c->mup ? c->mup_attn_mult / (double)hs : 1.0 / sqrt((double)hs);
     double om = c->mup ? c->mup_output_mult * c->mup_base_width / (double)d : 1.0;
-    ref_model m = {g, p};
-    double *x = malloc(sizeof(double) * N * d), *h = malloc(sizeof(double) * N * d);
-    double *qkv = malloc(sizeof(double) * N * 3 * d), *a = malloc(sizeof(double) * N * d);
-    double *f = malloc(sizeof(double) * N * 4 * d), *f2 = malloc(sizeof(double) * N * 4 * d);
-    double *o = malloc(sizeof(double) * N * d), *lg = malloc(sizeof(double) * N * V);
-    const double *wte = ref_param(&m, "transformer.wte.weight");
-    const double *wpe = ref_param(&m, "transformer.wpe.weight");
-    for (int r = 0; r < N; r++)
-        for (int j = 0; j < d; j++)
-            x[(size_t)r * d + j] = wte[(size_t)tok[r] * d + j] + wpe[(size_t)(r % T) * d + j];
-    char nm[96];
-#define PR(fmt) (snprintf(nm, sizeof nm, "transformer.h.%d." fmt, l), ref_param(&m, nm))
-    for (int l = 0; l < c->n_layer; l++) {
-        ref_layernorm(h, x, PR("ln_1.weight"), PR("ln_1.bias"), N, d);
-        ref_linear(qkv, h, PR("attn.c_attn.weight"), PR("attn.c_attn.bias"), N, d, 3 * d);
-        ref_attention_scaled(a, qkv, B, T, d, c->n_head, att_scale);
-        ref_linear(o, a, PR("attn.c_proj.weight"), PR("attn.c_proj.bias"), N, d, d);
-        for (size_t i = 0; i < (size_t)N * d; i++) x[i] += o[i];
-        ref_layernorm(h, x, PR("ln_2.weight"), PR("ln_2.bias"), N, d);
-        ref_linear(f, h, PR("mlp.c_fc.weight"), PR("mlp.c_fc.bias"), N, d, 4 * d);
-        ref_gelu(f2, f, (size_t)N * 4 * d);
-        ref_linear(o, f2, PR("mlp.c_proj.weight"), PR("mlp.c_proj.bias"), N, 4 * d, d);
-        for (size_t i = 0; i < (size_t)N * d; i++) x[i] += o[i];
-    }
-#undef PR
-    ref_layernorm(h, x, ref_param(&m, "transformer.ln_f.weight"), ref_param(&m, "transformer.ln_f.bias"), N, d);
-    ref_linear(lg, h, wte, NULL, N, d, V);
-    for (size_t i = 0; i < (size_t)N * V; i++) lg[i] *= om;
-    double loss = ref_xent(NULL, lg, tgt, NULL, B, T, V, 0);
-    if (logits_out) memcpy(logits_out, lg, sizeof(double) * N * V);
-    free(x); free(h); free(qkv); free(a); free(f); free(f2); free(o); free(lg);
-    return loss;
+    return ref_gpt_loss_scaled(g, p, tok, tgt, B, T, NULL, 0, NULL, logits_out, att_scale, om);
 }
 
 static const kn_gpt_config BASE = {.vocab_size = 11, .block_size = 8, .n_layer = 2, .n_head = 3, .n_embd = 12};
