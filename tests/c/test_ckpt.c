@@ -2,6 +2,7 @@
  * writes that never damage an existing file or leave temp files, and a reader that turns
  * every truncation, bit flip and hand-crafted bad header into a message naming the file. */
 #include "check.h"
+#include "tmpfiles.h"
 #include "ckpt.h"
 
 #include <cJSON.h>
@@ -12,23 +13,6 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-static char dir[64];
-
-static const char *in_dir(const char *name)
-{
-    static char buf[4][256];
-    static int i;
-    i = (i + 1) % 4;
-    snprintf(buf[i], sizeof buf[i], "%s/%s", dir, name);
-    return buf[i];
-}
-
-static void write_file(const char *path, const void *p, size_t n)
-{
-    FILE *f = fopen(path, "wb");
-    if (!f || fwrite(p, 1, n, f) != n || fclose(f) != 0) { perror(path); exit(2); }
-}
 
 static uint8_t *read_file(const char *path, size_t *n)
 {
@@ -89,8 +73,7 @@ static uint32_t bits_of(float f)
 
 int main(void)
 {
-    strcpy(dir, "/tmp/kiln-test-ckpt-XXXXXX");
-    if (!mkdtemp(dir)) { perror("mkdtemp"); return 2; }
+    tmp_dir_make("ckpt");
 
     /* --- round trip ------------------------------------------------------------------ */
     float wte[5 * 3], bias[7], cube[2 * 3 * 4], scalar[1] = {-0.0f};

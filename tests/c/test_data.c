@@ -2,6 +2,7 @@
  * reconstructed from the file (never straddling a segment), sampling determinism, the fixed
  * eval list, uint16 files, memory mapping of large files, and every error naming its path. */
 #include "check.h"
+#include "tmpfiles.h"
 #include "data.h"
 
 #include <fcntl.h>
@@ -10,23 +11,6 @@
 #include <unistd.h>
 
 #define BLK KN_SPLIT_BLOCK_BYTES
-
-static char dir[64];
-
-static const char *in_dir(const char *name)
-{
-    static char buf[4][256];
-    static int i;
-    i = (i + 1) % 4;
-    snprintf(buf[i], sizeof buf[i], "%s/%s", dir, name);
-    return buf[i];
-}
-
-static void write_file(const char *path, const void *p, size_t n)
-{
-    FILE *f = fopen(path, "wb");
-    if (!f || fwrite(p, 1, n, f) != n || fclose(f) != 0) { perror(path); exit(2); }
-}
 
 /* The test's own model of a split: segments [start, end) in tokens, computed block by block
  * from the rule "block index % 20 == 19 is val", independently of data.c. */
@@ -149,8 +133,7 @@ static void check_samples(kn_dataset *d, const span *sp, int nsp, int T, int rou
 
 int main(void)
 {
-    strcpy(dir, "/tmp/kiln-test-data-XXXXXX");
-    if (!mkdtemp(dir)) { perror("mkdtemp"); return 2; }
+    tmp_dir_make("data");
     kn_rng g;
     kn_rng_seed(&g, 99);
 
