@@ -8,31 +8,12 @@
 --
 --   kiln experiments/reweighting.lua [quick=true] [key=value ...]   (settings: reweighting.yaml)
 local kiln = require "kiln"
-local util = require "kiln.util"
 
 local here = (arg and arg[0] or "experiments/reweighting.lua"):match("^(.*)/[^/]*$") or "."
-local yaml_path = here .. "/reweighting.yaml"
-local cfg = kiln.config.resolve(yaml_path, arg)
-if cfg.quick then
-  -- The quick setting, then the command line again so explicit overrides still win.
-  local base = kiln.yaml.load(yaml_path)
-  local function merge(dst, src)
-    for k, v in pairs(src) do
-      if type(v) == "table" and #v == 0 and type(dst[k]) == "table" then merge(dst[k], v) else dst[k] = v end
-    end
-  end
-  merge(base, base.quick_settings)
-  cfg = kiln.config.resolve(base, arg)
-  cfg.out = cfg.out .. "-quick"
-end
-if cfg.threads > 0 then kiln.set_threads(cfg.threads) end
-
-for _, role in ipairs { "train", "val", "ood" } do
-  if not util.exists(cfg.data[role]) then
-    error(("reweighting: %s is missing; run `make data` first (it builds data/ from Debian packages, see docs/data.md)")
-      :format(cfg.data[role]), 0)
-  end
-end
+local setup = dofile(here .. "/lib/setup.lua")
+local cfg = setup.config(here, "reweighting", arg)
+setup.require_data("reweighting", cfg, { "train", "val", "ood" },
+                   "it builds data/ from Debian packages, see docs/data.md")
 
 local T = cfg.model.context
 local w = cfg.weighting

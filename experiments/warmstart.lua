@@ -20,25 +20,9 @@ local util = require "kiln.util"
 local grow, mup = kiln.grow, kiln.mup
 
 local here = (arg and arg[0] or "experiments/warmstart.lua"):match("^(.*)/[^/]*$") or "."
-local yaml_path = here .. "/warmstart.yaml"
-local cfg = kiln.config.resolve(yaml_path, arg)
-if cfg.quick then
-  local base = kiln.yaml.load(yaml_path)
-  local function overlay(dst, src)
-    for k, v in pairs(src) do
-      if type(v) == "table" and #v == 0 and type(dst[k]) == "table" then overlay(dst[k], v) else dst[k] = v end
-    end
-  end
-  overlay(base, base.quick_settings)
-  cfg = kiln.config.resolve(base, arg)
-  cfg.out = cfg.out .. "-quick"
-end
-if cfg.threads > 0 then kiln.set_threads(cfg.threads) end
-for _, role in ipairs { "train", "val" } do
-  if not util.exists(cfg.data[role]) then
-    error(("warmstart: %s is missing; run `make data` first (see docs/data.md)"):format(cfg.data[role]), 0)
-  end
-end
+local setup = dofile(here .. "/lib/setup.lua")
+local cfg = setup.config(here, "warmstart", arg)
+setup.require_data("warmstart", cfg, { "train", "val" })
 
 local train_ds, val_ds = kiln.dataset(cfg.data.train), kiln.dataset(cfg.data.val)
 local mc, T = cfg.model, cfg.model.context
