@@ -3,6 +3,7 @@
 --   t.ok(cond, "what")            t.eq(got, want, "what")        t.near(got, want, tol, "what")
 --   t.err("pattern", f, ...)      -- f(...) must raise an error whose message matches pattern
 --   t.skip("reason")              -- a check that cannot run here (TAP SKIP)
+--   t.sh(cmd) -> output, exit code (stderr included)   t.write(path, s)   t.read(path) -> s or nil
 --   t.done()                      -- prints the plan and "N passed, N failed"; exits 1 on failure
 local t = { n = 0, failed = 0 }
 
@@ -48,6 +49,25 @@ function t.tmpdir()
   assert(os.execute("mkdir -p '" .. p .. "'"))
   tmpdirs[#tmpdirs + 1] = p
   return p
+end
+
+-- Runs a shell command: its output with stderr, and its exit code (0 on success).
+function t.sh(cmd)
+  local p = io.popen(cmd .. " 2>&1")
+  local out = p:read("a")
+  local ok, _, code = p:close()
+  return out, ok and 0 or code
+end
+
+function t.write(path, s) local f = assert(io.open(path, "wb")); f:write(s); f:close() end
+
+-- A file's bytes, or nil when it cannot be opened.
+function t.read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
 end
 
 function t.done()

@@ -51,7 +51,7 @@ t.err("reserved prefix", kiln.save, dir .. "/x.safetensors", { model = m, meta =
 t.err("meta.bad must be a string, number or boolean", kiln.save, dir .. "/x.safetensors", { model = m, meta = { bad = {} } })
 
 -- Bad files: clear errors naming the file, never a crash.
-local function write(p, s) local f = assert(io.open(p, "wb")); f:write(s); f:close() end
+local write = t.write
 local f = assert(io.open(path, "rb")); local bytes = f:read("a"); f:close()
 write(dir .. "/trunc.safetensors", bytes:sub(1, #bytes // 2))
 t.err("trunc.safetensors", kiln.load, dir .. "/trunc.safetensors")

@@ -6,13 +6,7 @@ local build = os.getenv("KILN_BUILD") or "build"
 local kiln_bin = build .. "/kiln"
 local dir = t.tmpdir()
 
-local function sh(cmd)
-  local p = io.popen(cmd .. " 2>&1")
-  local out = p:read("a")
-  local ok, _, code = p:close()
-  return out, ok and 0 or code
-end
-local function write(p, s) local f = assert(io.open(p, "wb")); f:write(s); f:close() end
+local sh, write = t.sh, t.write
 
 write(dir .. "/args.lua", "print(#arg, arg[0] ~= nil, arg[1], arg[2], ...)")
 local out, code = sh(kiln_bin .. " " .. dir .. "/args.lua one two=2")

@@ -10,13 +10,7 @@ local build = os.getenv("KILN_BUILD") or "build"
 local kiln_bin = build .. "/kiln"
 kiln.set_threads(1)
 
-local function write(p, s) local f = assert(io.open(p, "wb")); f:write(s); f:close() end
-local function sh(cmd)
-  local p = io.popen(cmd .. " 2>&1")
-  local out = p:read("a")
-  local ok, _, code = p:close()
-  return out, ok and 0 or code
-end
+local sh, write = t.sh, t.write
 
 -- 1. One process (this build, MPI or not): the collectives are identities.
 local mpi = kiln.mpi

@@ -8,12 +8,7 @@ local build = os.getenv("KILN_BUILD") or "build"
 local kiln_bin = build .. "/kiln"
 local dir = t.tmpdir()
 
-local function sh(cmd)
-  local p = io.popen(cmd .. " 2>&1")
-  local out = p:read("a")
-  local ok, _, code = p:close()
-  return out, ok and 0 or code
-end
+local sh = t.sh
 local function session(lines)
   local f = assert(io.open(dir .. "/in.lua", "wb"))
   f:write(table.concat(lines, "\n"), "\n")

@@ -10,7 +10,7 @@ local kiln_bin = (os.getenv("KILN_BUILD") or "build") .. "/kiln"
 kiln.set_threads(1)
 
 local function read(p) return util.read_file(p) end
-local function write(p, s) local f = assert(io.open(p, "wb")); f:write(s); f:close() end
+local write = t.write
 
 -- A tiny training setup shared by the in-process and subprocess runs.
 local common = [[

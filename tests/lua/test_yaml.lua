@@ -15,19 +15,7 @@ local function ls(dir)
   return table.concat(names, " ")
 end
 
-local function write(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
-
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local write, read = t.write, t.read
 
 -- Deep equality that also compares number subtypes (1 vs 1.0) and NaN with NaN.
 local function deq(a, b, path)
