@@ -31,8 +31,10 @@ local MT = { __index = S, __name = "kiln.schedule" }
 
 local floor, cos, pi, sqrt = math.floor, math.cos, math.pi, math.sqrt
 
+local util = require "kiln.util"
+
 -- Shortest decimal text that reads back as the same number (for describe()).
-local fmt = require("kiln.util").num
+local fmt = util.num
 M._fmt = fmt
 
 -- Human text for describe(): at most 6 significant digits (3.0000000000000001e-05 -> 3e-05).
@@ -43,15 +45,7 @@ local function short(x)
   return (("%.6g"):format(x))
 end
 
-local function show(v)
-  if type(v) == "string" then return ("%q"):format(v) end
-  if type(v) == "number" then return fmt(v) end
-  return type(v) == "table" and "a table" or tostring(v)
-end
-
-local function fail(who, fmtstr, ...)
-  error(who .. ": " .. fmtstr:format(...), 0)
-end
+local show, fail = util.show, util.fail   -- "who: message"; values quoted / exact
 
 -- ---------------------------------------------------------------------------------------
 -- Argument checking. spec = list of {name, kind, default | nil, required = bool}
@@ -93,31 +87,7 @@ local function convert(who, name, kind, v)
 end
 
 local function parse(who, args, spec, positional)
-  if args == nil then args = {} end
-  if type(args) == "number" and positional then args = { args } end
-  if type(args) ~= "table" or getmetatable(args) == MT then
-    fail(who, "expected a table of named fields, e.g. %s{...} (got %s)", who, show(args))
-  end
-  local known, names = {}, {}
-  for _, f in ipairs(spec) do known[f[1]] = f; names[#names + 1] = f[1] end
-  local out = {}
-  for k, v in pairs(args) do
-    if k == 1 and positional and #args == 1 then
-      k = positional
-      if args[positional] ~= nil then fail(who, "'%s' given twice (positionally and by name)", k) end
-    elseif not known[k] then
-      fail(who, "unknown field '%s' (fields: %s)", tostring(k), table.concat(names, ", "))
-    end
-    out[k] = convert(who, k, known[k][2], v)
-  end
-  for _, f in ipairs(spec) do
-    local name, kind, default = f[1], f[2], f[3]
-    if out[name] == nil then
-      if f.required then fail(who, "'%s' is required (%s)", name, expect[kind]) end
-      out[name] = default
-    end
-  end
-  return out
+  return util.parse_fields(who, args, spec, convert, { mt = MT, positional = positional, expect = expect })
 end
 
 -- warmup / warmup_frac -> whole steps; floor / floor_frac -> absolute floor.

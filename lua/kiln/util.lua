@@ -1,5 +1,5 @@
 -- kiln.util — small helpers the library shares: files and directories, atomic text writes,
--- CSV, and number formatting that reads back exactly.
+-- CSV, number formatting that reads back exactly, and checking tables of named arguments.
 local M = {}
 
 -- Quote a string for /bin/sh.
@@ -70,6 +70,55 @@ function M.num(x)
     if tonumber(s) == x then return s end
   end
   return ("%.17g"):format(x)
+end
+
+-- A value as an error message shows it: strings quoted, numbers exactly.
+function M.show(v)
+  if type(v) == "string" then return ("%q"):format(v) end
+  if type(v) == "number" then return M.num(v) end
+  return type(v) == "table" and "a table" or tostring(v)
+end
+
+-- Raises "who: <message>" (no position: the message says where).
+function M.fail(who, fmtstr, ...) error(who .. ": " .. fmtstr:format(...), 0) end
+
+-- The named-argument table of a constructor like schedule.cosine{...} checked against spec, a
+-- list of {name, kind, default, required = bool}: returns a new table with every field, the
+-- defaults filled in. args may be nil (all defaults). Raises (naming `who`) on a non-table, a
+-- table with metatable opts.mt (a constructed value passed where its arguments belong), an
+-- unknown field, or a missing required one. convert(who, name, kind, v) checks one given value
+-- and returns it (possibly converted). opts.positional: the field a lone number (or {number})
+-- fills; opts.expect: kind -> text, added to the "is required" message.
+function M.parse_fields(who, args, spec, convert, opts)
+  local positional = opts.positional
+  if args == nil then args = {} end
+  if type(args) == "number" and positional then args = { args } end
+  if type(args) ~= "table" or (opts.mt and getmetatable(args) == opts.mt) then
+    M.fail(who, "expected a table of named fields, e.g. %s{...} (got %s)", who, M.show(args))
+  end
+  local known, names = {}, {}
+  for _, f in ipairs(spec) do known[f[1]] = f; names[#names + 1] = f[1] end
+  local out = {}
+  for k, v in pairs(args) do
+    if k == 1 and positional and #args == 1 then
+      k = positional
+      if args[positional] ~= nil then M.fail(who, "'%s' given twice (positionally and by name)", k) end
+    elseif not known[k] then
+      M.fail(who, "unknown field '%s' (fields: %s)", tostring(k), table.concat(names, ", "))
+    end
+    out[k] = convert(who, k, known[k][2], v)
+  end
+  for _, f in ipairs(spec) do
+    local name, kind, default = f[1], f[2], f[3]
+    if out[name] == nil then
+      if f.required then
+        if opts.expect then M.fail(who, "'%s' is required (%s)", name, opts.expect[kind]) end
+        M.fail(who, "'%s' is required", name)
+      end
+      out[name] = default
+    end
+  end
+  return out
 end
 
 -- A CSV field: numbers exactly, strings quoted when they need it, nil empty.

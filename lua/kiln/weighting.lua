@@ -34,15 +34,9 @@ local MT = { __index = W, __name = "kiln.weighting" }
 
 local floor = math.floor
 
-local fmt = require("kiln.util").num   -- shortest decimal that reads back exactly
-
-local function show(v)
-  if type(v) == "string" then return ("%q"):format(v) end
-  if type(v) == "number" then return fmt(v) end
-  return type(v) == "table" and "a table" or tostring(v)
-end
-
-local function fail(who, f, ...) error(who .. ": " .. f:format(...), 0) end
+local util = require "kiln.util"
+local fmt = util.num   -- shortest decimal that reads back exactly
+local show, fail = util.show, util.fail   -- "who: message"; values quoted / exact
 
 local function isnum(v) return type(v) == "number" and v == v and v ~= math.huge and v ~= -math.huge end
 
@@ -82,38 +76,23 @@ end
 -- ---------------------------------------------------------------------------------------
 -- Argument parsing
 -- ---------------------------------------------------------------------------------------
+local function check(who, k, kind, v)
+  if kind == "fraction" then
+    if not (isnum(v) and v > 0 and v <= 1) then
+      fail(who, "'%s' must be a number in (0, 1] (got %s)", k, show(v))
+    end
+  elseif kind == "weight" then
+    if not (isnum(v) and v >= 0) then
+      fail(who, "'%s' must be a finite number >= 0 (got %s)", k, show(v))
+    end
+  elseif kind == "boolean" then
+    if type(v) ~= "boolean" then fail(who, "'%s' must be true or false (got %s)", k, show(v)) end
+  end
+  return v
+end
+
 local function parse(who, args, spec)
-  if args == nil then args = {} end
-  if type(args) ~= "table" or getmetatable(args) == MT then
-    fail(who, "expected a table of named fields, e.g. %s{...} (got %s)", who, show(args))
-  end
-  local known, names = {}, {}
-  for _, f in ipairs(spec) do known[f[1]] = f; names[#names + 1] = f[1] end
-  local out = {}
-  for k, v in pairs(args) do
-    local f = known[k]
-    if not f then fail(who, "unknown field '%s' (fields: %s)", tostring(k), table.concat(names, ", ")) end
-    local kind = f[2]
-    if kind == "fraction" then
-      if not (isnum(v) and v > 0 and v <= 1) then
-        fail(who, "'%s' must be a number in (0, 1] (got %s)", k, show(v))
-      end
-    elseif kind == "weight" then
-      if not (isnum(v) and v >= 0) then
-        fail(who, "'%s' must be a finite number >= 0 (got %s)", k, show(v))
-      end
-    elseif kind == "boolean" then
-      if type(v) ~= "boolean" then fail(who, "'%s' must be true or false (got %s)", k, show(v)) end
-    end
-    out[k] = v
-  end
-  for _, f in ipairs(spec) do
-    if out[f[1]] == nil then
-      if f.required then fail(who, "'%s' is required", f[1]) end
-      out[f[1]] = f[3]
-    end
-  end
-  return out
+  return util.parse_fields(who, args, spec, check, { mt = MT })
 end
 
 local function new(kind, params, fill, order)
