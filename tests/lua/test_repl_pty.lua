@@ -124,8 +124,10 @@ t.ok(s, "Ctrl-C stops it with an 'interrupted' error")
 local t0 = os.time()
 while s and prompts(s:sub(mark + 1)) < 1 and os.time() - t0 < DEADLINE do sleep(0.1); s = screen() end
 mark = s and #s or mark
-ok, out = send_line("opt.t >= 3, m:forward(b) > 0, m:flat_params():first_nonfinite()", "true true nil")
+-- (>= 0, not > 0: the all-zero batch is learnt so well that the loss can reach exactly 0.)
+ok, out = send_line("opt.t >= 3, m:forward(b) >= 0, m:flat_params():first_nonfinite()", "true true nil")
 t.ok(ok, "the next command uses the model: steps kept, forward works, parameters finite")
+if not ok then t.note("screen after the interrupt: " .. tostring(out):sub(-600)) end
 
 -- Help from the embedded API reference.
 ok, out = send_line("?kiln.model", "GPT-2 style model")
