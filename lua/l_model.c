@@ -400,13 +400,15 @@ static int m_config(lua_State *L)
     return 1;
 }
 
-/* m:losses() -> a [B,T] view of the last forward's per-token cross-entropy. */
+/* m:losses() -> a [B,T] copy of the last forward's per-token cross-entropy. A copy, not a
+ * view: the activation arena is reallocated when a later forward needs a larger batch. */
 static int m_losses(lua_State *L)
 {
     knL_Model *m = knL_check_model(L, 1);
     if (!m->has_forward) return luaL_error(L, "losses: no forward pass yet");
     int64_t shape[2] = {m->B, m->T};
-    knL_push_view(L, (float *)kn_gpt_token_losses(m->g), 2, shape, 1);
+    kn_tensor *t = knL_push_tensor(L, 2, shape);
+    memcpy(t->data, kn_gpt_token_losses(m->g), sizeof(float) * (size_t)m->B * (size_t)m->T);
     return 1;
 }
 

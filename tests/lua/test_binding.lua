@@ -84,6 +84,13 @@ for r = 1, 2 do for p = 1, 4 do batch:set(r, p, (r * 7 + p) % 256, (r * 7 + p + 
 local loss = m:forward(batch)
 t.near(loss, math.log(256), 0.05, "initial loss is about ln(256)")
 t.eq(m:losses():size(1), 2, "losses() is [B,T]")
+local kept_losses = m:losses()
+local before_sum = kept_losses:sum()
+local big = kiln.batch(8, 16)   -- larger than any batch so far: the arena grows
+for r = 1, 8 do for p = 1, 16 do big:set(r, p, p, p + 1) end end
+m:forward(big)
+t.eq(kept_losses:sum(), before_sum, "losses() survives a later, larger forward (it is a copy)")
+m:forward(batch)
 m:zero_grad()
 m:backward()
 t.ok(m:grad("transformer.wte.weight"):norm() > 0, "backward fills gradients")
