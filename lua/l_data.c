@@ -125,13 +125,19 @@ static int d_num_tokens(lua_State *L) { lua_pushinteger(L, kn_dataset_num_tokens
 static int d_vocab(lua_State *L) { lua_pushinteger(L, kn_dataset_vocab(check_dataset(L, 1))); return 1; }
 static int d_path(lua_State *L) { lua_pushstring(L, kn_dataset_path(check_dataset(L, 1))); return 1; }
 
+/* A context length argument T (tokens per window, without the extra target). */
+static int check_context(lua_State *L, int arg)
+{
+    lua_Integer T = luaL_checkinteger(L, arg);
+    luaL_argcheck(L, T >= 1 && T <= 1 << 24, arg, "context length must be in 1..2^24");
+    return (int)T;
+}
+
 /* ds:check_window(T): error unless windows of T+1 tokens fit. */
 static int d_check_window(lua_State *L)
 {
     kn_dataset *d = check_dataset(L, 1);
-    lua_Integer T = luaL_checkinteger(L, 2);
-    luaL_argcheck(L, T >= 1 && T <= 1 << 24, 2, "context length out of range");
-    KNL_TRY(L, kn_dataset_check_window(d, (int)T));
+    KNL_TRY(L, kn_dataset_check_window(d, check_context(L, 2)));
     return 0;
 }
 
@@ -158,9 +164,7 @@ static int d_sample(lua_State *L)
 static int d_num_eval_windows(lua_State *L)
 {
     kn_dataset *d = check_dataset(L, 1);
-    lua_Integer T = luaL_checkinteger(L, 2);
-    luaL_argcheck(L, T >= 1 && T <= 1 << 24, 2, "context length out of range");
-    lua_pushinteger(L, kn_dataset_num_eval_windows(d, (int)T));
+    lua_pushinteger(L, kn_dataset_num_eval_windows(d, check_context(L, 2)));
     return 1;
 }
 

@@ -434,6 +434,18 @@ function M.run(o)
     end
   end
 
+  -- Median tokens/s over the last n steps, through one reused scratch table.
+  local scratch = {}
+  local function recent_speed(n)
+    local first = math.max(1, #speeds - n + 1)
+    for i = #scratch, 1, -1 do scratch[i] = nil end
+    for i = first, #speeds do scratch[#scratch + 1] = speeds[i] end
+    return util.median(scratch)
+  end
+  local has_hooks = o.on_step or o.on_eval or o.on_checkpoint
+  local step_hp = { lr = 0 }     -- opt:step's argument, reused every step
+  local last_progress = -math.huge
+
   local t_start = kiln.clock()
   local t_last, tokens_last = t_start, 0
   local last_ckpt = nil
@@ -463,7 +475,8 @@ function M.run(o)
       ar_times[#ar_times + 1] = kiln.clock() - t1
       loss = mpi.allreduce(loss, "mean")
     end
-    local ok, norm = pcall(opt.step, opt, { lr = lr })
+    step_hp.lr = lr
+    local ok, norm = pcall(opt.step, opt, step_hp)
     if not ok then
       fail("step %d: %s (stopped before the update; last good checkpoint: %s)", step, tostring(norm),
         last_ckpt or (run_dir and newest_checkpoint(run_dir)) or "none")
@@ -474,45 +487,50 @@ function M.run(o)
     speeds[#speeds + 1] = tokens_per_step / dt
     last_loss, last_norm, last_lr = loss, norm, lr
 
-    local info = { step = step, tokens = tokens_seen, loss = loss, lr = lr, grad_norm = norm,
-                   model = model, optimizer = opt, state = state, steps = steps }
     local evaluated = eval_steps[step] and #sets > 0
-    if evaluated then
-      info.eval = do_eval(step)
-    end
+    local eval_row = evaluated and do_eval(step) or nil
+    -- Hooks get a fresh table each step (they may keep it); without hooks none is built.
+    local info = has_hooks and { step = step, tokens = tokens_seen, loss = loss, lr = lr, grad_norm = norm,
+                                 model = model, optimizer = opt, state = state, steps = steps,
+                                 eval = eval_row } or nil
     if metrics_f and (step % log_every == 0 or evaluated or step == steps) then
       local now = kiln.clock()
-      local tps = (tokens_seen - tokens_last) > 0 and (now - t_last) > 0 and
-                  util.median({ table.unpack(speeds, math.max(1, #speeds - log_every + 1)) }) or nil
+      local tps = (tokens_seen - tokens_last) > 0 and (now - t_last) > 0 and recent_speed(log_every) or nil
       local fields = { step, tokens_seen, lr, loss, norm, tps and math.floor(tps + 0.5) or nil }
-      for _, n in ipairs(set_names) do fields[#fields + 1] = evaluated and info.eval[n].loss or nil end
+      for _, n in ipairs(set_names) do fields[#fields + 1] = evaluated and eval_row[n].loss or nil end
       metrics_f:write(util.csv_line(fields))
       metrics_f:flush()
       t_last, tokens_last = now, tokens_seen
     end
     if not quiet then
-      local tps = util.median({ table.unpack(speeds, math.max(1, #speeds - 20 + 1)) }) or 0
-      local eta = (steps - step) * tokens_per_step / math.max(tps, 1e-9)
-      if progress then
+      local now = kiln.clock()
+      -- The live line is redrawn at most 5 times a second; plain lines every log_every steps.
+      if progress and (now - last_progress >= 0.2 or step == steps or evaluated) then
+        last_progress = now
+        local tps = recent_speed(20) or 0
+        local eta = (steps - step) * tokens_per_step / math.max(tps, 1e-9)
         io.write(("\r\27[Kstep %d/%d  loss %.4f  lr %.2e  %.0f tok/s  ETA %s"):format(
           step, steps, loss, lr, tps, format_eta(eta)))
         io.stdout:flush()
-      elseif step % log_every == 0 or step == steps then
-        print(("step %d/%d  loss %.4f  lr %.2e  grad %.3f  %.0f tok/s"):format(step, steps, loss, lr, norm, tps))
+      elseif not progress and (step % log_every == 0 or step == steps) then
+        print(("step %d/%d  loss %.4f  lr %.2e  grad %.3f  %.0f tok/s"):format(
+          step, steps, loss, lr, norm, recent_speed(20) or 0))
       end
       if evaluated then
         local parts = {}
-        for _, n in ipairs(set_names) do parts[#parts + 1] = ("%s %.4f"):format(n, info.eval[n].loss) end
+        for _, n in ipairs(set_names) do parts[#parts + 1] = ("%s %.4f"):format(n, eval_row[n].loss) end
         if progress then io.write("\n") end
         print(("eval @ %d: %s"):format(step, table.concat(parts, "  ")))
       end
     end
-    local stop = call_hook("on_step", info)
-    if evaluated then stop = call_hook("on_eval", info) or stop end
+    local stop = info and call_hook("on_step", info) or false
+    if evaluated and info then stop = call_hook("on_eval", info) or stop end
     if ckpt_steps[step] or (stop and run_dir) then
       last_ckpt = save_checkpoint(step)
-      info.checkpoint = last_ckpt
-      stop = call_hook("on_checkpoint", info) or stop
+      if info then
+        info.checkpoint = last_ckpt
+        stop = call_hook("on_checkpoint", info) or stop
+      end
     end
     if stop then break end
   end
