@@ -30,7 +30,7 @@ local function setup(seed, weighting)
 end
 ]]
 
--- 1. A run directory with everything DESIGN §3.6 lists.
+-- 1. A run directory with everything docs/design.md §3.6 lists.
 local run1 = dir .. "/run1"
 local o = load(common .. " return setup(1)")()
 o.run_dir = run1
