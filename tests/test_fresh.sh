@@ -33,7 +33,7 @@ EOF
 chmod +x "$tmp/bin/pkg-config" "$tmp/install-deps"
 export PATH="$tmp/bin:$PATH"
 
-echo "1..9"
+echo "1..12"
 
 # 1. No libraries: a compile stops at once with one line, not a compiler error.
 out="$(make -C "$repo" --no-print-directory BUILD="$tmp/b1" OPT=-O0 "$tmp/b1/lua/main.o" 2>&1)"; rc=$?
@@ -77,5 +77,26 @@ if make -C "$repo" --no-print-directory -n BUILD="$tmp/b3" test 2>&1 | grep -- '
 else
     fail "make test compiles with -Werror"
 fi
+
+# 5. install-deps without network (--check only): a virtual package counts as present when an
+# installed package provides it (awk, provided by mawk or gawk), and npm references count
+# when their package.json in the node folder has the listed version.
+mkdir -p "$tmp/node/node_modules/fakepkg"
+printf 'awk  provided-by-mawk  build  a virtual package\nnpm:fakepkg@1.2.3  test  an npm reference\n' > "$tmp/packages.txt"
+printf '{\n  "name": "fakepkg",\n  "version": "1.2.3"\n}\n' > "$tmp/node/node_modules/fakepkg/package.json"
+deps() { KILN_PACKAGES="$tmp/packages.txt" KILN_NODE_DIR="$tmp/node" third_party/install-deps --check "$@" 2>&1; }
+out="$(deps)"; rc=$?
+if [ "$rc" -eq 0 ]; then ok "install-deps: provided virtual package and present npm reference"
+else fail "install-deps: provided virtual package and present npm reference" "$out"; fi
+printf '{"name": "fakepkg", "version": "1.2.2"}\n' > "$tmp/node/node_modules/fakepkg/package.json"
+out="$(deps)"; rc=$?
+if [ "$rc" -ne 0 ] && grep -q 'npm references missing from .*: fakepkg@1.2.3' <<<"$out"; then
+    ok "install-deps: an npm reference of another version is missing"
+else
+    fail "install-deps: an npm reference of another version is missing" "exit $rc" "$out"
+fi
+out="$(deps --no-test)"; rc=$?
+if [ "$rc" -eq 0 ]; then ok "install-deps --no-test skips the npm references"
+else fail "install-deps --no-test skips the npm references" "$out"; fi
 
 [ "$failed" -eq 0 ]
