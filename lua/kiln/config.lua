@@ -169,7 +169,8 @@ local function merge(state, over, source, prefix)
     local v, key = over[k], prefix and (prefix .. "." .. tostring(k)) or tostring(k)
     local here = state.cfg
     for part in key:gmatch("[^.]+") do here = type(here) == "table" and here[part] or nil end
-    if is_map(here) and type(v) == "table" and is_map(v) then merge(state, v, source, key)
+    if is_map(here) and type(v) == "table" and next(v) == nil then -- `model: {}` changes nothing
+    elseif is_map(here) and type(v) == "table" and is_map(v) then merge(state, v, source, key)
     else set_key(state, key, v, source) end
   end
 end

@@ -80,6 +80,10 @@ write(dir .. "/syntax.yaml", "steps: 1\nmodel:\n n_layer: [1\n")
 t.err("^" .. lit(dir .. "/syntax.yaml") .. ":%d+:%d+: did not find", config.resolve, defaults, { "config=" .. dir .. "/syntax.yaml" })
 t.err(lit("config=: " .. dir .. "/none.yaml not found"), config.resolve, defaults, { "config=" .. dir .. "/none.yaml" })
 t.eq(config.resolve(defaults, { "name=12" }).name, "12", "a string setting takes a number as its text")
+write(dir .. "/empty.yaml", "model: {}\n")
+t.eq(config.resolve(defaults, { "config=" .. dir .. "/empty.yaml" }).model.n_layer, 2, "an empty mapping in a file changes nothing")
+write(dir .. "/blank.yaml", "")
+t.eq(config.resolve(defaults, { "config=" .. dir .. "/blank.yaml" }).steps, 100, "an empty file changes nothing")
 
 -- Ranges name where the value came from.
 local rules = { rules = { steps = { min = 1 }, lr = { above = 0 }, seeds = { min = 0 } } }
