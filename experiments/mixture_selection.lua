@@ -1,11 +1,11 @@
--- mixture_selection.lua — the temporal law's application (PAPERS.md §1.6): choose a data
--- mixture directly on the target model. Each candidate proportion of the upstream and
+-- mixture_selection.lua — the temporal law's application (docs/experiments.md, "Temporal
+-- scaling law"): choose a data mixture directly on the target model. Each candidate proportion of the upstream and
 -- downstream corpora is trained for a short prefix of the full budget (with the full run's
 -- warmup + cosine schedule); the temporal law fitted to that prefix predicts each candidate's
 -- loss at the full budget; the candidate predicted best is the pick. The script then trains
 -- every candidate to the end and reports whether the pick was right and by how much.
 --
---   kiln experiments/mixture_selection.lua [key=value ...]
+--   kiln experiments/mixture_selection.lua [config=FILE.yaml] [key=value ...]
 --   e.g. steps=1000 prefix=0.3 weights=[0.9,0.7,0.5] out=runs/mix2
 --
 -- The target is the mean of the predicted final losses on both validation sets
@@ -22,14 +22,16 @@ local cfg = kiln.config.resolve({
   steps = 1200, prefix = 0.3, batch = 32, context = 64, lr = 3e-3, warmup = 60, floor_frac = 0.1,
   n_layer = 2, n_head = 4, n_embd = 64, eval_windows = 512, evals = 40, target = "mean", seed = 1,
   forms = { a0 = "log", a1 = "hyperbolic", a2 = "cosine" },
-}, arg)
+}, arg, { rules = {
+  weights = { min = 0, max = 1 }, steps = { min = 1 }, prefix = { above = 0, max = 1 }, batch = { min = 1 },
+  context = { min = 1 }, lr = { above = 0 }, warmup = { min = 0 }, floor_frac = { min = 0, max = 1 },
+  n_layer = { min = 1 }, n_head = { min = 1 }, n_embd = { min = 1 }, eval_windows = { min = 1 },
+  evals = { min = 2 }, target = { one_of = { "mean", "up", "down" } },
+} })
 for _, key in ipairs { "upstream", "upstream_val", "downstream", "downstream_val" } do
   if not util.exists(cfg[key]) then
-    error(("mixture_selection: %s (%s) is missing: run `make data` first to build the corpora"):format(cfg[key], key), 0)
+    kiln.config.fail("mixture_selection: %s (%s) is missing: run `make data` first to build the corpora", cfg[key], key)
   end
-end
-if cfg.target ~= "mean" and cfg.target ~= "up" and cfg.target ~= "down" then
-  error("mixture_selection: target must be mean, up or down", 0)
 end
 
 local up, down = kiln.dataset(cfg.upstream), kiln.dataset(cfg.downstream)

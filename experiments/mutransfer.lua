@@ -1,11 +1,12 @@
--- mutransfer.lua — does the best learning rate stay put across widths? (PAPERS.md §3.5
--- step 2, §4). The same model at widths d, 2d, 4d (head size fixed, n_head grows) trained
--- with the same budget and schedule at every LR of a grid, under μP (kiln.mup.optimizer, base
+-- mutransfer.lua — does the best learning rate stay put across widths? (docs/experiments.md,
+-- "Warm-starting and μTransfer"). The same model at widths d, 2d, 4d (head size fixed, n_head
+-- grows) trained with the same budget and schedule at every LR of a grid, under μP (kiln.mup.optimizer, base
 -- width d) and under the standard parametrisation. Validation loss against LR, one line per
 -- width: under μP the minima should line up, under SP they should drift to smaller LRs as
 -- the width grows.
 --
---   kiln experiments/mutransfer.lua [quick=true] [key=value ...]   (settings: mutransfer.yaml)
+--   kiln experiments/mutransfer.lua [quick=true] [config=FILE.yaml] [key=value ...]
+-- (settings: mutransfer.yaml; layering: docs/guide.md, "Settings")
 --
 -- Writes <out>/<param>/d<width>/lr<lr>/ (kiln.train run directories; a rerun skips finished
 -- runs), <out>/results.md and results.csv, and <out>/mutransfer_<param>.png (+ .dat/.gp).
@@ -14,7 +15,13 @@ local util = require "kiln.util"
 
 local here = (arg and arg[0] or "experiments/mutransfer.lua"):match("^(.*)/[^/]*$") or "."
 local setup = dofile(here .. "/lib/setup.lua")
-local cfg = setup.config(here, "mutransfer", arg)
+local P, N, R = setup.positive, setup.count, setup.rate
+local cfg = setup.config(here, "mutransfer", arg, {
+  threads = N, ["model.widths"] = P, ["model.head_size"] = P, ["model.n_layer"] = P, ["model.context"] = P,
+  ["mup.base_width"] = P, parametrizations = { one_of = { "mup", "sp" } }, lrs = R,
+  ["train.steps"] = P, ["train.batch"] = P, ["train.warmup"] = N, ["train.weight_decay"] = { min = 0 },
+  ["train.clip"] = { min = 0 }, ["train.eval_windows"] = P, ["train.eval_last"] = P, ["train.eval_spacing"] = P,
+})
 setup.require_data("mutransfer", cfg, { "train", "val" })
 
 local train_ds, val_ds = kiln.dataset(cfg.data.train), kiln.dataset(cfg.data.val)

@@ -3,28 +3,25 @@
 -- loss, save a checkpoint, load it into a fresh model and show the same validation loss.
 --
 --   kiln experiments/quickstart.lua [steps=300] [train=path] [val=path] [out=dir] [threads=n]
+--                                   [config=FILE.yaml] [key=value ...]
 --
 -- Without train=..., it uses data/techdocs (from `make data`) when present, otherwise the
 -- small corpus in tests/data (validation then reuses the training text: say so loudly).
+-- The settings below are resolved by kiln.config, as in every experiment: these defaults,
+-- then config=FILE.yaml, then key=value (docs/guide.md, "Settings"). "" means "not set".
 local kiln = require "kiln"
 
--- key=value arguments
-local opt = { steps = 300, batch = 16, context = 64, n_layer = 2, n_head = 4, n_embd = 64,
-              lr = 3e-3, warmup = 30, seed = 1, eval_windows = 64, out = nil, train = nil,
-              val = nil, threads = nil }
-for _, a in ipairs(arg or {}) do
-  local k, v = a:match("^([%w_]+)=(.*)$")
-  if not k or opt[k] == nil and k ~= "out" and k ~= "train" and k ~= "val" and k ~= "threads" then
-    error(("quickstart: unknown argument '%s' (expected key=value with key one of: steps, batch, " ..
-      "context, n_layer, n_head, n_embd, lr, warmup, seed, eval_windows, train, val, out, threads)"):format(a), 0)
-  end
-  opt[k] = tonumber(v) or v
-end
-if opt.threads then kiln.set_threads(opt.threads) end
+local P = { min = 1 }
+local opt = kiln.config.resolve({
+  steps = 300, batch = 16, context = 64, n_layer = 2, n_head = 4, n_embd = 64, lr = 3e-3, warmup = 30,
+  seed = 1, eval_windows = 64, out = "", train = "", val = "", threads = 0,
+}, arg, { rules = { steps = P, batch = P, context = P, n_layer = P, n_head = P, n_embd = P,
+                    lr = { above = 0 }, warmup = { min = 0 }, eval_windows = P, threads = { min = 0 } } })
+if opt.threads > 0 then kiln.set_threads(opt.threads) end
 
 local function exists(p) local f = io.open(p, "rb"); if f then f:close() end; return f ~= nil end
 
-local train_path, val_path = opt.train, opt.val
+local train_path, val_path = opt.train ~= "" and opt.train or nil, opt.val ~= "" and opt.val or nil
 if not train_path then
   if exists("data/techdocs/train.txt") then
     train_path, val_path = "data/techdocs/train.txt", "data/techdocs/val.txt"
@@ -92,7 +89,7 @@ print(("trained %d steps (%d tokens) in ~%ds; train loss %.4f, validation loss %
   opt.steps, opt.steps * B * T, elapsed, loss, val_loss, val_loss / math.log(2)))
 
 -- Save, load into a fresh model, and check the loss is the same to the bit.
-local out = opt.out
+local out = opt.out ~= "" and opt.out or nil
 if not out then
   out = "runs/quickstart"
   local k = 1
@@ -100,7 +97,7 @@ if not out then
 end
 os.execute(("mkdir -p '%s'"):format(out))
 local path = out .. "/model.safetensors"
-if exists(path) then error("quickstart: " .. path .. " exists; refusing to overwrite it (pass out=DIR)", 0) end
+if exists(path) then kiln.config.fail("quickstart: %s exists; refusing to overwrite it (pass out=DIR)", path) end
 kiln.save(path, { model = model, optimizer = adamw, meta = { step = opt.steps, rng = rng:state() } })
 local reloaded, meta = kiln.load(path)
 local val_loss2 = evaluate(reloaded)

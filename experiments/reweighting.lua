@@ -1,17 +1,26 @@
 -- reweighting.lua — the position re-weighting ablation of the temporal-scaling-law paper
--- (PAPERS.md §1.5): the same model trained with uniform loss weights and with the head 10%,
--- middle 80% or tail 10% of positions down-weighted ×0.5, several seeds each, identical data
+-- (docs/experiments.md, "Position re-weighting ablation"): the same model trained with
+-- uniform loss weights and with the head 10%, middle 80% or tail 10% of positions down-weighted ×0.5, several seeds each, identical data
 -- order across variants (the data order depends only on the seed). Its table: final
 -- validation loss in distribution (techdocs) and out of distribution (austen), the
 -- in-distribution loss over the head / middle / tail position ranges separately, bits per
 -- byte, and tokens/s.
 --
---   kiln experiments/reweighting.lua [quick=true] [key=value ...]   (settings: reweighting.yaml)
+--   kiln experiments/reweighting.lua [quick=true] [config=FILE.yaml] [key=value ...]
+-- (settings: reweighting.yaml; layering: docs/guide.md, "Settings")
 local kiln = require "kiln"
 
 local here = (arg and arg[0] or "experiments/reweighting.lua"):match("^(.*)/[^/]*$") or "."
 local setup = dofile(here .. "/lib/setup.lua")
-local cfg = setup.config(here, "reweighting", arg)
+local P, N, R, F = setup.positive, setup.count, setup.rate, setup.fraction
+local cfg = setup.config(here, "reweighting", arg, {
+  threads = N, seeds = N, parallel = { one_of = { "data", "runs" } },
+  ["model.n_layer"] = P, ["model.n_head"] = P, ["model.n_embd"] = P, ["model.context"] = P,
+  ["train.steps"] = P, ["train.batch"] = P, ["train.lr"] = R, ["train.warmup"] = N,
+  ["train.floor_frac"] = F, ["train.weight_decay"] = { min = 0 }, ["train.clip"] = { min = 0 },
+  ["train.eval_every"] = P, ["train.eval_windows"] = P, ["weighting.factor"] = { min = 0 },
+  ["weighting.head_fraction"] = F, ["weighting.middle_fraction"] = F, ["weighting.tail_fraction"] = F,
+})
 setup.require_data("reweighting", cfg, { "train", "val", "ood" },
                    "it builds data/ from Debian packages, see docs/data.md")
 

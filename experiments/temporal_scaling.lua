@@ -1,10 +1,11 @@
--- temporal_scaling.lua — the temporal scaling law on two model sizes (PAPERS.md §1.7):
+-- temporal_scaling.lua — the temporal scaling law on two model sizes (docs/experiments.md, "Temporal scaling law"):
 -- train each size with warmup + cosine, evaluate the per-position loss on an in-distribution
 -- (techdocs) and an out-of-distribution (austen) set at many checkpoints (log-spaced early,
 -- uniform later), then fit the temporal law and the three baselines on the first 10%, 20%
 -- and 30% of the run and score their predictions of the later average loss.
 --
---   kiln experiments/temporal_scaling.lua [key=value ...]     (defaults: temporal_scaling.yaml)
+--   kiln experiments/temporal_scaling.lua [config=FILE.yaml] [key=value ...]
+-- (defaults: temporal_scaling.yaml; layering: docs/guide.md, "Settings")
 --   e.g. steps=600 sizes.large.n_embd=128 out=runs/ts2
 --
 -- Writes OUT/<size>/ (a kiln.train run directory each, with tsl_<cut>.md and plots at the
@@ -15,12 +16,17 @@ local util = require "kiln.util"
 local tsl = require "kiln.tsl"
 
 local here = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
-local cfg = kiln.config.resolve(here .. "/temporal_scaling.yaml", arg)
+local P = { min = 1 }
+local cfg = kiln.config.resolve(here .. "/temporal_scaling.yaml", arg, { rules = {
+  steps = P, batch = P, context = P, lr = { above = 0 }, warmup = { min = 0 }, floor_frac = { min = 0, max = 1 },
+  eval_windows = P, evals_log = P, evals_uniform = P, log_until = { above = 0, max = 1 },
+  cuts = { above = 0, max = 1 }, threads = { min = 0 },
+} })
 if cfg.threads > 0 then kiln.set_threads(cfg.threads) end
 
 for _, key in ipairs { "train", "id", "ood" } do
   if not util.exists(cfg[key]) then
-    error(("temporal_scaling: %s (%s) is missing: run `make data` first to build the corpora"):format(cfg[key], key), 0)
+    kiln.config.fail("temporal_scaling: %s (%s) is missing: run `make data` first to build the corpora", cfg[key], key)
   end
 end
 

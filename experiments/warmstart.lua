@@ -1,4 +1,4 @@
--- warmstart.lua — warm-starting a wider model from a trained narrower one (PAPERS.md §3):
+-- warmstart.lua — warm-starting a wider model from a trained narrower one (docs/warmstart.md):
 -- shrink, zero-pad, perturb (kiln.grow.width) under μP with the small model's global LR.
 --
 --   1. train the small μP model (width d, base width d) for small.steps;
@@ -10,7 +10,8 @@
 --      final loss, the speed-up (cold tokens / warm tokens), and the speed-up counting the
 --      small model's training at its cheaper per-token cost; plot: loss vs tokens.
 --
---   kiln experiments/warmstart.lua [quick=true] [key=value ...]   (settings: warmstart.yaml)
+--   kiln experiments/warmstart.lua [quick=true] [config=FILE.yaml] [key=value ...]
+-- (settings: warmstart.yaml; layering: docs/guide.md, "Settings")
 --
 -- Writes <out>/small/ and <out>/<variant>/ (kiln.train run directories; <variant>/grown.safetensors
 -- is the model right after growth, its recipe in the metadata), <out>/results.md, results.csv,
@@ -21,7 +22,13 @@ local grow, mup = kiln.grow, kiln.mup
 
 local here = (arg and arg[0] or "experiments/warmstart.lua"):match("^(.*)/[^/]*$") or "."
 local setup = dofile(here .. "/lib/setup.lua")
-local cfg = setup.config(here, "warmstart", arg)
+local P, N, R = setup.positive, setup.count, setup.rate
+local cfg = setup.config(here, "warmstart", arg, {
+  threads = N, ["model.width"] = P, ["model.head_size"] = P, ["model.factor"] = P, ["model.n_layer"] = P,
+  ["model.context"] = P, lr = R, ["small.steps"] = P, batch = P, warmup = N, weight_decay = { min = 0 },
+  clip = { min = 0 }, ["big.steps"] = P, ["big.eval_every"] = P, ["big.eval_at"] = P, ["big.eval_windows"] = P,
+  shrinks = setup.fraction, norm = { one_of = { "szp", "copy" } },
+})
 setup.require_data("warmstart", cfg, { "train", "val" })
 
 local train_ds, val_ds = kiln.dataset(cfg.data.train), kiln.dataset(cfg.data.val)

@@ -45,9 +45,24 @@ static void laction(int sig)
     lua_sethook(globalL, lstop, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
 }
 
+/* A settings mistake (kiln.config raises a table whose metatable is named
+ * "kiln.settings_error") is the user's to fix: its one line, no traceback. */
+static int is_settings_error(lua_State *L, int idx)
+{
+    if (!lua_istable(L, idx) || !lua_getmetatable(L, idx)) return 0;
+    lua_getfield(L, -1, "__name");
+    int yes = lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "kiln.settings_error") == 0;
+    lua_pop(L, 2);
+    return yes;
+}
+
 static int msghandler(lua_State *L)
 {
     const char *msg = lua_tostring(L, 1);
+    if (msg == NULL && is_settings_error(L, 1)) {
+        luaL_tolstring(L, 1, NULL);
+        return 1;
+    }
     if (msg == NULL) {
         if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
         msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
@@ -534,17 +549,36 @@ static int open_embedded_text(lua_State *L)
 
 /* ---- options -------------------------------------------------------------------------- */
 
+/* The commands are the embedded modules kiln.cmd.NAME; each one's first comment line is
+ * its synopsis, so a new command appears here without editing this file. */
+static void print_commands(FILE *out)
+{
+    fprintf(out, "commands:\n");
+    for (const knL_embedded *m = knL_embedded_modules; m->name; m++) {
+        if (strncmp(m->name, "kiln.cmd.", 9) != 0) continue;
+        const char *line = m->src, *end = memchr(m->src, '\n', m->len);
+        size_t n = end ? (size_t)(end - line) : m->len;
+        while (n > 0 && (*line == '-' || *line == ' ' || *line == '`')) { line++; n--; }
+        fprintf(out, "  %-6s %.*s\n", m->name + 9, (int)(n < 100 ? n : 100), line);
+    }
+}
+
 static void print_usage(const char *badoption)
 {
+    FILE *out = badoption ? stderr : stdout;
     if (badoption) fprintf(stderr, "kiln: unrecognized option '%s'\n", badoption);
-    fprintf(stderr,
+    fprintf(out,
             "usage: kiln [options] [script.lua [args]] | kiln COMMAND [args]\n"
             "  -e code   run code\n"
             "  -i        stay at the prompt after running the script\n"
             "  -v        show version\n"
+            "  -h        this help\n"
             "  -         run stdin\n"
-            "  --        stop handling options\n"
-            "A script's key=value arguments override its settings (see docs/guide.md).\n");
+            "  --        stop handling options\n");
+    print_commands(out);
+    fprintf(out,
+            "A script's key=value arguments override its settings; config=FILE.yaml adds a file\n"
+            "of them and quick=true the quick profile (docs/guide.md, \"Settings\").\n");
 }
 
 static int pmain(lua_State *L)

@@ -1,10 +1,12 @@
 -- experiments/continual/common.lua — the shared parts of the continual-pretraining study
--- (PAPERS.md §2, Gupta et al. 2023, "how to (re)warm your model"): settings, the protocol
+-- (Gupta et al. 2023, "how to (re)warm your model"; docs/experiments.md, "Continual
+-- pretraining"): settings, the protocol
 -- with its upstream phase, the four experiments' arms, and the tables and plots.
 --
 -- Every experiment script is `common.main("<name>", arg)`; all.lua is `common.main_all(arg)`.
--- Settings: common.yaml, then <name>.yaml, then key=value overrides (`quick=true` applies
--- the `quick_settings` block: the same arms in minutes).
+-- Settings: common.yaml and <name>.yaml are the defaults; then config=FILE.yaml, the
+-- `quick_settings` block with quick=true (the same arms in minutes), and key=value, as
+-- kiln.config layers them for every experiment. out= is the protocol directory, exactly.
 --
 -- Scale mapping: our continuation budget `budget_tokens` plays the paper's 297B tokens, so a
 -- paper token count x maps to x / 297 * budget_tokens; upstream_tokens plays Pythia's 300B.
@@ -27,7 +29,17 @@ local function deep_merge(base, over)
   return base
 end
 
--- Settings for one experiment (or "all"): common.yaml + <name>.yaml + overrides.
+local P, F = { min = 1 }, { min = 0, max = 1 }
+M.rules = {
+  threads = { min = 0 }, context = P, batch = P, upstream_tokens = P, budget_tokens = P,
+  upstream_peak = { above = 0 }, upstream_warmup_frac = F, floor_frac = F, decay_frac = F,
+  window_frac = { above = 0, max = 1 }, replay = F, checkpoint_every = P,
+  optimizer = { one_of = { "carry", "reset" } }, ["eval.windows"] = P, ["eval.points_window"] = P,
+  ["eval.points_rest"] = P, ["eval.points_upstream"] = P,
+}
+
+-- Settings for one experiment (or "all"): defaults from common.yaml + <name>.yaml, then
+-- kiln.config's layers (config=FILE, quick profile, key=value).
 function M.settings(name, args)
   local defaults = kiln.yaml.load(here .. "/common.yaml")
   local names = name == "all" and { "warmup_length", "peak_lr", "same_data", "early_checkpoints", "all" } or { name }
@@ -38,9 +50,11 @@ function M.settings(name, args)
       if name == "all" and n ~= "all" then defaults[n] = y else deep_merge(defaults, y) end
     end
   end
-  local cfg = kiln.config.resolve(defaults, args)
-  if cfg.quick then deep_merge(cfg, cfg.quick_settings or {}) end
-  return cfg
+  if defaults.out == "" then defaults.out = "runs/continual/" .. name end
+  if type(defaults.quick_settings) == "table" and defaults.quick_settings.out == nil then
+    defaults.quick_settings.out = defaults.out .. "-quick"
+  end
+  return kiln.config.resolve(defaults, args, { rules = M.rules, renamed = { dir = "out" }, origin = here .. "/common.yaml and " .. name .. ".yaml" })
 end
 
 -- Paper tokens (in billions, of its 297B budget) -> our continuation tokens.
@@ -297,14 +311,14 @@ end
 local function setup(cfg)
   kiln.set_threads(cfg.threads)
   for _, d in ipairs { cfg.upstream, cfg.downstream, cfg.ood } do
-    if not util.exists(d .. "/train.txt") then error(("continual: %s/train.txt is missing (run `make data`)"):format(d), 0) end
+    if not util.exists(d .. "/train.txt") then kiln.config.fail("continual: %s/train.txt is missing (run `make data`)", d) end
   end
 end
 
 function M.main(name, args)
   local cfg = M.settings(name, args)
   setup(cfg)
-  local dir = cfg.dir ~= "" and cfg.dir or ("runs/continual/" .. name .. (cfg.quick and "-quick" or ""))
+  local dir = cfg.out
   local P = M.protocol(cfg, dir)
   local exp = M.define[name](P, cfg)
   local r = P:run { command = table.concat({ arg[0], table.unpack(args) }, " ") }
@@ -317,7 +331,7 @@ end
 function M.main_all(args)
   local cfg = M.settings("all", args)
   setup(cfg)
-  local dir = cfg.dir ~= "" and cfg.dir or ("runs/continual/all" .. (cfg.quick and "-quick" or ""))
+  local dir = cfg.out
   local P = M.protocol(cfg, dir)
   local exps = {}
   for _, n in ipairs(M.order) do exps[n] = M.define[n](P, cfg) end

@@ -1,6 +1,7 @@
 -- setup.lua — the opening the experiment scripts share (mutransfer, warmstart, reweighting):
--- settings from <name>.yaml beside the script and the command line, the quick setting, the
--- thread count, and a clear stop when the data is missing. Load it relative to the script:
+-- settings from <name>.yaml beside the script, config=FILE, the quick profile and the
+-- command line (kiln.config's layering), the thread count, and a clear stop when the data
+-- is missing. Load it relative to the script:
 --
 --   local here = (arg and arg[0] or "experiments/x.lua"):match("^(.*)/[^/]*$") or "."
 --   local setup = dofile(here .. "/lib/setup.lua")
@@ -9,24 +10,11 @@ local util = require "kiln.util"
 
 local M = {}
 
--- The settings of experiment `name` from <here>/<name>.yaml and the command line `args`.
--- With quick=true: the yaml's quick_settings laid over its defaults, then the command line
--- again so explicit overrides still win, and "-quick" appended to out. Sets the thread count
--- when threads > 0.
-function M.config(here, name, args)
-  local yaml_path = here .. "/" .. name .. ".yaml"
-  local cfg = kiln.config.resolve(yaml_path, args)
-  if cfg.quick then
-    local base = kiln.yaml.load(yaml_path)
-    local function overlay(dst, src)
-      for k, v in pairs(src) do
-        if type(v) == "table" and #v == 0 and type(dst[k]) == "table" then overlay(dst[k], v) else dst[k] = v end
-      end
-    end
-    overlay(base, base.quick_settings)
-    cfg = kiln.config.resolve(base, args)
-    cfg.out = cfg.out .. "-quick"
-  end
+-- The settings of experiment `name`: <here>/<name>.yaml < config=FILE < its quick_settings
+-- (with quick=true) < key=value. `rules` are kiln.config ranges. Sets the thread count when
+-- threads > 0.
+function M.config(here, name, args, rules)
+  local cfg = kiln.config.resolve(here .. "/" .. name .. ".yaml", args, { rules = rules })
   if cfg.threads > 0 then kiln.set_threads(cfg.threads) end
   return cfg
 end
@@ -36,10 +24,15 @@ end
 function M.require_data(name, cfg, roles, hint)
   for _, role in ipairs(roles) do
     if not util.exists(cfg.data[role]) then
-      error(("%s: %s is missing; run `make data` first (%s)")
-        :format(name, cfg.data[role], hint or "see docs/data.md"), 0)
+      kiln.config.fail("%s: %s is missing; run `make data` first (%s)", name, cfg.data[role], hint or "see docs/data.md")
     end
   end
 end
+
+-- Ranges shared by the scripts' settings.
+M.positive = { min = 1 }          -- counts: steps, batch sizes, windows, widths
+M.count = { min = 0 }             -- may be 0: warmup steps, threads
+M.rate = { above = 0 }            -- learning rates
+M.fraction = { min = 0, max = 1 }
 
 return M

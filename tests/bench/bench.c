@@ -1,7 +1,7 @@
 /* bench.c — kiln training throughput for one (config, threads) per process, so that peak RSS
  * belongs to that config alone.
  *
- *   bench CFG THREADS [STEPS [WARMUP]]     CFG: S, M or L (PERF.md), or
+ *   bench CFG THREADS [STEPS [WARMUP]]     CFG: S, M or L (docs/guide.md, Benchmarks), or
  *                                           L,d,H,T,B (layers, width, heads, context, batch)
  *   bench probe THREADS                     OpenBLAS sgemm GFLOP/s (1024³, median of 15):
  *                                           how much of the 2 vCPUs the host gives right now

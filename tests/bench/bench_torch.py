@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""bench_torch.py — the PyTorch anchor of `make bench` (PERF.md): a nanoGPT-style GPT with the
+"""bench_torch.py — the PyTorch anchor of `make bench` (docs/guide.md, Benchmarks): a nanoGPT-style GPT with the
 same shapes as kiln's (tied head, GELU tanh, explicit causal softmax attention, biases,
 LayerNorm eps 1e-5), AdamW(3e-4, betas 0.9/0.95, wd 0.1 on 2-D tensors), clip 1.0, random
 byte tokens.

@@ -82,7 +82,7 @@ static inline void ref_attention(double *y, const double *qkv, int B, int T, int
     ref_attention_scaled(y, qkv, B, T, C, NH, 1.0 / sqrt((double)(C / NH)));
 }
 
-/* Per-token CE into ce[N] (may be NULL); returns Σ w[t]·CE / denom as in DESIGN §3.2. */
+/* Per-token CE into ce[N] (may be NULL); returns Σ w[t]·CE / denom as in docs/design.md §3.2. */
 static inline double ref_xent(double *ce, const double *logits, const int32_t *targets, const float *w,
                        int B, int T, int V, int normalize)
 {
@@ -101,7 +101,7 @@ static inline double ref_xent(double *ce, const double *logits, const int32_t *t
     return total / denom;
 }
 
-/* The whole GPT of DESIGN §3.1 in double. Parameters are found through the model's own
+/* The whole GPT of docs/design.md §3.1 in double. Parameters are found through the model's own
  * name table (so the names and offsets are part of what is checked); p has the layout of
  * kn_gpt_params. */
 typedef struct {

@@ -1,4 +1,4 @@
-/* test_mup.c — the μP options of kn_gpt_config (PAPERS §4): config checks, the init standard
+/* test_mup.c — the μP options of kn_gpt_config (docs/warmstart.md §1): config checks, the init standard
  * deviations at two widths, μP at width_mult 1 being the standard model, and the forward
  * (attention scale attn_mult/d_head, logit multiplier output_mult/width_mult) and every
  * parameter's gradient against an independent double-precision model with those scales. */
@@ -73,7 +73,7 @@ static void test_init(void)
         kn_gpt *g = make(c, 7);
         double wm = d / 64.0;
         CHECK(kn_gpt_width_mult(g) == wm, "d=%d: width_mult %g", d, kn_gpt_width_mult(g));
-        /* expected stds written out from PAPERS §4 (multiplier form, base std 0.02) */
+        /* expected stds written out from the μP table (docs/warmstart.md §1; multiplier form, base std 0.02) */
         const struct { const char *name; double std; } want[] = {
             {"transformer.wte.weight", 0.02},
             {"transformer.wpe.weight", 0.02},
@@ -196,7 +196,7 @@ static void test_gradients(void)
     kn_gpt_free(g);
 }
 
-/* Coordinate check (PAPERS §3.5): after a few Adam steps at one LR, how much have the logits
+/* Coordinate check (Tensor Programs V, as the `mup` package does it): after a few Adam steps at one LR, how much have the logits
  * moved from their initial values (RMS over the batch), at widths 32..256 (head size fixed,
  * base 32)? Under μP the change should not depend on the width; under SP it grows with it. */
 static double logit_change(int d, bool mup, const int32_t *x, const int32_t *y, int B, int T)

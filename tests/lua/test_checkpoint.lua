@@ -69,7 +69,11 @@ t.ok(nm == nil and msg:find("short.safetensors", 1, true), "try_load returns nil
 -- A failed save leaves an existing file untouched.
 kiln.save(dir .. "/keep.safetensors", { model = m })
 local before = io.open(dir .. "/keep.safetensors", "rb"):read("a")
-t.err("", kiln.save, dir .. "/missing-dir/keep.safetensors", { model = m })
+-- (the message names the temporary file it could not create and the reason)
+local function lit(text) return (text:gsub("[%^%$%(%)%%%.%[%]%*%+%-%?]", "%%%0")) end
+local missing = dir .. "/missing-dir/keep.safetensors"
+t.err("cannot create '" .. lit(missing) .. "%.tmp%.%d+' %(temporary file for '" .. lit(missing) ..
+      "'%): No such file or directory", kiln.save, missing, { model = m })
 t.eq(io.open(dir .. "/keep.safetensors", "rb"):read("a"), before, "existing checkpoint untouched by a failed save")
 
 -- Determinism and exact resume, each run in its own process with one thread.

@@ -1,5 +1,5 @@
 #!/usr/bin/env kiln
--- kiln.mpi and scale-out (issue 8): the one-process API in this build, then, when mpirun and
+-- kiln.mpi and scale-out (docs/guide.md, "Running on several processes and on a cluster"): the one-process API in this build, then, when mpirun and
 -- the MPI build (make MPI=1 -> build-mpi/kiln) are here, 2 ranks x batch 8 against 1 process
 -- x batch 16, a suite dealt over 2 ranks against a single process, and a failing rank.
 local t = dofile("tests/lua/tap.lua")

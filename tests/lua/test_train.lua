@@ -30,7 +30,7 @@ local function setup(seed, weighting)
 end
 ]]
 
--- 1. A run directory with everything DESIGN §3.6 lists.
+-- 1. A run directory with everything docs/design.md §3.6 lists.
 local run1 = dir .. "/run1"
 local o = load(common .. " return setup(1)")()
 o.run_dir = run1
@@ -158,14 +158,39 @@ o4.on_step = function(info) if info.step == 3 then return "stop" end end
 local s4 = kiln.train(o4)
 t.ok(s4.status == "stopped" and s4.steps == 3, "on_step returning 'stop' ends the run after that step")
 
--- Gradient accumulation: 2 x batch 2 equals 1 x batch 4 up to float summation order.
-local function one_step(batch, accum)
+-- Gradient accumulation: 2 micro-batches of 2 windows give the step of one batch of 4. The
+-- sampler draws windows one after another from the same generator, so both see the same 4
+-- windows; what differs is only the float summation order of the mean loss and gradient.
+-- Three steps, so the AdamW moments carry the accumulated gradients forward too.
+local function run_steps(batch, accum)
   local oo = load(common .. " return setup(4)")()
-  oo.steps, oo.batch, oo.accumulate, oo.eval, oo.checkpoint = 1, batch, accum, nil, nil
-  oo.data = kiln.dataset("tests/data/tiny_en.txt")
-  return kiln.train(oo)
+  oo.steps, oo.batch, oo.accumulate, oo.eval, oo.checkpoint = 3, batch, accum, nil, nil
+  oo.schedule = 3e-3
+  return kiln.train(oo), oo.model
 end
-t.ok(one_step(4, 1).final_loss > 0, "accumulate option runs (sanity)")
+-- The largest |a - b| over all parameters of two models of the same config.
+local function max_param_diff(a, b)
+  local worst = 0
+  for _, p in ipairs(a:params()) do
+    local st = a:param(p.name):clone():add(b:param(p.name), -1):stats()
+    worst = math.max(worst, math.abs(st.min), math.abs(st.max))
+  end
+  return worst
+end
+local s_big, m_big = run_steps(4, 1)
+local s_acc, m_acc = run_steps(2, 2)
+local s_small, m_small = run_steps(2, 1)
+local fresh = load(common .. " return setup(4)")().model
+-- Tolerances: float32 sums in another order differ by a few ulps of the loss (~4) and of
+-- the gradients; three AdamW steps of lr 3e-3 move each weight by up to ~1e-2.
+local LOSS_TOL, PARAM_TOL = 1e-5, 1e-5
+t.near(s_acc.final_loss, s_big.final_loss, LOSS_TOL, "2 x batch 2 accumulated: the same final loss as batch 4")
+t.ok(max_param_diff(m_acc, m_big) <= PARAM_TOL,
+  ("... and the same parameters (max |diff| %.2g <= %g)"):format(max_param_diff(m_acc, m_big), PARAM_TOL))
+t.ok(max_param_diff(m_big, fresh) > 100 * PARAM_TOL, "the steps moved the parameters (the comparison can fail)")
+t.ok(max_param_diff(m_small, m_big) > 100 * PARAM_TOL and math.abs(s_small.final_loss - s_big.final_loss) > LOSS_TOL,
+  "batch 2 without accumulation ends elsewhere: the tolerance tells the cases apart")
+t.eq(s_acc.tokens, s_big.tokens, "accumulated steps count all their tokens")
 
 -- `kiln plot` on a run and on a suite: data and gnuplot scripts always, PNGs with gnuplot.
 local plot_out = io.popen(kiln_bin .. " plot " .. run1 .. " 2>&1"):read("a")

@@ -26,7 +26,7 @@ for _, d in ipairs { 32, 128 } do
   local model = kiln.model(cfg(d))
   local rows = {}
   for _, r in ipairs(mup.table(model, { lr = 0.01 })) do rows[r.name] = r end
-  -- the numbers PAPERS §4 gives (multiplier form, base std 0.02, 2 layers)
+  -- the numbers of the μP table in docs/warmstart.md §1 (multiplier form, base std 0.02, 2 layers)
   local want = {
     { "transformer.wte.weight", role = "readout", std = 0.02, lr = 0.01, wd = 1 },
     { "transformer.wpe.weight", role = "input", std = 0.02, lr = 0.01, wd = 1 },

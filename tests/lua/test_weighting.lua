@@ -110,7 +110,7 @@ t.eq(W.custom({ 1, 2 }, { normalize = true }).normalize, true, "custom(list, {no
 t.eq(W.custom { weights = { 1, 2 }, normalize = true }:vector(2)[2], 2, "custom{weights = list}")
 t.ok(W.custom(arr):vector(256) ~= W.custom(arr):vector(256), "vector returns a fresh table each call")
 
--- normalize (DESIGN §3.2) -------------------------------------------------------------------
+-- normalize (docs/design.md §3.2) -----------------------------------------------------------
 local hn = W.head { normalize = true }
 t.eq(hn.normalize, true, "head{normalize = true} carries the flag")
 same(hn:vector(10), expect(10, 0, 0, 0.5), "normalize does not change vector()")

@@ -1,3 +1,5 @@
+-- kiln fit RUN_DIR [key=value ...] — fit the temporal scaling law to a run, predict its loss
+--
 -- kiln fit RUN_DIR [fit_until=0.2] [fit_from=STEP] [set=NAME] [a0=log] [a1=hyperbolic]
 --                  [a2=cosine] [unit=1e6] [plots=true] [variants=true]
 --
@@ -18,7 +20,7 @@ local USAGE = "usage: kiln fit RUN_DIR [fit_until=0.2] [fit_from=STEP] [set=NAME
 local function step_or_fraction(text, what)
   if text == nil or text == "" then return nil end
   local v = tonumber(text)
-  if not v then error(("kiln fit: %s must be a step or a fraction (got '%s')"):format(what, text), 0) end
+  if not v then kiln.config.fail("kiln fit: %s must be a step or a fraction (got '%s')", what, text) end
   if tostring(text):find("[%.eE]") then return v + 0.0 end
   return math.tointeger(v) or v
 end
@@ -29,7 +31,7 @@ return function(...)
     fit_until = "0.2", fit_from = "", set = "", a0 = tsl.default_forms.a0, a1 = tsl.default_forms.a1,
     a2 = tsl.default_forms.a2, unit = 1e6, plots = true, variants = true,
   }, args, { positional = true })
-  if #positional ~= 1 then error("kiln fit: give one run directory\n" .. USAGE, 0) end
+  if #positional ~= 1 then kiln.config.fail("kiln fit: give one run directory\n%s", USAGE) end
   local dir = positional[1]:gsub("/+$", "")
   local eopts = {
     fit_until = step_or_fraction(tostring(opts.fit_until), "fit_until"),

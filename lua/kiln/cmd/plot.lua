@@ -1,5 +1,7 @@
--- `kiln plot DIR` — plots of a run directory (loss curves, learning rate, per-position loss)
--- or of a suite directory (each evaluation set's loss, one line per run) into DIR/plots/.
+-- kiln plot DIR — plots of a run or suite directory into DIR/plots/
+--
+-- A run directory: loss curves, learning rate, per-position loss. A suite directory: each
+-- evaluation set's loss, one line per run.
 -- Data and gnuplot scripts are always written; PNGs when gnuplot is installed.
 local util = require "kiln.util"
 local plot = require "kiln.plot"
