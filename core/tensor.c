@@ -205,7 +205,7 @@ kn_status kn_tensor_narrow(const kn_tensor *t, int dim, int64_t start, int64_t l
     v.data = t->data + start * t->stride[dim];
     v.shape[dim] = len;
     v.view = true;
-    v.storage = kn_storage_retain(t->storage);
+    if (out != t) kn_storage_retain(t->storage);   /* into itself: t's reference carries over */
     *out = v;
     return KN_OK;
 }
@@ -233,9 +233,10 @@ kn_status kn_tensor_reshape(const kn_tensor *t, int ndim, const int64_t *shape, 
                        shape_str(&tmp, b, sizeof b), (long long)n);
     }
     kn_storage *s = t->storage;   /* before out is cleared: out may be t */
+    if (out != t) kn_storage_retain(s);   /* into itself: t's reference carries over */
     set_contiguous(out, t->data, ndim, shape);
     out->view = true;
-    out->storage = kn_storage_retain(s);
+    out->storage = s;
     return KN_OK;
 }
 

@@ -49,9 +49,10 @@ kn_status kn_tensor_on(kn_tensor *t, kn_storage *s, size_t offset, int ndim, con
 kn_tensor kn_tensor_wrap(float *data, int ndim, const int64_t *shape);
 int64_t kn_tensor_numel(const kn_tensor *t);
 bool kn_tensor_is_contiguous(const kn_tensor *t);
-/* View of [start, start+len) along dim (0-based). Views retain t's storage: free them. */
+/* View of [start, start+len) along dim (0-based). The view (out) holds its own reference to
+ * t's storage, so free it; out must hold none before, or be t itself (t becomes the view). */
 kn_status kn_tensor_narrow(const kn_tensor *t, int dim, int64_t start, int64_t len, kn_tensor *out);
-/* Contiguous view with another shape of the same numel. */
+/* Contiguous view with another shape of the same numel; references as narrow. */
 kn_status kn_tensor_reshape(const kn_tensor *t, int ndim, const int64_t *shape, kn_tensor *out);
 /* Element access by 0-based index vector. */
 float *kn_tensor_at(const kn_tensor *t, const int64_t *idx);
