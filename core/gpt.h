@@ -1,4 +1,4 @@
-/* gpt.h — the GPT-2 style model of DESIGN §3.1: configuration, one flat parameter buffer
+/* gpt.h — the GPT-2 style model (nanoGPT layout and names): configuration, one flat parameter buffer
  * with nanoGPT-named views, hand-written forward and backward, per-token losses. */
 #ifndef KN_GPT_H
 #define KN_GPT_H
@@ -12,7 +12,7 @@ typedef struct {
     int n_layer;
     int n_head;
     int n_embd;       /* d, divisible by n_head */
-    /* μP (Tensor Programs V, PAPERS §4, in the `mup` package's multiplier form). mup = 0 is
+    /* μP (Tensor Programs V, in the `mup` package's multiplier form). mup = 0 is
      * the standard parametrisation and the fields below must then be 0 (their zero values
      * are what a designated initialiser leaves). With mup = 1, width_mult = n_embd /
      * mup_base_width and:
