@@ -103,16 +103,16 @@ $(BUILD)/embed: tools/embed.c
 $(BUILD)/embedded.c: $(BUILD)/embed $(LUA_LIB)
 	$(BUILD)/embed lua $(LUA_LIB) > $@.tmp && mv $@.tmp $@
 
-$(BUILD)/embedded.o: $(BUILD)/embedded.c
-	$(CC) $(CFLAGS) -c $< -o $@
+$(BUILD)/embedded.o: $(BUILD)/embedded.c lua/embedded.h
+	$(CC) $(CFLAGS) -Ilua -c $< -o $@
 
 # The docs too, for help() at the prompt (same tool, the table renamed knL_embedded_docs).
 DOCS := $(sort $(wildcard docs/*.md))
 $(BUILD)/docs.c: $(BUILD)/embed $(DOCS)
 	$(BUILD)/embed docs $(DOCS) > $@.tmp && mv $@.tmp $@
 
-$(BUILD)/docs.o: $(BUILD)/docs.c
-	$(CC) $(CFLAGS) -DknL_embedded_modules=knL_embedded_docs -c $< -o $@
+$(BUILD)/docs.o: $(BUILD)/docs.c lua/embedded.h
+	$(CC) $(CFLAGS) -Ilua -DknL_embedded_modules=knL_embedded_docs -c $< -o $@
 
 $(BUILD)/kiln: $(BUILD)/lua/main.o $(BIND_OBJ) $(BUILD)/embedded.o $(BUILD)/docs.o $(BUILD)/libkiln.a
 	$(CC) $(LDFLAGS) $^ $(LIBS) -o $@

@@ -47,7 +47,9 @@
 typedef struct { float decay, neg_step; } tensor_consts;
 
 struct kn_adamw {
-    kn_gpt *g;
+    int refs;
+    kn_gpt *g;               /* retained: the optimizer keeps its model alive */
+    kn_adamw_hparams defaults;
     int n_tensors;
     size_t n_params;
     kn_adamw_group *groups;
@@ -70,7 +72,9 @@ kn_status kn_adamw_new(kn_adamw **out, kn_gpt *g)
     if (!g) return kn_fail(KN_ERR_ARG, "adamw: no model given");
     kn_adamw *o = calloc(1, sizeof *o);
     if (!o) return kn_fail(KN_ERR_NOMEM, "adamw: out of memory");
-    o->g = g;
+    o->refs = 1;
+    o->g = kn_gpt_retain(g);
+    o->defaults = kn_adamw_defaults();
     o->n_tensors = kn_gpt_num_tensors(g);
     o->n_params = kn_gpt_num_params(g);
     o->groups = calloc((size_t)(o->n_tensors > 0 ? o->n_tensors : 1), sizeof *o->groups);
@@ -92,9 +96,21 @@ kn_status kn_adamw_new(kn_adamw **out, kn_gpt *g)
     return KN_OK;
 }
 
+kn_adamw *kn_adamw_retain(kn_adamw *o)
+{
+    if (o) o->refs++;
+    return o;
+}
+
+int kn_adamw_refs(const kn_adamw *o) { return o->refs; }
+kn_gpt *kn_adamw_model(const kn_adamw *o) { return o->g; }
+kn_adamw_hparams kn_adamw_get_hparams(const kn_adamw *o) { return o->defaults; }
+void kn_adamw_set_hparams(kn_adamw *o, const kn_adamw_hparams *h) { o->defaults = *h; }
+
 void kn_adamw_free(kn_adamw *o)
 {
-    if (!o) return;
+    if (!o || --o->refs > 0) return;
+    kn_gpt_free(o->g);
     kn_free(o->m);
     kn_free(o->v);
     free(o->groups);

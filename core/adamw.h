@@ -1,4 +1,4 @@
-/* adamw.h — torch.optim.AdamW semantics over the model's flat buffers (DESIGN §3.3):
+/* adamw.h — torch.optim.AdamW semantics over the model's flat buffers:
  * global-norm clipping, then per tensor p -= lr_t·wd·p (decoupled), bias-corrected moments.
  * The learning rate arrives with every step: schedules are the caller's business. */
 #ifndef KN_ADAMW_H
@@ -27,9 +27,19 @@ typedef struct kn_adamw kn_adamw;
 
 /* Defaults: lr 3e-4, betas (0.9, 0.95), eps 1e-8, wd 0.1, clip 1.0. */
 kn_adamw_hparams kn_adamw_defaults(void);
-/* Moments zeroed, t = 0, default groups. The model must outlive the optimizer. */
+/* Moments zeroed, t = 0, default groups and hyperparameters, one reference (the caller's).
+ * The optimizer retains g: the model lives at least as long as its optimizer. */
 kn_status kn_adamw_new(kn_adamw **out, kn_gpt *g);
+/* Add a reference (returns o); drop one (the last frees the moments and releases g). */
+kn_adamw *kn_adamw_retain(kn_adamw *o);
 void kn_adamw_free(kn_adamw *o);
+int kn_adamw_refs(const kn_adamw *o);
+/* The model this optimizer updates (a borrowed pointer; retain it to keep it). */
+kn_gpt *kn_adamw_model(const kn_adamw *o);
+/* The hyperparameters a caller uses for what a step does not set (kn_adamw_defaults at
+ * first). Stored for callers; kn_adamw_step uses only the h it is given. */
+kn_adamw_hparams kn_adamw_get_hparams(const kn_adamw *o);
+void kn_adamw_set_hparams(kn_adamw *o, const kn_adamw_hparams *h);
 /* Group of tensor i (model tensor index). */
 kn_adamw_group *kn_adamw_group_of(kn_adamw *o, int i);
 /* Clip, then update. *grad_norm_out gets the global norm before clipping. A non-finite norm

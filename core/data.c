@@ -23,6 +23,7 @@
 typedef struct { int64_t start, len; } segment;   /* in tokens */
 
 struct kn_dataset {
+    int refs;
     char *path;
     const uint8_t *map;
     size_t map_bytes;
@@ -47,9 +48,17 @@ static inline int32_t token_at(const kn_dataset *d, int64_t i)
     return (int32_t)p[0] | ((int32_t)p[1] << 8);
 }
 
+kn_dataset *kn_dataset_retain(kn_dataset *d)
+{
+    if (d) d->refs++;
+    return d;
+}
+
+int kn_dataset_refs(const kn_dataset *d) { return d->refs; }
+
 void kn_dataset_close(kn_dataset *d)
 {
-    if (!d) return;
+    if (!d || --d->refs > 0) return;
     if (d->map) munmap((void *)d->map, d->map_bytes);
     free(d->seg);
     free(d->prefix);
@@ -111,6 +120,7 @@ kn_status kn_dataset_open(kn_dataset **out, const char *path, kn_data_format fmt
         free(d);
         return kn_fail(KN_ERR_NOMEM, "data: '%s': out of memory", path);
     }
+    d->refs = 1;
     d->fmt = fmt;
     d->split = split;
     kn_status st = KN_OK;

@@ -26,6 +26,7 @@ typedef struct {
 } layer_acts;
 
 struct kn_gpt {
+    int refs;                /* references: the creator's, optimizers', views' storages */
     kn_gpt_config cfg;
     int ntensors;
     kn_param_info *info;
@@ -86,10 +87,10 @@ kn_status kn_gpt_config_check(const kn_gpt_config *c)
     return KN_OK;
 }
 
-static void add_tensor(kn_gpt *g, int *i, size_t *off, const char *name, int ndim, int64_t d0,
-                       int64_t d1, kn_param_kind kind, int layer)
+static void add_tensor(kn_param_info *info, int *i, size_t *off, const char *name, int ndim,
+                       int64_t d0, int64_t d1, kn_param_kind kind, int layer)
 {
-    kn_param_info *p = &g->info[(*i)++];
+    kn_param_info *p = &info[(*i)++];
     snprintf(p->name, sizeof p->name, "%s", name);
     p->ndim = ndim;
     p->shape[0] = d0;
@@ -102,27 +103,15 @@ static void add_tensor(kn_gpt *g, int *i, size_t *off, const char *name, int ndi
     *off += (p->numel + 15) & ~(size_t)15;
 }
 
-kn_status kn_gpt_new(kn_gpt **out, const kn_gpt_config *c)
+int kn_gpt_config_num_tensors(const kn_gpt_config *c) { return 2 + PER_LAYER * c->n_layer + 2; }
+
+size_t kn_gpt_config_layout(const kn_gpt_config *c, kn_param_info *info)
 {
-    *out = NULL;
-    kn_status st = kn_gpt_config_check(c);
-    if (st) return st;
-    kn_gpt *g = calloc(1, sizeof *g);
-    if (!g) return kn_fail(KN_ERR_NOMEM, "out of memory allocating a gpt");
-    g->cfg = *c;
-    int L = c->n_layer, d = c->n_embd;
-    g->ntensors = 2 + PER_LAYER * L + 2;
-    g->info = calloc((size_t)g->ntensors, sizeof *g->info);
-    g->weights = kn_alloc(sizeof(float) * (size_t)c->block_size);
-    if (!g->info || !g->weights) {
-        kn_gpt_free(g);
-        return kn_fail(KN_ERR_NOMEM, "out of memory allocating a gpt");
-    }
-    int i = 0;
+    int i = 0, L = c->n_layer, d = c->n_embd;
     size_t off = 0;
     char name[64];
-    add_tensor(g, &i, &off, "transformer.wte.weight", 2, c->vocab_size, d, KN_PARAM_EMBEDDING, -1);
-    add_tensor(g, &i, &off, "transformer.wpe.weight", 2, c->block_size, d, KN_PARAM_EMBEDDING, -1);
+    add_tensor(info, &i, &off, "transformer.wte.weight", 2, c->vocab_size, d, KN_PARAM_EMBEDDING, -1);
+    add_tensor(info, &i, &off, "transformer.wpe.weight", 2, c->block_size, d, KN_PARAM_EMBEDDING, -1);
     static const struct { const char *suffix; int ndim, out, in; kn_param_kind kind; } F[PER_LAYER] = {
         {"ln_1.weight", 1, 1, 0, KN_PARAM_NORM},        {"ln_1.bias", 1, 1, 0, KN_PARAM_BIAS},
         {"attn.c_attn.weight", 2, 3, 1, KN_PARAM_MATRIX}, {"attn.c_attn.bias", 1, 3, 0, KN_PARAM_BIAS},
@@ -134,11 +123,31 @@ kn_status kn_gpt_new(kn_gpt **out, const kn_gpt_config *c)
     for (int l = 0; l < L; l++)
         for (int f = 0; f < PER_LAYER; f++) {
             snprintf(name, sizeof name, "transformer.h.%d.%s", l, F[f].suffix);
-            add_tensor(g, &i, &off, name, F[f].ndim, (int64_t)F[f].out * d, (int64_t)F[f].in * d,
-                       F[f].kind, l);
+            add_tensor(info, &i, &off, name, F[f].ndim, (int64_t)F[f].out * d,
+                       (int64_t)F[f].in * d, F[f].kind, l);
         }
-    add_tensor(g, &i, &off, "transformer.ln_f.weight", 1, d, 0, KN_PARAM_NORM, -1);
-    add_tensor(g, &i, &off, "transformer.ln_f.bias", 1, d, 0, KN_PARAM_BIAS, -1);
+    add_tensor(info, &i, &off, "transformer.ln_f.weight", 1, d, 0, KN_PARAM_NORM, -1);
+    add_tensor(info, &i, &off, "transformer.ln_f.bias", 1, d, 0, KN_PARAM_BIAS, -1);
+    return off;
+}
+
+kn_status kn_gpt_new(kn_gpt **out, const kn_gpt_config *c)
+{
+    *out = NULL;
+    kn_status st = kn_gpt_config_check(c);
+    if (st) return st;
+    kn_gpt *g = calloc(1, sizeof *g);
+    if (!g) return kn_fail(KN_ERR_NOMEM, "out of memory allocating a gpt");
+    g->refs = 1;
+    g->cfg = *c;
+    g->ntensors = kn_gpt_config_num_tensors(c);
+    g->info = calloc((size_t)g->ntensors, sizeof *g->info);
+    g->weights = kn_alloc(sizeof(float) * (size_t)c->block_size);
+    if (!g->info || !g->weights) {
+        kn_gpt_free(g);
+        return kn_fail(KN_ERR_NOMEM, "out of memory allocating a gpt");
+    }
+    size_t off = kn_gpt_config_layout(c, g->info);
     g->nparams = off;
     g->params = kn_alloc(sizeof(float) * off);
     g->grads = kn_alloc(sizeof(float) * off);
@@ -148,6 +157,12 @@ kn_status kn_gpt_new(kn_gpt **out, const kn_gpt_config *c)
     }
     *out = g;
     return KN_OK;
+}
+
+kn_gpt *kn_gpt_retain(kn_gpt *g)
+{
+    if (g) g->refs++;
+    return g;
 }
 
 static void free_acts(kn_gpt *g)
@@ -164,7 +179,7 @@ static void free_acts(kn_gpt *g)
 
 void kn_gpt_free(kn_gpt *g)
 {
-    if (!g) return;
+    if (!g || --g->refs > 0) return;
     free_acts(g);
     kn_free(g->params);
     kn_free(g->grads);
@@ -487,6 +502,16 @@ const float *kn_gpt_token_losses(const kn_gpt *g)
 }
 
 const float *kn_gpt_logits(const kn_gpt *g) { return g->have_fwd ? g->logits : NULL; }
+
+bool kn_gpt_last_forward(const kn_gpt *g, int *B, int *T)
+{
+    if (!g->have_fwd) return false;
+    if (B) *B = g->B;
+    if (T) *T = g->T;
+    return true;
+}
+
+int kn_gpt_refs(const kn_gpt *g) { return g->refs; }
 
 size_t kn_gpt_memory_bytes(const kn_gpt *g)
 {

@@ -1,4 +1,4 @@
-/* gpt.h — the GPT-2 style model of DESIGN §3.1: configuration, one flat parameter buffer
+/* gpt.h — the GPT-2 style model (nanoGPT layout and names): configuration, one flat parameter buffer
  * with nanoGPT-named views, hand-written forward and backward, per-token losses. */
 #ifndef KN_GPT_H
 #define KN_GPT_H
@@ -12,7 +12,7 @@ typedef struct {
     int n_layer;
     int n_head;
     int n_embd;       /* d, divisible by n_head */
-    /* μP (Tensor Programs V, PAPERS §4, in the `mup` package's multiplier form). mup = 0 is
+    /* μP (Tensor Programs V, in the `mup` package's multiplier form). mup = 0 is
      * the standard parametrisation and the fields below must then be 0 (their zero values
      * are what a designated initialiser leaves). With mup = 1, width_mult = n_embd /
      * mup_base_width and:
@@ -47,9 +47,21 @@ typedef struct kn_gpt kn_gpt;
 
 /* Check a config; the message names the offending field and what was expected. */
 kn_status kn_gpt_config_check(const kn_gpt_config *c);
-/* Allocate a model (parameters and gradients, zeroed; no activations yet). */
+/* How many tensors a model of config c has, and their layout (names, shapes, offsets into
+ * the flat buffer) written to info[0..n); returns the flat buffer's length in floats. For
+ * checking a file against a config before allocating the model. c must pass config_check. */
+int kn_gpt_config_num_tensors(const kn_gpt_config *c);
+size_t kn_gpt_config_layout(const kn_gpt_config *c, kn_param_info *info);
+
+/* Allocate a model (parameters and gradients, zeroed; no activations yet) holding one
+ * reference, the caller's. Models are reference-counted: an optimizer and a tensor view of
+ * the weights each hold one, so the model lives as long as any of them. */
 kn_status kn_gpt_new(kn_gpt **out, const kn_gpt_config *c);
+/* Add a reference (returns g). */
+kn_gpt *kn_gpt_retain(kn_gpt *g);
+/* Drop one reference; the last frees the model. NULL is ignored. */
 void kn_gpt_free(kn_gpt *g);
+int kn_gpt_refs(const kn_gpt *g);
 const kn_gpt_config *kn_gpt_get_config(const kn_gpt *g);
 
 /* GPT-2 init from r: N(0, 0.02), residual projections N(0, 0.02/sqrt(2·n_layer)), biases 0,
@@ -88,6 +100,9 @@ void kn_gpt_zero_grad(kn_gpt *g);
 const float *kn_gpt_token_losses(const kn_gpt *g);
 /* Logits [B,T,V] of the last forward. */
 const float *kn_gpt_logits(const kn_gpt *g);
+/* Whether the last forward's outputs are still there (false before the first forward,
+ * after a failed one and after reserve), and its batch shape. */
+bool kn_gpt_last_forward(const kn_gpt *g, int *B, int *T);
 /* Bytes held by parameters, gradients and activations. */
 size_t kn_gpt_memory_bytes(const kn_gpt *g);
 

@@ -7,7 +7,76 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+/* Reference counts are plain ints: core objects are created, shared and released by one
+ * thread (the worker pool only ever borrows memory for the length of a call). */
+struct kn_storage {
+    float *data;
+    size_t n;
+    int refs;
+    void *owner;                     /* NULL: data is ours (kn_alloc) */
+    void (*release_owner)(void *owner);
+};
+
+kn_status kn_storage_new(kn_storage **out, size_t n)
+{
+    if (!out) return kn_fail(KN_ERR_ARG, "storage_new: output is NULL");
+    *out = NULL;
+    if (n < 1) return kn_fail(KN_ERR_ARG, "storage_new: %zu elements, expected >= 1", n);
+    if (n > SIZE_MAX / sizeof(float))
+        return kn_fail(KN_ERR_NOMEM, "storage_new: %zu elements do not fit in memory", n);
+    kn_storage *s = calloc(1, sizeof *s);
+    if (!s) return kn_fail(KN_ERR_NOMEM, "storage_new: out of memory");
+    s->data = kn_alloc(n * sizeof(float));
+    if (!s->data) {
+        free(s);
+        return KN_ERR_NOMEM;
+    }
+    s->n = n;
+    s->refs = 1;
+    *out = s;
+    return KN_OK;
+}
+
+kn_status kn_storage_borrow(kn_storage **out, float *data, size_t n, void *owner,
+                            void (*release)(void *owner))
+{
+    kn_storage *s = out && data && n >= 1 ? calloc(1, sizeof *s) : NULL;
+    if (!s) {
+        if (release) release(owner);   /* the stolen reference must not leak */
+        if (out) *out = NULL;
+        if (!out || !data || n < 1)
+            return kn_fail(KN_ERR_ARG, "storage_borrow: NULL output or data, or no elements");
+        return kn_fail(KN_ERR_NOMEM, "storage_borrow: out of memory");
+    }
+    s->data = data;
+    s->n = n;
+    s->refs = 1;
+    s->owner = owner;
+    s->release_owner = release;
+    *out = s;
+    return KN_OK;
+}
+
+kn_storage *kn_storage_retain(kn_storage *s)
+{
+    if (s) s->refs++;
+    return s;
+}
+
+void kn_storage_release(kn_storage *s)
+{
+    if (!s || --s->refs > 0) return;
+    if (s->release_owner) s->release_owner(s->owner);
+    else if (!s->owner) kn_free(s->data);
+    free(s);
+}
+
+float *kn_storage_data(const kn_storage *s) { return s ? s->data : NULL; }
+size_t kn_storage_numel(const kn_storage *s) { return s ? s->n : 0; }
+int kn_storage_refs(const kn_storage *s) { return s ? s->refs : 0; }
 
 /* Shapes as "(2,3,4)" for messages. */
 static const char *shape_str(const kn_tensor *t, char *buf, size_t n)
@@ -61,18 +130,35 @@ kn_status kn_tensor_new(kn_tensor *t, int ndim, const int64_t *shape)
     for (int i = 0; i < ndim; i++) n *= shape[i];
     if ((uint64_t)n > SIZE_MAX / sizeof(float))
         return kn_fail(KN_ERR_NOMEM, "tensor_new: %lld elements do not fit in memory", (long long)n);
-    float *data = kn_alloc((size_t)n * sizeof(float));
-    if (!data) return KN_ERR_NOMEM;
-    set_contiguous(t, data, ndim, shape);
-    t->owned = true;
+    kn_storage *s;
+    if ((st = kn_storage_new(&s, (size_t)n)) != KN_OK) return st;
+    set_contiguous(t, s->data, ndim, shape);
+    t->storage = s;
     return KN_OK;
 }
 
 void kn_tensor_free(kn_tensor *t)
 {
     if (!t) return;
-    if (t->owned) kn_free(t->data);
+    kn_storage_release(t->storage);
     memset(t, 0, sizeof *t);
+}
+
+kn_status kn_tensor_on(kn_tensor *t, kn_storage *s, size_t offset, int ndim, const int64_t *shape)
+{
+    if (!t || !s) return kn_fail(KN_ERR_ARG, "tensor_on: tensor or storage is NULL");
+    memset(t, 0, sizeof *t);
+    kn_status st = check_shape("tensor_on", ndim, shape);
+    if (st) return st;
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= shape[i];
+    if (offset > s->n || (uint64_t)n > s->n - offset)
+        return kn_fail(KN_ERR_ARG, "tensor_on: %lld elements at offset %zu exceed the storage's %zu",
+                       (long long)n, offset, s->n);
+    set_contiguous(t, s->data + offset, ndim, shape);
+    t->storage = kn_storage_retain(s);
+    t->view = true;
+    return KN_OK;
 }
 
 kn_tensor kn_tensor_wrap(float *data, int ndim, const int64_t *shape)
@@ -81,6 +167,7 @@ kn_tensor kn_tensor_wrap(float *data, int ndim, const int64_t *shape)
     memset(&t, 0, sizeof t);
     if (ndim < 1 || ndim > KN_MAX_DIMS || !shape) return t;  /* empty: nothing to wrap */
     set_contiguous(&t, data, ndim, shape);
+    t.view = true;
     return t;
 }
 
@@ -117,7 +204,8 @@ kn_status kn_tensor_narrow(const kn_tensor *t, int dim, int64_t start, int64_t l
     kn_tensor v = *t;
     v.data = t->data + start * t->stride[dim];
     v.shape[dim] = len;
-    v.owned = false;
+    v.view = true;
+    if (out != t) kn_storage_retain(t->storage);   /* into itself: t's reference carries over */
     *out = v;
     return KN_OK;
 }
@@ -144,7 +232,11 @@ kn_status kn_tensor_reshape(const kn_tensor *t, int ndim, const int64_t *shape, 
                        shape_str(t, a, sizeof a), (long long)kn_tensor_numel(t),
                        shape_str(&tmp, b, sizeof b), (long long)n);
     }
+    kn_storage *s = t->storage;   /* before out is cleared: out may be t */
+    if (out != t) kn_storage_retain(s);   /* into itself: t's reference carries over */
     set_contiguous(out, t->data, ndim, shape);
+    out->view = true;
+    out->storage = s;
     return KN_OK;
 }
 

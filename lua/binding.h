@@ -1,18 +1,113 @@
 /* binding.h — what the binding files (lua/l_*.c) share. The binding is thin: check
- * arguments, call core, turn a failed status into a Lua error carrying the core's message. */
+ * arguments, call core, turn a failed status into a Lua error carrying the core's message.
+ *
+ * Layering: l_util.c (errors, classes, option fields) and l_handle.c (the one userdata type)
+ * depend on nothing else in the binding; each class file (l_tensor, l_rng, l_batch,
+ * l_model, l_adamw, l_data, l_ckpt, ...) uses them and the accessors of the classes it takes
+ * as arguments; l_module.c only assembles the module from the knL_open_* functions. */
 #ifndef KNL_BINDING_H
 #define KNL_BINDING_H
 
 #include <lua.h>
 #include <lauxlib.h>
 #include "kn.h"
+#include "tensor.h"
+#include "gpt.h"
+#include "rng.h"
+#include "adamw.h"
+#include "data.h"
+
+/* ---- l_util.c ---------------------------------------------------------------------- */
 
 /* Raise the core's last message as a Lua error (always "%s": a message is never a format). */
 int knL_error(lua_State *L);
 #define KNL_TRY(L, call) do { if ((call) != KN_OK) return knL_error(L); } while (0)
 
+/* Create a class metatable named tname with methods (as __index) and metamethods. */
+void knL_new_class(lua_State *L, const char *tname, const luaL_Reg *methods, const luaL_Reg *metamethods);
+/* Read an optional field of the table at idx: number / integer / boolean / string. */
+lua_Number knL_opt_number_field(lua_State *L, int idx, const char *k, lua_Number def);
+lua_Integer knL_opt_int_field(lua_State *L, int idx, const char *k, lua_Integer def);
+int knL_opt_bool_field(lua_State *L, int idx, const char *k, int def);
+
+/* ---- l_handle.c: the one userdata type of every kiln object ------------------------- */
+
+/* What a handle holds: the metatable name, how to drop the handle's reference to its
+ * object, and a one-line description of an open object for __tostring. */
+typedef struct knL_type {
+    const char *name;                                   /* "kiln.Model" */
+    void (*release)(void *obj);
+    void (*describe)(lua_State *L, void *obj);          /* pushes a string */
+} knL_type;
+
+/* A handle is created closed (obj NULL) before its object exists, so an allocation failure
+ * (a Lua error) never leaks: __gc of a closed handle does nothing. Set obj once the object
+ * is complete; from then on the handle owns one reference to it. */
+typedef struct {
+    void *obj;
+    const knL_type *type;
+} knL_handle;
+
+/* Register type's metatable: methods (plus close) as __index, meta (may be NULL) plus the
+ * shared __gc / __close / __tostring. A meta with its own __index finds methods in
+ * __methods. */
+void knL_handle_class(lua_State *L, const knL_type *type, const luaL_Reg *methods, const luaL_Reg *meta);
+/* Push a new closed handle of type with nuv user values. */
+knL_handle *knL_handle_new(lua_State *L, const knL_type *type, int nuv);
+/* The open object of argument arg, or an argument error ("kiln.Model: object is closed"). */
+void *knL_handle_check(lua_State *L, int arg, const knL_type *type);
+/* The object of arg if it is an open handle of type, else NULL (never raises). */
+void *knL_handle_test(lua_State *L, int arg, const knL_type *type);
+/* close / __gc / __close: release the object once; a closed handle stays closed. */
+int knL_handle_close(lua_State *L);
+
+/* ---- class accessors (each raises an argument error on the wrong type or a closed one) -- */
+
+/* l_tensor.c */
+extern const knL_type knL_tensor_type;
+kn_tensor *knL_check_tensor(lua_State *L, int arg);
+/* Push a new zeroed tensor of its own storage. */
+kn_tensor *knL_push_tensor(lua_State *L, int ndim, const int64_t *shape);
+/* Push a contiguous tensor over base[offset ..] of an object's memory base[0..n). The view
+ * holds the owner: retain(owner) is called once the handle exists, release(owner) when the
+ * last view of that storage goes (or at once if making the view fails). */
+kn_tensor *knL_push_borrowed(lua_State *L, float *base, size_t n, void *owner,
+                             void *(*retain)(void *), void (*release)(void *), size_t offset,
+                             int ndim, const int64_t *shape);
+
+/* l_rng.c */
+kn_rng *knL_check_rng(lua_State *L, int arg);
+
+/* l_batch.c: token windows [cap_B, T] (inputs and targets), the first rows filled. */
+typedef struct {
+    int32_t *inputs, *targets;
+    int cap_B, T, rows;
+} knL_batch;
+knL_batch *knL_check_batch(lua_State *L, int arg);
+
+/* l_model.c */
+extern const knL_type knL_model_type;
+kn_gpt *knL_check_model(lua_State *L, int arg);
+/* Push a closed Model handle (before making the model: nothing leaks if this raises), then
+ * give it the new model's reference with knL_model_opened. */
+knL_handle *knL_push_model_handle(lua_State *L);
+void knL_model_opened(lua_State *L, knL_handle *h, kn_gpt *g);
+/* Push a model config as a table. */
+void knL_push_config(lua_State *L, const kn_gpt_config *c);
+
+/* l_adamw.c */
+kn_adamw *knL_check_adamw(lua_State *L, int arg);
+
+/* l_data.c */
+kn_dataset *knL_check_dataset(lua_State *L, int arg);
+
+/* ---- module assembly (l_module.c) and the parts it assembles ------------------------ */
+
 /* Each registers its functions / metatables into the module table at the top of the stack. */
+void knL_open_runtime(lua_State *L);   /* clock, isatty, threads, interrupted */
 void knL_open_tensor(lua_State *L);
+void knL_open_rng(lua_State *L);
+void knL_open_batch(lua_State *L);
 void knL_open_model(lua_State *L);
 void knL_open_adamw(lua_State *L);
 void knL_open_data(lua_State *L);
@@ -25,45 +120,6 @@ void knL_open_mpi(lua_State *L);    /* module.mpi = {rank = f, size = f, allredu
 int knL_mpi_init(char *err, size_t errlen);      /* 0, or -1 with a message in err */
 void knL_mpi_world(int *rank, int *size);        /* 0 and 1 when MPI is not running */
 void knL_mpi_finish(int failed);                 /* failed (an exit code) with size > 1: MPI_Abort */
-
-/* Shared userdata accessors (raise a Lua argument error on the wrong type). */
-#include "tensor.h"
-#include "gpt.h"
-#include "rng.h"
-#include "adamw.h"
-typedef struct {
-    kn_gpt *g;
-    int B, T;            /* shape of the last forward, for losses()/position sums */
-    bool has_forward;
-} knL_Model;
-typedef struct {
-    int32_t *inputs, *targets;   /* [cap_B, T] each */
-    int cap_B, T, rows;          /* rows: how many rows are filled (<= cap_B) */
-} knL_Batch;
-typedef struct {
-    kn_adamw *o;
-    kn_adamw_hparams h;          /* defaults for step{} fields not given */
-} knL_AdamW;
-
-kn_tensor *knL_check_tensor(lua_State *L, int arg);
-/* Push a view over data, keeping the value at owner_idx alive as long as the view lives. */
-void knL_push_view(lua_State *L, float *data, int ndim, const int64_t *shape, int owner_idx);
-/* Push a new owned zeroed tensor. */
-kn_tensor *knL_push_tensor(lua_State *L, int ndim, const int64_t *shape);
-knL_Model *knL_check_model(lua_State *L, int arg);
-knL_Batch *knL_check_batch(lua_State *L, int arg);
-knL_AdamW *knL_check_adamw(lua_State *L, int arg);
-kn_rng *knL_check_rng(lua_State *L, int arg);
-/* Push a new Model userdata owning g (takes ownership even on error). */
-knL_Model *knL_push_model(lua_State *L, kn_gpt *g);
-/* Push a model config as a table. */
-void knL_push_config(lua_State *L, const kn_gpt_config *c);
-/* Create a class metatable named tname with methods (as __index) and metamethods. */
-void knL_new_class(lua_State *L, const char *tname, const luaL_Reg *methods, const luaL_Reg *metamethods);
-/* Read an optional field of the table at idx: number / integer / boolean / string. */
-lua_Number knL_opt_number_field(lua_State *L, int idx, const char *k, lua_Number def);
-lua_Integer knL_opt_int_field(lua_State *L, int idx, const char *k, lua_Integer def);
-int knL_opt_bool_field(lua_State *L, int idx, const char *k, int def);
 
 /* The C module (`kiln.core`) and the full module (`kiln`: C + the embedded Lua library). */
 int luaopen_kiln_core(lua_State *L);

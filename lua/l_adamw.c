@@ -1,23 +1,30 @@
 /* l_adamw.c — kiln.AdamW: the optimizer of core/adamw.h. Hyperparameters come with every
- * step (the schedule is Lua's); defaults are set at construction. User value 1 keeps the
- * model alive. */
+ * step (the schedule is Lua's); the defaults for fields a step leaves out are kept by the
+ * core optimizer. The core optimizer holds its model, so closing the model's handle while
+ * the optimizer lives frees nothing under it. */
 #include "binding.h"
 
+#include <float.h>
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
-#define ADAMW_MT "kiln.AdamW"
+static void release_adamw(void *obj) { kn_adamw_free(obj); }
 
-knL_AdamW *knL_check_adamw(lua_State *L, int arg)
+static void describe_adamw(lua_State *L, void *obj)
 {
-    knL_AdamW *a = luaL_checkudata(L, arg, ADAMW_MT);
-    if (!a->o) luaL_argerror(L, arg, "optimizer was closed");
-    /* The model must still be open: the optimizer points into its buffers. */
-    lua_getiuservalue(L, arg, 1);
-    knL_Model *m = lua_touserdata(L, -1);
-    if (!m || !m->g) luaL_argerror(L, arg, "the optimizer's model was closed");
-    lua_pop(L, 1);
-    return a;
+    kn_adamw_hparams h = kn_adamw_get_hparams(obj);
+    char buf[256];
+    snprintf(buf, sizeof buf, "kiln.AdamW(lr=%g, betas=(%g, %g), eps=%g, weight_decay=%g, clip=%g; step %lld)",
+             h.lr, h.beta1, h.beta2, h.eps, h.weight_decay, h.clip, (long long)kn_adamw_t(obj));
+    lua_pushstring(L, buf);
+}
+
+static const knL_type adamw_type = {"kiln.AdamW", release_adamw, describe_adamw};
+
+kn_adamw *knL_check_adamw(lua_State *L, int arg)
+{
+    return knL_handle_check(L, arg, &adamw_type);
 }
 
 static const char *const hparam_keys[] = {
@@ -58,38 +65,32 @@ static kn_adamw_hparams read_hparams(lua_State *L, int idx, kn_adamw_hparams h, 
     return h;
 }
 
-/* kiln.adamw(model [, {lr=3e-4, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1, clip=1}]) */
+/* kiln.adamw(model [, {lr=3e-4, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1, clip=1}])
+ * The optimizer holds its model (in the core); user value 1 is the model's handle, so that
+ * opt:model() is the very object the caller passed. */
 static int l_adamw(lua_State *L)
 {
-    knL_Model *m = knL_check_model(L, 1);
+    kn_gpt *g = knL_check_model(L, 1);
     kn_adamw_hparams h = read_hparams(L, 2, kn_adamw_defaults(), "kiln.adamw");
-    knL_AdamW *a = lua_newuserdatauv(L, sizeof *a, 1);
-    memset(a, 0, sizeof *a);
-    luaL_setmetatable(L, ADAMW_MT);
+    knL_handle *u = knL_handle_new(L, &adamw_type, 1);
     lua_pushvalue(L, 1);
     lua_setiuservalue(L, -2, 1);
-    a->h = h;
-    KNL_TRY(L, kn_adamw_new(&a->o, m->g));
+    kn_adamw *o;
+    KNL_TRY(L, kn_adamw_new(&o, g));
+    kn_adamw_set_hparams(o, &h);
+    u->obj = o;
     return 1;
 }
 
 /* opt:step([{lr=...}]) -> global gradient norm before clipping. */
 static int a_step(lua_State *L)
 {
-    knL_AdamW *a = knL_check_adamw(L, 1);
-    kn_adamw_hparams h = read_hparams(L, 2, a->h, "step");
+    kn_adamw *o = knL_check_adamw(L, 1);
+    kn_adamw_hparams h = read_hparams(L, 2, kn_adamw_get_hparams(o), "step");
     float norm = 0;
-    KNL_TRY(L, kn_adamw_step(a->o, &h, &norm));
+    KNL_TRY(L, kn_adamw_step(o, &h, &norm));
     lua_pushnumber(L, norm);
     return 1;
-}
-
-static kn_gpt *model_of(lua_State *L, int arg)
-{
-    lua_getiuservalue(L, arg, 1);
-    knL_Model *m = lua_touserdata(L, -1);
-    lua_pop(L, 1);
-    return m->g;
 }
 
 /* Index of the parameter named by argument arg, or an argument error. */
@@ -101,31 +102,49 @@ static int check_param(lua_State *L, kn_gpt *g, int arg)
     return i;
 }
 
+/* An optional group field: absent (keep), or a finite number >= 0 (NaN, Inf and negative
+ * scales would poison or reverse every later step of the matched tensors). */
+static float group_scale(lua_State *L, int idx, const char *k, float keep)
+{
+    lua_getfield(L, idx, k);
+    bool absent = lua_isnil(L, -1);
+    lua_pop(L, 1);
+    if (absent) return keep;
+    lua_Number v = knL_opt_number_field(L, idx, k, 0);
+    if (!(v >= 0 && v <= FLT_MAX))
+        luaL_error(L, "set_group: field '%s' must be a finite number >= 0 (got %f)", k, v);
+    return (float)v;
+}
+
 /* opt:set_group(pattern, {lr_scale=, wd_scale=, frozen=}) -> how many tensors matched.
- * pattern is a Lua pattern matched against the parameter names (string.find). */
+ * pattern is a Lua pattern matched against the parameter names (string.find). Every field
+ * is checked before any group changes. */
 static int a_set_group(lua_State *L)
 {
-    knL_AdamW *a = knL_check_adamw(L, 1);
+    kn_adamw *o = knL_check_adamw(L, 1);
     luaL_checkstring(L, 2);
     luaL_checktype(L, 3, LUA_TTABLE);
-    kn_gpt *g = model_of(L, 1);
+    kn_gpt *g = kn_adamw_model(o);
+    const float unset = -1.0f;
+    float lr_scale = group_scale(L, 3, "lr_scale", unset);
+    float wd_scale = group_scale(L, 3, "wd_scale", unset);
+    int frozen = knL_opt_bool_field(L, 3, "frozen", -1);
     int matched = 0;
     lua_getglobal(L, "string");
     lua_getfield(L, -1, "find");
     int find = lua_gettop(L);
     for (int i = 0; i < kn_gpt_num_tensors(g); i++) {
-        const kn_param_info *p = kn_gpt_param_info(g, i);
         lua_pushvalue(L, find);
-        lua_pushstring(L, p->name);
+        lua_pushstring(L, kn_gpt_param_info(g, i)->name);
         lua_pushvalue(L, 2);
         lua_call(L, 2, 1);
         bool hit = !lua_isnil(L, -1);
         lua_pop(L, 1);
         if (!hit) continue;
-        kn_adamw_group *grp = kn_adamw_group_of(a->o, i);
-        grp->lr_scale = (float)knL_opt_number_field(L, 3, "lr_scale", grp->lr_scale);
-        grp->wd_scale = (float)knL_opt_number_field(L, 3, "wd_scale", grp->wd_scale);
-        grp->frozen = knL_opt_bool_field(L, 3, "frozen", grp->frozen);
+        kn_adamw_group *grp = kn_adamw_group_of(o, i);
+        if (lr_scale != unset) grp->lr_scale = lr_scale;
+        if (wd_scale != unset) grp->wd_scale = wd_scale;
+        if (frozen != -1) grp->frozen = frozen;
         matched++;
     }
     if (matched == 0)
@@ -137,10 +156,8 @@ static int a_set_group(lua_State *L)
 /* opt:group(name) -> {lr_scale=, wd_scale=, frozen=} */
 static int a_group(lua_State *L)
 {
-    knL_AdamW *a = knL_check_adamw(L, 1);
-    kn_gpt *g = model_of(L, 1);
-    int i = check_param(L, g, 2);
-    kn_adamw_group *grp = kn_adamw_group_of(a->o, i);
+    kn_adamw *o = knL_check_adamw(L, 1);
+    kn_adamw_group *grp = kn_adamw_group_of(o, check_param(L, kn_adamw_model(o), 2));
     lua_createtable(L, 0, 3);
     lua_pushnumber(L, grp->lr_scale); lua_setfield(L, -2, "lr_scale");
     lua_pushnumber(L, grp->wd_scale); lua_setfield(L, -2, "wd_scale");
@@ -150,78 +167,70 @@ static int a_group(lua_State *L)
 
 static int a_reset(lua_State *L)
 {
-    kn_adamw_reset(knL_check_adamw(L, 1)->o);
+    kn_adamw_reset(knL_check_adamw(L, 1));
     return 0;
 }
 
-/* opt:moments(name) -> views of m and v for one parameter. */
+static void *retain_adamw(void *o) { return kn_adamw_retain(o); }
+
+/* opt:moments(name) -> views of m and v for one parameter; they hold the optimizer. */
 static int a_moments(lua_State *L)
 {
-    knL_AdamW *a = knL_check_adamw(L, 1);
-    kn_gpt *g = model_of(L, 1);
-    int i = check_param(L, g, 2);
-    const kn_param_info *p = kn_gpt_param_info(g, i);
-    knL_push_view(L, kn_adamw_m(a->o) + p->offset, p->ndim, p->shape, 1);
-    knL_push_view(L, kn_adamw_v(a->o) + p->offset, p->ndim, p->shape, 1);
+    kn_adamw *o = knL_check_adamw(L, 1);
+    kn_gpt *g = kn_adamw_model(o);
+    const kn_param_info *p = kn_gpt_param_info(g, check_param(L, g, 2));
+    size_t n = kn_gpt_num_params(g);
+    knL_push_borrowed(L, kn_adamw_m(o), n, o, retain_adamw, release_adamw, p->offset, p->ndim, p->shape);
+    knL_push_borrowed(L, kn_adamw_v(o), n, o, retain_adamw, release_adamw, p->offset, p->ndim, p->shape);
     return 2;
 }
 
-/* opt:hparams() -> the defaults used for fields a step does not give. */
+/* opt:hparams([h]) -> the defaults used for fields a step does not give (set from h). */
 static int a_hparams(lua_State *L)
 {
-    knL_AdamW *a = knL_check_adamw(L, 1);
-    if (!lua_isnoneornil(L, 2)) a->h = read_hparams(L, 2, a->h, "hparams");
+    kn_adamw *o = knL_check_adamw(L, 1);
+    kn_adamw_hparams h = kn_adamw_get_hparams(o);
+    if (!lua_isnoneornil(L, 2)) {
+        h = read_hparams(L, 2, h, "hparams");
+        kn_adamw_set_hparams(o, &h);
+    }
     lua_createtable(L, 0, 6);
-    lua_pushnumber(L, a->h.lr); lua_setfield(L, -2, "lr");
-    lua_pushnumber(L, a->h.beta1); lua_setfield(L, -2, "beta1");
-    lua_pushnumber(L, a->h.beta2); lua_setfield(L, -2, "beta2");
-    lua_pushnumber(L, a->h.eps); lua_setfield(L, -2, "eps");
-    lua_pushnumber(L, a->h.weight_decay); lua_setfield(L, -2, "weight_decay");
-    lua_pushnumber(L, a->h.clip); lua_setfield(L, -2, "clip");
+    lua_pushnumber(L, h.lr); lua_setfield(L, -2, "lr");
+    lua_pushnumber(L, h.beta1); lua_setfield(L, -2, "beta1");
+    lua_pushnumber(L, h.beta2); lua_setfield(L, -2, "beta2");
+    lua_pushnumber(L, h.eps); lua_setfield(L, -2, "eps");
+    lua_pushnumber(L, h.weight_decay); lua_setfield(L, -2, "weight_decay");
+    lua_pushnumber(L, h.clip); lua_setfield(L, -2, "clip");
     return 1;
 }
 
+/* opt:model() -> the model handle given to kiln.adamw; if that handle was closed, a new
+ * handle on the same model (which the optimizer kept alive), remembered for next time. */
 static int a_model(lua_State *L)
 {
-    knL_check_adamw(L, 1);
+    kn_adamw *o = knL_check_adamw(L, 1);
     lua_getiuservalue(L, 1, 1);
-    return 1;
-}
-
-static int a_gc(lua_State *L)
-{
-    knL_AdamW *a = luaL_checkudata(L, 1, ADAMW_MT);
-    if (a->o) kn_adamw_free(a->o);
-    a->o = NULL;
-    return 0;
-}
-
-static int a_tostring(lua_State *L)
-{
-    knL_AdamW *a = luaL_checkudata(L, 1, ADAMW_MT);
-    if (!a->o) { lua_pushstring(L, "kiln.AdamW (closed)"); return 1; }
-    char buf[256];
-    snprintf(buf, sizeof buf, "kiln.AdamW(lr=%g, betas=(%g, %g), eps=%g, weight_decay=%g, clip=%g; step %lld)",
-             a->h.lr, a->h.beta1, a->h.beta2, a->h.eps, a->h.weight_decay, a->h.clip,
-             (long long)kn_adamw_t(a->o));
-    lua_pushstring(L, buf);
+    if (knL_handle_test(L, -1, &knL_model_type) == kn_adamw_model(o)) return 1;
+    lua_pop(L, 1);
+    knL_handle *h = knL_push_model_handle(L);
+    knL_model_opened(L, h, kn_gpt_retain(kn_adamw_model(o)));
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, 1, 1);
     return 1;
 }
 
 static const luaL_Reg adamw_methods[] = {
     {"step", a_step}, {"set_group", a_set_group}, {"group", a_group}, {"reset", a_reset},
-    {"moments", a_moments}, {"hparams", a_hparams}, {"model", a_model}, {"close", a_gc},
+    {"moments", a_moments}, {"hparams", a_hparams}, {"model", a_model},
     {NULL, NULL}
 };
 
 /* opt.t is the number of steps taken (read-only); methods come from __methods. */
 static int a_index(lua_State *L)
 {
-    knL_AdamW *a = luaL_checkudata(L, 1, ADAMW_MT);
     const char *k = lua_tostring(L, 2);
     if (k && strcmp(k, "t") == 0) {
-        if (!a->o) return luaL_error(L, "optimizer was closed");
-        lua_pushinteger(L, kn_adamw_t(a->o));
+        lua_pushinteger(L, kn_adamw_t(knL_check_adamw(L, 1)));
         return 1;
     }
     luaL_getmetafield(L, 1, "__methods");
@@ -231,13 +240,13 @@ static int a_index(lua_State *L)
 }
 
 static const luaL_Reg adamw_meta[] = {
-    {"__gc", a_gc}, {"__close", a_gc}, {"__tostring", a_tostring}, {"__index", a_index},
+    {"__index", a_index},
     {NULL, NULL}
 };
 
 void knL_open_adamw(lua_State *L)
 {
-    knL_new_class(L, ADAMW_MT, adamw_methods, adamw_meta);
+    knL_handle_class(L, &adamw_type, adamw_methods, adamw_meta);
     lua_pushcfunction(L, l_adamw);
     lua_setfield(L, -2, "adamw");
 }

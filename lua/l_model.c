@@ -1,149 +1,41 @@
-/* l_model.c — kiln.Model (the GPT of core/gpt.h) and kiln.Batch (token windows [B,T]). */
+/* l_model.c — kiln.Model: the GPT of core/gpt.h. The handle holds one reference to the
+ * model and nothing else: what the last forward was is asked of the core every time. */
 #include "binding.h"
 
+#include <stdlib.h>
 #include <string.h>
-
-#define MODEL_MT "kiln.Model"
-#define BATCH_MT "kiln.Batch"
-
-/* ---- Batch ------------------------------------------------------------------------ */
-
-knL_Batch *knL_check_batch(lua_State *L, int arg)
-{
-    knL_Batch *b = luaL_checkudata(L, arg, BATCH_MT);
-    if (!b->inputs) luaL_argerror(L, arg, "batch was closed");
-    return b;
-}
-
-/* kiln.batch(B, T): room for B windows of T tokens (inputs and targets). */
-static int l_batch(lua_State *L)
-{
-    lua_Integer B = luaL_checkinteger(L, 1), T = luaL_checkinteger(L, 2);
-    luaL_argcheck(L, B >= 1 && B <= 1 << 20, 1, "batch size must be between 1 and 2^20");
-    luaL_argcheck(L, T >= 1 && T <= 1 << 20, 2, "context length must be between 1 and 2^20");
-    knL_Batch *b = lua_newuserdatauv(L, sizeof *b, 0);
-    memset(b, 0, sizeof *b);
-    luaL_setmetatable(L, BATCH_MT);
-    b->inputs = kn_alloc((size_t)B * (size_t)T * sizeof(int32_t));
-    b->targets = kn_alloc((size_t)B * (size_t)T * sizeof(int32_t));
-    if (!b->inputs || !b->targets) {
-        kn_free(b->inputs); kn_free(b->targets);
-        b->inputs = b->targets = NULL;
-        return knL_error(L);
-    }
-    b->cap_B = (int)B;
-    b->T = (int)T;
-    b->rows = 0;
-    return 1;
-}
-
-static int b_size(lua_State *L)
-{
-    knL_Batch *b = knL_check_batch(L, 1);
-    lua_pushinteger(L, b->cap_B);
-    lua_pushinteger(L, b->T);
-    return 2;
-}
-
-static int b_rows(lua_State *L)
-{
-    knL_Batch *b = knL_check_batch(L, 1);
-    if (!lua_isnoneornil(L, 2)) {
-        lua_Integer n = luaL_checkinteger(L, 2);
-        luaL_argcheck(L, n >= 0 && n <= b->cap_B, 2, "rows must be between 0 and the batch size");
-        b->rows = (int)n;
-    }
-    lua_pushinteger(L, b->rows);
-    return 1;
-}
-
-/* b:get(row, pos) -> input token, target token (1-based row and position). */
-static int b_get(lua_State *L)
-{
-    knL_Batch *b = knL_check_batch(L, 1);
-    lua_Integer r = luaL_checkinteger(L, 2), t = luaL_checkinteger(L, 3);
-    luaL_argcheck(L, r >= 1 && r <= b->cap_B, 2, "row out of range");
-    luaL_argcheck(L, t >= 1 && t <= b->T, 3, "position out of range");
-    size_t i = (size_t)(r - 1) * (size_t)b->T + (size_t)(t - 1);
-    lua_pushinteger(L, b->inputs[i]);
-    lua_pushinteger(L, b->targets[i]);
-    return 2;
-}
-
-/* b:set(row, pos, input, target) — for hand-made batches in tests and the REPL. */
-static int b_set(lua_State *L)
-{
-    knL_Batch *b = knL_check_batch(L, 1);
-    lua_Integer r = luaL_checkinteger(L, 2), t = luaL_checkinteger(L, 3);
-    lua_Integer in = luaL_checkinteger(L, 4), tg = luaL_checkinteger(L, 5);
-    luaL_argcheck(L, r >= 1 && r <= b->cap_B, 2, "row out of range");
-    luaL_argcheck(L, t >= 1 && t <= b->T, 3, "position out of range");
-    size_t i = (size_t)(r - 1) * (size_t)b->T + (size_t)(t - 1);
-    b->inputs[i] = (int32_t)in;
-    b->targets[i] = (int32_t)tg;
-    if (b->rows < r) b->rows = (int)r;
-    return 0;
-}
-
-/* b:text(row) -> the row's input bytes followed by its last target, as a string. */
-static int b_text(lua_State *L)
-{
-    knL_Batch *b = knL_check_batch(L, 1);
-    lua_Integer r = luaL_checkinteger(L, 2);
-    luaL_argcheck(L, r >= 1 && r <= b->cap_B, 2, "row out of range");
-    luaL_Buffer buf;
-    luaL_buffinit(L, &buf);
-    const int32_t *in = b->inputs + (size_t)(r - 1) * (size_t)b->T;
-    for (int t = 0; t < b->T; t++) luaL_addchar(&buf, (char)(in[t] & 0xff));
-    luaL_addchar(&buf, (char)(b->targets[(size_t)r * (size_t)b->T - 1] & 0xff));
-    luaL_pushresult(&buf);
-    return 1;
-}
-
-static int b_gc(lua_State *L)
-{
-    knL_Batch *b = luaL_checkudata(L, 1, BATCH_MT);
-    kn_free(b->inputs);
-    kn_free(b->targets);
-    b->inputs = b->targets = NULL;
-    return 0;
-}
-
-static int b_tostring(lua_State *L)
-{
-    knL_Batch *b = luaL_checkudata(L, 1, BATCH_MT);
-    if (!b->inputs) lua_pushstring(L, "kiln.Batch (closed)");
-    else lua_pushfstring(L, "kiln.Batch(%d x %d, %d rows filled)", b->cap_B, b->T, b->rows);
-    return 1;
-}
-
-static const luaL_Reg batch_methods[] = {
-    {"size", b_size}, {"rows", b_rows}, {"get", b_get}, {"set", b_set}, {"text", b_text},
-    {"close", b_gc}, {NULL, NULL}
-};
-static const luaL_Reg batch_meta[] = {
-    {"__gc", b_gc}, {"__close", b_gc}, {"__tostring", b_tostring}, {NULL, NULL}
-};
 
 /* ---- Model ------------------------------------------------------------------------ */
 
-knL_Model *knL_check_model(lua_State *L, int arg)
+static void release_model(void *obj) { kn_gpt_free(obj); }
+
+static void describe_model(lua_State *L, void *obj)
 {
-    knL_Model *m = luaL_checkudata(L, arg, MODEL_MT);
-    if (!m->g) luaL_argerror(L, arg, "model was closed");
-    return m;
+    const kn_gpt_config *c = kn_gpt_get_config(obj);
+    lua_pushfstring(L, "kiln.Model(n_layer=%d, n_head=%d, n_embd=%d, block_size=%d, vocab_size=%d; %I params)",
+                    c->n_layer, c->n_head, c->n_embd, c->block_size, c->vocab_size,
+                    (lua_Integer)kn_gpt_num_params(obj));
 }
 
-knL_Model *knL_push_model(lua_State *L, kn_gpt *g)
+const knL_type knL_model_type = {"kiln.Model", release_model, describe_model};
+
+kn_gpt *knL_check_model(lua_State *L, int arg)
 {
-    knL_Model *m = lua_newuserdatauv(L, sizeof *m, 0);
-    memset(m, 0, sizeof *m);
-    m->g = g;
-    luaL_setmetatable(L, MODEL_MT);
+    return knL_handle_check(L, arg, &knL_model_type);
+}
+
+knL_handle *knL_push_model_handle(lua_State *L)
+{
+    return knL_handle_new(L, &knL_model_type, 0);
+}
+
+void knL_model_opened(lua_State *L, knL_handle *h, kn_gpt *g)
+{
+    h->obj = g;
     /* Tell the collector about the arenas it cannot see, so loops that build models do
      * not need collectgarbage(). */
-    lua_gc(L, LUA_GCSTEP, (int)(kn_gpt_memory_bytes(g) / 1024 > 1 << 20 ? 1 << 20 : kn_gpt_memory_bytes(g) / 1024));
-    return m;
+    size_t kb = kn_gpt_memory_bytes(g) / 1024;
+    lua_gc(L, LUA_GCSTEP, (int)(kb > 1 << 20 ? 1 << 20 : kb));
 }
 
 static const char *const config_keys[] = {
@@ -179,7 +71,7 @@ static void check_known_keys(lua_State *L, int idx, const char *const *keys, con
 static int config_int(lua_State *L, int idx, const char *k, lua_Integer def)
 {
     lua_Integer v = knL_opt_int_field(L, idx, k, def);
-    if (v < -2147483647 || v > 2147483647) luaL_error(L, "model config: '%s' = %d is out of range", k, (int)v);
+    if (v < -2147483647 || v > 2147483647) luaL_error(L, "model config: '%s' = %I is out of range", k, v);
     return (int)v;
 }
 
@@ -227,110 +119,118 @@ static int l_model(lua_State *L)
     config_mup(L, 1, &c);
     lua_Integer seed = knL_opt_int_field(L, 1, "seed", 1);
     KNL_TRY(L, kn_gpt_config_check(&c));
+    knL_handle *h = knL_push_model_handle(L);
     kn_gpt *g;
     KNL_TRY(L, kn_gpt_new(&g, &c));
     kn_rng r;
     kn_rng_seed(&r, (uint64_t)seed);
     kn_gpt_init(g, &r);
-    knL_push_model(L, g);
+    knL_model_opened(L, h, g);
     return 1;
 }
 
-/* Weights from arg: nil, a tensor of T floats, or a Lua array of T numbers. The array is
- * copied into a scratch buffer kept in the registry-free model-side static area: to avoid
- * per-step allocation, pass a tensor in training loops. */
-static const float *check_weights(lua_State *L, int arg, int T, float *scratch, int scratch_n)
+/* Weights from arg: nil, a tensor of T floats, or a Lua array of T numbers. An array is
+ * copied into a temporary userdata (collected with the call's garbage): training loops pass
+ * a tensor, which costs no allocation. */
+static const float *check_weights(lua_State *L, int arg, int T)
 {
     if (lua_isnoneornil(L, arg)) return NULL;
     if (lua_istable(L, arg)) {
-        int n = (int)lua_rawlen(L, arg);
-        if (n != T) luaL_error(L, "forward: expected %d weights (one per position), got %d", T, n);
-        if (T > scratch_n) luaL_error(L, "forward: weights table too long; pass a kiln.tensor");
-        for (int i = 0; i < n; i++) {
+        lua_Integer n = luaL_len(L, arg);
+        if (n != T)
+            luaL_argerror(L, arg, lua_pushfstring(L, "expected %d weights (one per position), got %I", T, n));
+        float *w = lua_newuserdatauv(L, sizeof(float) * (size_t)T, 0);
+        for (int i = 0; i < T; i++) {
             lua_rawgeti(L, arg, i + 1);
             int isnum;
-            scratch[i] = (float)lua_tonumberx(L, -1, &isnum);
-            if (!isnum) luaL_error(L, "forward: weight %d is %s, expected a number", i + 1, luaL_typename(L, -1));
+            w[i] = (float)lua_tonumberx(L, -1, &isnum);
+            if (!isnum)
+                luaL_argerror(L, arg, lua_pushfstring(L, "weight %d is %s, expected a number", i + 1,
+                                                      luaL_typename(L, -1)));
             lua_pop(L, 1);
         }
-        return scratch;
+        return w;
     }
     kn_tensor *w = knL_check_tensor(L, arg);
     if (w->ndim != 1 || w->shape[0] != T || !kn_tensor_is_contiguous(w))
-        luaL_error(L, "forward: expected a contiguous weight tensor of %d values (one per position), got %s of %d",
-                   T, w->ndim == 1 ? "a vector" : "a tensor", (int)kn_tensor_numel(w));
+        luaL_argerror(L, arg, lua_pushfstring(L, "expected a contiguous weight tensor of %d values (one per position), got %s of %I",
+                                              T, w->ndim == 1 ? "a vector" : "a tensor", (lua_Integer)kn_tensor_numel(w)));
     return w->data;
 }
 
 /* m:forward(batch [, weights [, normalize]]) -> mean (weighted) loss over the batch's rows. */
 static int m_forward(lua_State *L)
 {
-    knL_Model *m = knL_check_model(L, 1);
-    knL_Batch *b = knL_check_batch(L, 2);
+    kn_gpt *g = knL_check_model(L, 1);
+    knL_batch *b = knL_check_batch(L, 2);
     if (b->rows < 1) luaL_argerror(L, 2, "batch has no rows filled");
-    static float scratch[8192];
-    const float *w = check_weights(L, 3, b->T, scratch, 8192);
+    const float *w = check_weights(L, 3, b->T);
     bool normalize = lua_toboolean(L, 4);
     float loss = 0;
-    KNL_TRY(L, kn_gpt_forward(m->g, b->inputs, b->targets, b->rows, b->T, w, normalize, &loss));
-    m->B = b->rows;
-    m->T = b->T;
-    m->has_forward = true;
+    KNL_TRY(L, kn_gpt_forward(g, b->inputs, b->targets, b->rows, b->T, w, normalize, &loss));
     lua_pushnumber(L, loss);
     return 1;
 }
 
-/* m:backward([grad_scale]) adds the last forward's gradient (times grad_scale) into grads. */
+/* m:backward([grad_scale]) adds the last forward's gradient (times grad_scale) into grads;
+ * the core refuses when there is no forward to differentiate. */
 static int m_backward(lua_State *L)
 {
-    knL_Model *m = knL_check_model(L, 1);
+    kn_gpt *g = knL_check_model(L, 1);
     float scale = (float)luaL_optnumber(L, 2, 1.0);
-    if (!m->has_forward) return luaL_error(L, "backward: no forward pass to differentiate");
-    KNL_TRY(L, kn_gpt_backward(m->g, scale));
+    KNL_TRY(L, kn_gpt_backward(g, scale));
     return 0;
 }
 
 static int m_zero_grad(lua_State *L)
 {
-    kn_gpt_zero_grad(knL_check_model(L, 1)->g);
+    kn_gpt_zero_grad(knL_check_model(L, 1));
     return 0;
 }
 
-static int find_param(lua_State *L, knL_Model *m, int arg)
+static int find_param(lua_State *L, kn_gpt *g, int arg)
 {
     const char *name = luaL_checkstring(L, arg);
-    int i = kn_gpt_find(m->g, name);
+    int i = kn_gpt_find(g, name);
     if (i < 0) {
         /* Allow the short form without the "transformer." prefix. */
         char full[128];
         snprintf(full, sizeof full, "transformer.%s", name);
-        i = kn_gpt_find(m->g, full);
+        i = kn_gpt_find(g, full);
     }
     if (i < 0) luaL_argerror(L, arg, lua_pushfstring(L, "no parameter named '%s' (see model:params())", name));
     return i;
 }
 
-static int push_param_view(lua_State *L, float *base)
+static void *retain_model(void *g) { return kn_gpt_retain(g); }
+
+/* A view of the flat buffer base (parameters or gradients) holding the model. */
+static void push_model_view(lua_State *L, kn_gpt *g, float *base, size_t offset, int ndim,
+                            const int64_t *shape)
 {
-    knL_Model *m = knL_check_model(L, 1);
-    int i = find_param(L, m, 2);
-    const kn_param_info *p = kn_gpt_param_info(m->g, i);
-    knL_push_view(L, base + p->offset, p->ndim, p->shape, 1);
+    knL_push_borrowed(L, base, kn_gpt_num_params(g), g, retain_model, release_model, offset, ndim, shape);
+}
+
+static int param_view(lua_State *L, bool grads)
+{
+    kn_gpt *g = knL_check_model(L, 1);
+    const kn_param_info *p = kn_gpt_param_info(g, find_param(L, g, 2));
+    push_model_view(L, g, grads ? kn_gpt_grads(g) : kn_gpt_params(g), p->offset, p->ndim, p->shape);
     return 1;
 }
 
-static int m_param(lua_State *L) { return push_param_view(L, kn_gpt_params(knL_check_model(L, 1)->g)); }
-static int m_grad(lua_State *L) { return push_param_view(L, kn_gpt_grads(knL_check_model(L, 1)->g)); }
+static int m_param(lua_State *L) { return param_view(L, false); }
+static int m_grad(lua_State *L) { return param_view(L, true); }
 
-static int m_flat(lua_State *L, float *base)
+static int flat_view(lua_State *L, bool grads)
 {
-    knL_Model *m = knL_check_model(L, 1);
-    int64_t n = (int64_t)kn_gpt_num_params(m->g);
-    knL_push_view(L, base, 1, &n, 1);
+    kn_gpt *g = knL_check_model(L, 1);
+    int64_t n = (int64_t)kn_gpt_num_params(g);
+    push_model_view(L, g, grads ? kn_gpt_grads(g) : kn_gpt_params(g), 0, 1, &n);
     return 1;
 }
-static int m_flat_params(lua_State *L) { return m_flat(L, kn_gpt_params(knL_check_model(L, 1)->g)); }
-static int m_flat_grads(lua_State *L) { return m_flat(L, kn_gpt_grads(knL_check_model(L, 1)->g)); }
+static int m_flat_params(lua_State *L) { return flat_view(L, false); }
+static int m_flat_grads(lua_State *L) { return flat_view(L, true); }
 
 static const char *kind_name(kn_param_kind k)
 {
@@ -346,11 +246,11 @@ static const char *kind_name(kn_param_kind k)
 /* m:params() -> array of {name=, shape={...}, numel=, kind=, layer=} in buffer order. */
 static int m_params(lua_State *L)
 {
-    knL_Model *m = knL_check_model(L, 1);
-    int n = kn_gpt_num_tensors(m->g);
+    kn_gpt *g = knL_check_model(L, 1);
+    int n = kn_gpt_num_tensors(g);
     lua_createtable(L, n, 0);
     for (int i = 0; i < n; i++) {
-        const kn_param_info *p = kn_gpt_param_info(m->g, i);
+        const kn_param_info *p = kn_gpt_param_info(g, i);
         lua_createtable(L, 0, 5);
         lua_pushstring(L, p->name); lua_setfield(L, -2, "name");
         lua_createtable(L, p->ndim, 0);
@@ -366,13 +266,13 @@ static int m_params(lua_State *L)
 
 static int m_num_params(lua_State *L)
 {
-    knL_Model *m = knL_check_model(L, 1);
+    kn_gpt *g = knL_check_model(L, 1);
     /* The flat buffer pads tensors for alignment: count the tensors' own elements. */
     lua_Integer n = 0;
-    for (int i = 0; i < kn_gpt_num_tensors(m->g); i++) n += (lua_Integer)kn_gpt_param_info(m->g, i)->numel;
+    for (int i = 0; i < kn_gpt_num_tensors(g); i++) n += (lua_Integer)kn_gpt_param_info(g, i)->numel;
     lua_pushinteger(L, n);
     /* Without position embeddings: the N of the 6·N FLOPs rule. */
-    const kn_gpt_config *c = kn_gpt_get_config(m->g);
+    const kn_gpt_config *c = kn_gpt_get_config(g);
     lua_pushinteger(L, n - (lua_Integer)c->block_size * c->n_embd);
     return 2;
 }
@@ -396,19 +296,31 @@ void knL_push_config(lua_State *L, const kn_gpt_config *c)
 
 static int m_config(lua_State *L)
 {
-    knL_push_config(L, kn_gpt_get_config(knL_check_model(L, 1)->g));
+    knL_push_config(L, kn_gpt_get_config(knL_check_model(L, 1)));
     return 1;
+}
+
+/* The last forward's per-token cross-entropy [B,T], asked of the core each time: a reserve
+ * or a failed forward since then leaves none (an error, not a read of freed memory). */
+static const float *last_losses(lua_State *L, kn_gpt *g, const char *what, int *B, int *T)
+{
+    const float *ce = kn_gpt_last_forward(g, B, T) ? kn_gpt_token_losses(g) : NULL;
+    if (!ce)
+        luaL_error(L, "%s: no per-token losses (no forward with targets since the model was "
+                   "made or its activations were reserved again)", what);
+    return ce;
 }
 
 /* m:losses() -> a [B,T] copy of the last forward's per-token cross-entropy. A copy, not a
  * view: the activation arena is reallocated when a later forward needs a larger batch. */
 static int m_losses(lua_State *L)
 {
-    knL_Model *m = knL_check_model(L, 1);
-    if (!m->has_forward) return luaL_error(L, "losses: no forward pass yet");
-    int64_t shape[2] = {m->B, m->T};
+    kn_gpt *g = knL_check_model(L, 1);
+    int B, T;
+    const float *ce = last_losses(L, g, "losses", &B, &T);
+    int64_t shape[2] = {B, T};
     kn_tensor *t = knL_push_tensor(L, 2, shape);
-    memcpy(t->data, kn_gpt_token_losses(m->g), sizeof(float) * (size_t)m->B * (size_t)m->T);
+    memcpy(t->data, ce, sizeof(float) * (size_t)B * (size_t)T);
     return 1;
 }
 
@@ -416,61 +328,43 @@ static int m_losses(lua_State *L)
  * per-position evaluation without a Lua loop over tokens. Returns the number of rows. */
 static int m_add_position_losses(lua_State *L)
 {
-    knL_Model *m = knL_check_model(L, 1);
+    kn_gpt *g = knL_check_model(L, 1);
     kn_tensor *acc = knL_check_tensor(L, 2);
-    if (!m->has_forward) return luaL_error(L, "add_position_losses: no forward pass yet");
-    if (acc->ndim != 1 || acc->shape[0] != m->T || !kn_tensor_is_contiguous(acc))
-        return luaL_error(L, "add_position_losses: expected a contiguous tensor of %d values", m->T);
-    const float *ce = kn_gpt_token_losses(m->g);
-    for (int b = 0; b < m->B; b++)
-        for (int t = 0; t < m->T; t++) acc->data[t] += ce[(size_t)b * m->T + t];
-    lua_pushinteger(L, m->B);
+    int B, T;
+    const float *ce = last_losses(L, g, "add_position_losses", &B, &T);
+    if (acc->ndim != 1 || acc->shape[0] != T || !kn_tensor_is_contiguous(acc))
+        return luaL_argerror(L, 2, lua_pushfstring(L, "expected a contiguous tensor of %d values", T));
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) acc->data[t] += ce[(size_t)b * T + t];
+    lua_pushinteger(L, B);
     return 1;
 }
 
 /* m:reserve(B, T): size activations now (otherwise the first forward does). */
 static int m_reserve(lua_State *L)
 {
-    knL_Model *m = knL_check_model(L, 1);
+    kn_gpt *g = knL_check_model(L, 1);
     lua_Integer B = luaL_checkinteger(L, 2), T = luaL_checkinteger(L, 3);
     luaL_argcheck(L, B >= 1 && B <= 1 << 20, 2, "batch size out of range");
     luaL_argcheck(L, T >= 1 && T <= 1 << 20, 3, "context length out of range");
-    KNL_TRY(L, kn_gpt_reserve(m->g, (int)B, (int)T));
+    KNL_TRY(L, kn_gpt_reserve(g, (int)B, (int)T));
     return 0;
 }
 
 static int m_memory(lua_State *L)
 {
-    lua_pushinteger(L, (lua_Integer)kn_gpt_memory_bytes(knL_check_model(L, 1)->g));
+    lua_pushinteger(L, (lua_Integer)kn_gpt_memory_bytes(knL_check_model(L, 1)));
     return 1;
 }
 
 /* m:init(seed): re-initialise every parameter as a fresh model with that seed would. */
 static int m_init(lua_State *L)
 {
-    knL_Model *m = knL_check_model(L, 1);
+    kn_gpt *g = knL_check_model(L, 1);
     kn_rng r;
     kn_rng_seed(&r, (uint64_t)luaL_checkinteger(L, 2));
-    kn_gpt_init(m->g, &r);
+    kn_gpt_init(g, &r);
     return 0;
-}
-
-static int m_gc(lua_State *L)
-{
-    knL_Model *m = luaL_checkudata(L, 1, MODEL_MT);
-    if (m->g) kn_gpt_free(m->g);
-    m->g = NULL;
-    return 0;
-}
-
-static int m_tostring(lua_State *L)
-{
-    knL_Model *m = luaL_checkudata(L, 1, MODEL_MT);
-    if (!m->g) { lua_pushstring(L, "kiln.Model (closed)"); return 1; }
-    const kn_gpt_config *c = kn_gpt_get_config(m->g);
-    lua_pushfstring(L, "kiln.Model(n_layer=%d, n_head=%d, n_embd=%d, block_size=%d, vocab_size=%d; %d params)",
-                    c->n_layer, c->n_head, c->n_embd, c->block_size, c->vocab_size, (int)kn_gpt_num_params(m->g));
-    return 1;
 }
 
 static const luaL_Reg model_methods[] = {
@@ -478,19 +372,13 @@ static const luaL_Reg model_methods[] = {
     {"param", m_param}, {"grad", m_grad}, {"flat_params", m_flat_params},
     {"flat_grads", m_flat_grads}, {"params", m_params}, {"num_params", m_num_params},
     {"config", m_config}, {"losses", m_losses}, {"add_position_losses", m_add_position_losses},
-    {"reserve", m_reserve}, {"memory_bytes", m_memory}, {"init", m_init}, {"close", m_gc},
+    {"reserve", m_reserve}, {"memory_bytes", m_memory}, {"init", m_init},
     {NULL, NULL}
-};
-static const luaL_Reg model_meta[] = {
-    {"__gc", m_gc}, {"__close", m_gc}, {"__tostring", m_tostring}, {NULL, NULL}
 };
 
 void knL_open_model(lua_State *L)
 {
-    knL_new_class(L, MODEL_MT, model_methods, model_meta);
-    knL_new_class(L, BATCH_MT, batch_methods, batch_meta);
+    knL_handle_class(L, &knL_model_type, model_methods, NULL);
     lua_pushcfunction(L, l_model);
     lua_setfield(L, -2, "model");
-    lua_pushcfunction(L, l_batch);
-    lua_setfield(L, -2, "batch");
 }

@@ -1,71 +1,96 @@
-/* l_tensor.c — kiln.Tensor: float32 tensors from Lua. Owned tensors free their memory on
- * __gc/__close; views keep their owner (user value 1) alive. Indices are 1-based in Lua and
- * converted to 0-based here, nowhere else. */
+/* l_tensor.c — kiln.Tensor: float32 tensors from Lua. Each handle holds one kn_tensor, and
+ * through it one reference to the tensor's storage: a view (narrow, view, a model's weights)
+ * keeps the memory it looks at alive by itself, whatever happens to other handles. Indices
+ * are 1-based in Lua and converted to 0-based here, nowhere else. */
 #include "binding.h"
 
 #include <math.h>
 #include <string.h>
 
-#define TENSOR_MT "kiln.Tensor"
+#include <stdlib.h>
 
-typedef struct {
-    kn_tensor t;
-} knL_Tensor;
+static void release_tensor(void *obj)
+{
+    kn_tensor_free(obj);
+    free(obj);
+}
+
+static void describe_tensor(lua_State *L, void *obj)
+{
+    const kn_tensor *t = obj;
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    luaL_addstring(&b, "kiln.Tensor(");
+    for (int d = 0; d < t->ndim; d++) {
+        if (d) luaL_addchar(&b, 'x');
+        lua_pushinteger(L, t->shape[d]);
+        luaL_addvalue(&b);
+    }
+    luaL_addstring(&b, t->view ? ", view)" : ")");
+    luaL_pushresult(&b);
+}
+
+const knL_type knL_tensor_type = {"kiln.Tensor", release_tensor, describe_tensor};
 
 kn_tensor *knL_check_tensor(lua_State *L, int arg)
 {
-    knL_Tensor *u = luaL_checkudata(L, arg, TENSOR_MT);
-    if (!u->t.data) luaL_argerror(L, arg, "tensor was closed");
-    if (!u->t.owned) {
-        /* Every owner userdata (model, optimizer, batch, tensor) starts with the pointer to
-         * its memory and sets it to NULL when closed explicitly. */
-        if (lua_getiuservalue(L, arg, 1) == LUA_TUSERDATA) {
-            void **owner = lua_touserdata(L, -1);
-            if (*owner == NULL) luaL_argerror(L, arg, "this view's owner (model, optimizer or tensor) was closed");
-        }
-        lua_pop(L, 1);
-    }
-    return &u->t;
+    return knL_handle_check(L, arg, &knL_tensor_type);
 }
 
-static knL_Tensor *new_udata(lua_State *L)
+/* A closed handle, then the struct it will hold (raises if out of memory: nothing leaks). */
+static knL_handle *new_handle(lua_State *L, kn_tensor **t)
 {
-    knL_Tensor *u = lua_newuserdatauv(L, sizeof *u, 1);
-    memset(u, 0, sizeof *u);
-    luaL_setmetatable(L, TENSOR_MT);
-    return u;
-}
-
-void knL_push_view(lua_State *L, float *data, int ndim, const int64_t *shape, int owner_idx)
-{
-    owner_idx = lua_absindex(L, owner_idx);
-    knL_Tensor *u = new_udata(L);
-    u->t = kn_tensor_wrap(data, ndim, shape);
-    lua_pushvalue(L, owner_idx);
-    lua_setiuservalue(L, -2, 1);
-}
-
-static void push_view_of(lua_State *L, const kn_tensor *view, int owner_idx)
-{
-    owner_idx = lua_absindex(L, owner_idx);
-    knL_Tensor *u = new_udata(L);
-    u->t = *view;
-    u->t.owned = false;
-    /* A view of a view anchors the original owner. */
-    if (lua_getiuservalue(L, owner_idx, 1) != LUA_TNIL) {
-        lua_setiuservalue(L, -2, 1);
-    } else {
-        lua_pop(L, 1);
-        lua_pushvalue(L, owner_idx);
-        lua_setiuservalue(L, -2, 1);
-    }
+    knL_handle *h = knL_handle_new(L, &knL_tensor_type, 0);
+    *t = calloc(1, sizeof **t);
+    if (!*t) luaL_error(L, "kiln.Tensor: out of memory");
+    return h;
 }
 
 kn_tensor *knL_push_tensor(lua_State *L, int ndim, const int64_t *shape)
 {
-    knL_Tensor *u = new_udata(L);   /* safe empty state first: __gc copes with data == NULL */
-    if (kn_tensor_new(&u->t, ndim, shape) != KN_OK) knL_error(L);
-    return &u->t;
+    kn_tensor *t;
+    knL_handle *h = new_handle(L, &t);
+    if (kn_tensor_new(t, ndim, shape) != KN_OK) {
+        free(t);
+        knL_error(L);
+    }
+    h->obj = t;
+    return t;
+}
+
+kn_tensor *knL_push_borrowed(lua_State *L, float *base, size_t n, void *owner,
+                             void *(*retain)(void *), void (*release)(void *), size_t offset,
+                             int ndim, const int64_t *shape)
+{
+    knL_handle *h = knL_handle_new(L, &knL_tensor_type, 0);
+    kn_tensor *t = calloc(1, sizeof *t);
+    if (!t) luaL_error(L, "kiln.Tensor: out of memory");
+    /* from here on nothing raises until the reference has a home (or is released) */
+    kn_storage *s = NULL;
+    kn_status st = kn_storage_borrow(&s, base, n, retain(owner), release);
+    if (st == KN_OK) {
+        st = kn_tensor_on(t, s, offset, ndim, shape);
+        kn_storage_release(s);   /* the tensor holds its own reference now */
+    }
+    if (st != KN_OK) {
+        free(t);
+        knL_error(L);
+    }
+    h->obj = t;
+    return t;
+}
+
+/* Push a handle for a view already made (it holds one storage reference). */
+static void push_view(lua_State *L, kn_tensor *v)
+{
+    knL_handle *h = knL_handle_new(L, &knL_tensor_type, 0);
+    kn_tensor *t = malloc(sizeof *t);
+    if (!t) {
+        kn_tensor_free(v);
+        luaL_error(L, "kiln.Tensor: out of memory");
+    }
+    *t = *v;
+    h->obj = t;
 }
 
 /* Shape from either a table {d1, d2, ...} at arg or integers arg, arg+1, ... */
@@ -159,8 +184,8 @@ static float *element(lua_State *L, kn_tensor *t, int arg)
     for (int d = 0; d < t->ndim; d++) {
         lua_Integer i = luaL_checkinteger(L, arg + d);
         if (i < 1 || i > t->shape[d])
-            luaL_argerror(L, arg + d, lua_pushfstring(L, "index %d out of range 1..%d for dimension %d",
-                                                       (int)i, (int)t->shape[d], d + 1));
+            luaL_argerror(L, arg + d, lua_pushfstring(L, "index %I out of range 1..%I for dimension %d",
+                                                       i, (lua_Integer)t->shape[d], d + 1));
         idx[d] = i - 1;
     }
     return kn_tensor_at(t, idx);
@@ -205,7 +230,7 @@ static int t_size(lua_State *L)
 
 static int t_dim(lua_State *L) { lua_pushinteger(L, knL_check_tensor(L, 1)->ndim); return 1; }
 static int t_numel(lua_State *L) { lua_pushinteger(L, kn_tensor_numel(knL_check_tensor(L, 1))); return 1; }
-static int t_is_view(lua_State *L) { lua_pushboolean(L, !knL_check_tensor(L, 1)->owned); return 1; }
+static int t_is_view(lua_State *L) { lua_pushboolean(L, knL_check_tensor(L, 1)->view); return 1; }
 
 static int t_fill(lua_State *L)
 {
@@ -251,17 +276,25 @@ static int t_clone(lua_State *L)
     return 1;
 }
 
-/* t:narrow(dim, start, len), 1-based dim and start; a view. */
+/* t:narrow(dim, start, len), 1-based dim and start; a view holding t's storage. Ranges are
+ * checked here, without arithmetic that could overflow on extreme integers. */
 static int t_narrow(lua_State *L)
 {
     kn_tensor *t = knL_check_tensor(L, 1);
     lua_Integer dim = luaL_checkinteger(L, 2);
     lua_Integer start = luaL_checkinteger(L, 3);
     lua_Integer len = luaL_checkinteger(L, 4);
-    luaL_argcheck(L, dim >= 1 && dim <= t->ndim, 2, "dimension out of range");
+    if (dim < 1 || dim > t->ndim)
+        return luaL_argerror(L, 2, lua_pushfstring(L, "dimension %I out of range 1..%d", dim, t->ndim));
+    lua_Integer size = t->shape[dim - 1];
+    if (start < 1 || start > size)
+        return luaL_argerror(L, 3, lua_pushfstring(L, "start out of range: %I, expected 1..%I", start, size));
+    if (len < 1 || len > size - (start - 1))
+        return luaL_argerror(L, 4, lua_pushfstring(L, "length out of range: %I, expected 1..%I from start %I",
+                                                   len, size - (start - 1), start));
     kn_tensor v;
     KNL_TRY(L, kn_tensor_narrow(t, (int)dim - 1, start - 1, len, &v));
-    push_view_of(L, &v, 1);
+    push_view(L, &v);
     return 1;
 }
 
@@ -273,7 +306,7 @@ static int t_view(lua_State *L)
     int ndim = check_shape(L, 2, shape);
     kn_tensor v;
     KNL_TRY(L, kn_tensor_reshape(t, ndim, shape, &v));
-    push_view_of(L, &v, 1);
+    push_view(L, &v);
     return 1;
 }
 
@@ -356,32 +389,7 @@ static int t_first_nonfinite(lua_State *L)
     return 1;
 }
 
-static int t_gc(lua_State *L)
-{
-    knL_Tensor *u = luaL_checkudata(L, 1, TENSOR_MT);
-    if (u->t.owned) kn_tensor_free(&u->t);
-    u->t.data = NULL;
-    return 0;
-}
-
 static int t_len(lua_State *L) { lua_pushinteger(L, kn_tensor_numel(knL_check_tensor(L, 1))); return 1; }
-
-static int t_tostring(lua_State *L)
-{
-    knL_Tensor *u = luaL_checkudata(L, 1, TENSOR_MT);
-    if (!u->t.data) { lua_pushstring(L, "kiln.Tensor (closed)"); return 1; }
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    luaL_addstring(&b, "kiln.Tensor(");
-    for (int d = 0; d < u->t.ndim; d++) {
-        if (d) luaL_addchar(&b, 'x');
-        lua_pushinteger(L, u->t.shape[d]);
-        luaL_addvalue(&b);
-    }
-    luaL_addstring(&b, u->t.owned ? ")" : ", view)");
-    luaL_pushresult(&b);
-    return 1;
-}
 
 static const luaL_Reg tensor_methods[] = {
     {"get", t_get}, {"set", t_set}, {"size", t_size}, {"dim", t_dim}, {"numel", t_numel},
@@ -389,24 +397,23 @@ static const luaL_Reg tensor_methods[] = {
     {"add", t_add}, {"clone", t_clone}, {"narrow", t_narrow}, {"view", t_view},
     {"normal", t_normal}, {"sum", t_sum}, {"mean", t_mean}, {"norm", t_norm},
     {"stats", t_stats}, {"totable", t_totable}, {"first_nonfinite", t_first_nonfinite},
-    {"close", t_gc},
     {NULL, NULL}
 };
 
 static const luaL_Reg tensor_meta[] = {
-    {"__gc", t_gc}, {"__close", t_gc}, {"__len", t_len}, {"__tostring", t_tostring},
+    {"__len", t_len},
     {NULL, NULL}
 };
 
 static int l_is_tensor(lua_State *L)
 {
-    lua_pushboolean(L, luaL_testudata(L, 1, TENSOR_MT) != NULL);
+    lua_pushboolean(L, luaL_testudata(L, 1, knL_tensor_type.name) != NULL);
     return 1;
 }
 
 void knL_open_tensor(lua_State *L)
 {
-    knL_new_class(L, TENSOR_MT, tensor_methods, tensor_meta);
+    knL_handle_class(L, &knL_tensor_type, tensor_methods, tensor_meta);
     lua_pushcfunction(L, l_tensor);
     lua_setfield(L, -2, "tensor");
     lua_pushcfunction(L, l_tensor_from);

@@ -10,6 +10,7 @@
  *   kiln                        the prompt on a terminal; stdin as a script otherwise
  */
 #include "binding.h"
+#include "embedded.h"
 
 #include <lualib.h>
 #include <errno.h>
@@ -519,9 +520,6 @@ static void doREPL(lua_State *L)
  * sources = {["[kiln]/lua/kiln/train.lua"] = text, ...}, modules = {"kiln.train", ...}}:
  * the docs/ markdown files (the Makefile compiles them in) and the embedded Lua library, so
  * help works from any directory. */
-typedef struct { const char *name, *path; const char *src; size_t len; } knL_embedded;
-extern const knL_embedded knL_embedded_docs[];
-extern const knL_embedded knL_embedded_modules[];
 
 static int open_embedded_text(lua_State *L)
 {

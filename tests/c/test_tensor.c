@@ -18,7 +18,7 @@ int main(void)
     kn_tensor t;
     int64_t s234[3] = {2, 3, 4};
     CHECK_OK(kn_tensor_new(&t, 3, s234), "new (2,3,4)");
-    CHECK(t.owned && t.ndim == 3 && kn_tensor_numel(&t) == 24, "owned, 3-d, 24 elements");
+    CHECK(!t.view && t.storage && t.ndim == 3 && kn_tensor_numel(&t) == 24, "owned, 3-d, 24 elements");
     CHECK(t.stride[0] == 12 && t.stride[1] == 4 && t.stride[2] == 1, "row-major strides");
     CHECK(((uintptr_t)t.data & 63) == 0, "data 64-byte aligned");
     CHECK(kn_tensor_sum(&t) == 0.0 && kn_tensor_norm(&t) == 0.0, "zeroed");
@@ -36,7 +36,7 @@ int main(void)
 
     float buf[24];
     kn_tensor w = kn_tensor_wrap(buf, 3, s234);
-    CHECK(!w.owned && w.data == buf && kn_tensor_numel(&w) == 24, "wrap is a view over the buffer");
+    CHECK(w.view && !w.storage && w.data == buf && kn_tensor_numel(&w) == 24, "wrap is a view over the buffer");
     fill_iota(&w);
     kn_tensor_free(&w);   /* a no-op on the memory for views */
     CHECK(buf[23] == 23.0f, "freeing a view leaves its memory alone");
@@ -45,7 +45,7 @@ int main(void)
     w = kn_tensor_wrap(buf, 3, s234);
     kn_tensor v;
     CHECK_OK(kn_tensor_narrow(&w, 2, 1, 2, &v), "narrow dim 2 [1,3)");
-    CHECK(v.shape[2] == 2 && v.stride[2] == 1 && !v.owned && !kn_tensor_is_contiguous(&v),
+    CHECK(v.shape[2] == 2 && v.stride[2] == 1 && v.view && !kn_tensor_is_contiguous(&v),
           "narrowed view: shape, stride, not contiguous");
     int64_t idx[3] = {1, 2, 1};
     CHECK(*kn_tensor_at(&v, idx) == 1 * 12 + 2 * 4 + 2, "at() follows strides (value 22)");
