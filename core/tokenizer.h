@@ -47,6 +47,12 @@ kn_status kn_tok_encode(kn_tokenizer *t, const void *text, size_t len, bool allo
 /* Append the bytes of ids to *buf (realloc'ed; *len updated). An unknown id is an error. */
 kn_status kn_tok_decode(const kn_tokenizer *t, const uint32_t *ids, size_t n, uint8_t **buf, size_t *len);
 
+/* Encode file `in` and write its ids as little-endian uint16 to `out` (nanoGPT's .bin;
+ * temporary file, then rename). Fails, writing nothing, if an id does not fit in 16 bits.
+ * The number of tokens goes to *n_tokens (may be NULL). */
+kn_status kn_tok_encode_file_u16(kn_tokenizer *t, const char *in, const char *out, bool allow_special,
+                                 int64_t *n_tokens);
+
 /* ---- pre-tokenization (exposed for tests and tools) ----------------------------------- */
 
 /* The end of the pre-token that starts at pos (pos < len). Rules: the GPT-2 pattern

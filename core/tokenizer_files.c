@@ -412,14 +412,22 @@ static cJSON *model_json(const kn_tokenizer *t, char **names)
     return m;
 }
 
+static kn_status write_whole_bytes(const char *path, const void *data, size_t len);
+
 static kn_status write_whole(const char *path, const char *text)
 {
+    return write_whole_bytes(path, text, strlen(text));
+}
+
+static kn_status write_whole_bytes(const char *path, const void *data, size_t len)
+{
+    const char *text = data;
     char tmp[4096];
     if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
         return kn_fail(KN_ERR_ARG, "%s: path too long", path);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd < 0) return kn_fail(KN_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
-    size_t len = strlen(text), done = 0;
+    size_t done = 0;
     while (done < len) {
         ssize_t w = write(fd, text + done, len - done);
         if (w < 0 && errno == EINTR) continue;
@@ -464,5 +472,34 @@ kn_status kn_tok_save_json(const kn_tokenizer *t, const char *path)
     cJSON_Delete(root);
     for (uint32_t id = 0; names && id < t->n_vocab; id++) free(names[id]);
     free(names);
+    return st;
+}
+
+/* ---- token files --------------------------------------------------------------------- */
+
+kn_status kn_tok_encode_file_u16(kn_tokenizer *t, const char *in, const char *out, bool allow_special,
+                                 int64_t *n_tokens)
+{
+    uint8_t *text;
+    size_t len;
+    kn_status st = kn_tok_read_file(in, &text, &len);
+    if (st != KN_OK) return st;
+    kn_ids ids = {0};
+    st = kn_tok_encode(t, text, len, allow_special, &ids);
+    free(text);
+    uint16_t *u16 = NULL;
+    if (st == KN_OK && !(u16 = malloc((ids.n + 1) * sizeof *u16)))
+        st = kn_fail(KN_ERR_NOMEM, "%s: out of memory for %zu tokens", in, ids.n);
+    for (size_t i = 0; st == KN_OK && i < ids.n; i++) {
+        if (ids.ids[i] > UINT16_MAX)
+            st = kn_fail(KN_ERR_ARG, "%s: token id %u (at token %zu) does not fit in uint16; a vocabulary "
+                         "of at most 65536 is needed for a .bin file", in, ids.ids[i], i);
+        uint16_t v = (uint16_t)ids.ids[i];
+        memcpy(&u16[i], (uint8_t[2]){(uint8_t)(v & 0xFF), (uint8_t)(v >> 8)}, 2);   /* little-endian */
+    }
+    if (st == KN_OK) st = write_whole_bytes(out, u16, ids.n * sizeof *u16);
+    if (st == KN_OK && n_tokens) *n_tokens = (int64_t)ids.n;
+    free(u16);
+    free(ids.ids);
     return st;
 }

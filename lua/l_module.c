@@ -122,6 +122,8 @@ static const luaL_Reg core_funcs[] = {
     {NULL, NULL}
 };
 
+void knL_open_tokenizer(lua_State *L);   /* lua/l_tokenizer.c */
+
 int luaopen_kiln_core(lua_State *L)
 {
     luaL_newlib(L, core_funcs);
@@ -135,6 +137,7 @@ int luaopen_kiln_core(lua_State *L)
     knL_open_yaml(L);
     knL_open_fit(L);
     knL_open_mpi(L);
+    knL_open_tokenizer(L);
     return 1;
 }
 
