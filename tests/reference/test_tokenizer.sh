@@ -37,6 +37,7 @@ printf "don't won't I'm we'll they've she'd it's DON'T 'tis ''quoted''\n" >> "$t
 printf 'caf\xc3\xa9 na\xc3\xafve \xe4\xb8\xad\xe6\x96\x87 \xf0\x9f\x98\x80\xf0\x9f\x98\x80 \xd0\x9f\xd1\x80\xd0\xb8\xd0\xb2\xd0\xb5\xd1\x82 \xd9\x85\xd8\xb1\xd8\xad\xd8\xa8\xd8\xa7\n' >> "$tmp/edge.txt"
 printf 'nbsp\xc2\xa0here ideographic\xe3\x80\x80space em\xe2\x80\x83space \xe2\x85\xa0\xe2\x85\xa1 \xc2\xb2\xc2\xbd  \x0b\x0c end   ' >> "$tmp/edge.txt"
 files=("$root"/tests/data/*.txt "$tmp/edge.txt")
+for seed in 1 2 3; do ref random-text "$seed" 20000 > "$tmp/random$seed.txt"; files+=("$tmp/random$seed.txt"); done
 for f in "$root"/data/*/val.txt; do [ -f "$f" ] && files+=("$f"); done
 for f in "${files[@]}"; do
     name=${f#"$root"/}; name=${name#"$tmp"/}

@@ -5,6 +5,8 @@
 //   node tokenizer_ref.js hf-train FILE OUT        train with HF's default BpeTrainer, save OUT
 //   node tokenizer_ref.js hf-encode JSON FILE      ids of FILE with tokenizer JSON, one per line
 //   node tokenizer_ref.js same-merges A B [vocab]  exit 0 if merges (and vocab) are identical
+//   node tokenizer_ref.js random-text SEED N       N random pieces from a pool of the characters
+//                                                  where the pre-tokenizer's classes meet
 // Modules come from $KILN_NODE_MODULES (default third_party/node/node_modules).
 const fs = require('fs');
 const path = require('path');
@@ -33,6 +35,19 @@ async function main() {
     const t = tk.Tokenizer.fromFile(a);
     const e = await t.encode(fs.readFileSync(b, 'utf8'), null, { addSpecialTokens: false });
     print(e.getIds());
+  } else if (cmd === 'random-text') {
+    // letters (Latin, Greek, CJK, combining marks are not letters), numbers (Nd, No, Nl),
+    // white space (ASCII, NEL, NBSP, ideographic, line separator), punctuation, emoji,
+    // apostrophes before contraction letters in both cases
+    const pool = ['a', 'Z', 'é', 'ß', 'Ω', '中', '文', 'e\u0301', '1', '9', '²', '½', 'Ⅳ', '٣', ' ', ' ', '  ',
+      '\t', '\n', '\n\n', '\r\n', '\u000b', '\u000c', '\u0085', '\u00a0', '\u3000', '\u2028', '\u200b', '\ufeff',
+      '\u001c', '.', ',', '!', '?', '-', '_', '(', ')', '"', '\'', "'s", "'t", "'re", "'ve", "'m", "'ll", "'d",
+      "'S", "'LL", '😀', '👍🏽', '\u0000', '\u007f', '<|endoftext|>'];
+    let x = (+a >>> 0) || 1;
+    const rand = k => { x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0; return x % k; };
+    let out = '';
+    for (let i = 0; i < +b; i++) out += pool[rand(pool.length)];
+    process.stdout.write(out);
   } else if (cmd === 'same-merges') {
     const x = JSON.parse(fs.readFileSync(a)), y = JSON.parse(fs.readFileSync(b));
     const mx = x.model.merges.map(m => Array.isArray(m) ? m.join(' ') : m);
