@@ -321,6 +321,11 @@ static kn_status load_json_tree(kn_tokenizer **out, const cJSON *root, const cha
         if (cJSON_IsNumber(e) && e->valuedouble >= 0 && e->valuedouble < (1u << 30) && e->valuedouble + 1 > n)
             n = (uint32_t)e->valuedouble + 1;
     if (st == KN_OK) st = added_extent(added, path, &n);
+    /* ids are dense, so there are at most as many as entries: refuse before allocating */
+    uint32_t entries = (uint32_t)cJSON_GetArraySize(vocab) + (uint32_t)cJSON_GetArraySize(added);
+    if (st == KN_OK && n > entries)
+        st = kn_fail(KN_ERR_FORMAT, "%s: token ids must be 0..%u (the number of entries), found id %u",
+                     path, entries ? entries - 1 : 0, n - 1);
     name_index x = {0};
     uint8_t *special = NULL;
     kn_tok_parts p = {.origin = path};

@@ -237,9 +237,11 @@ static void test_json(kn_tokenizer *t, const uint8_t *text, size_t len)
         {"{\"pre_tokenizer\": {\"type\": \"ByteLevel\", \"add_prefix_space\": false},"
          " \"model\": {\"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": [\"a b\"]}}", "their join", "a merge whose join is missing"},
         {"{\"pre_tokenizer\": {\"type\": \"ByteLevel\", \"add_prefix_space\": false},"
-         " \"model\": {\"vocab\": {\"a\": 0, \"b\": 2}, \"merges\": []}}", "no token has id 1", "a gap in the ids"},
+         " \"model\": {\"vocab\": {\"a\": 0, \"b\": 2}, \"merges\": []}}", "token ids must be 0..1", "a gap in the ids"},
         {"{\"pre_tokenizer\": {\"type\": \"ByteLevel\", \"add_prefix_space\": false},"
          " \"model\": {\"vocab\": {\"a b\": 0}, \"merges\": []}}", "not a byte-level string", "a token that is not byte-level"},
+        {"{\"pre_tokenizer\": {\"type\": \"ByteLevel\", \"add_prefix_space\": false},"
+         " \"model\": {\"vocab\": {\"a\": 900000000}, \"merges\": []}}", "must be 0..0", "a huge id is refused before allocating"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         const char *p = in_dir("bad.json");
