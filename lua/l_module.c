@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+void knL_open_tokenizer(lua_State *L);   /* lua/l_tokenizer.c */
+
 int luaopen_kiln_core(lua_State *L)
 {
     lua_newtable(L);
@@ -24,6 +26,7 @@ int luaopen_kiln_core(lua_State *L)
     knL_open_yaml(L);
     knL_open_fit(L);
     knL_open_mpi(L);
+    knL_open_tokenizer(L);
     return 1;
 }
 
