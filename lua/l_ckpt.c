@@ -101,7 +101,7 @@ static int l_save(lua_State *L)
     int nt = kn_gpt_num_tensors(g);
     save_plan p = {0};
     int max_tensors = nt + 1 + (a ? 2 * nt : 0);
-    int max_meta = 13 + n_user;   /* format, version, 5 sizes, 5 μP fields, adamw.t */
+    int max_meta = 14 + n_user;   /* format, version, 5 sizes, 5 μP fields, activation, adamw.t */
     p.tensors = calloc((size_t)max_tensors, sizeof *p.tensors);
     p.meta = calloc((size_t)max_meta, sizeof *p.meta);
     p.owned = calloc((size_t)(2 * nt + 2 * max_meta + 8), sizeof *p.owned);
@@ -137,6 +137,7 @@ static int l_save(lua_State *L)
     }
     /* The parametrisation, always (a reader must not guess it); the μP values exactly. */
     p.meta[p.n_meta++] = (kn_ckpt_meta){"kiln.config.parametrization", c->mup ? "mup" : "sp"};
+    p.meta[p.n_meta++] = (kn_ckpt_meta){"kiln.config.activation", kn_gpt_activation_name(c->activation)};
     if (c->mup) {
         const struct { const char *key; double v; } mf[] = {
             {"kiln.config.base_width", c->mup_base_width}, {"kiln.config.output_mult", c->mup_output_mult},
@@ -270,6 +271,10 @@ static kn_gpt_config config_from(lua_State *L, const kn_ckpt *c, int opts)
     } else if (par && strcmp(par, "sp") != 0) {
         luaL_error(L, "%s: metadata 'kiln.config.parametrization' = '%s' (expected sp or mup)", path, par);
     }
+    /* files without the key (older kiln) use the tanh form, kiln's only one then */
+    const char *act = kn_ckpt_meta_get(c, "kiln.config.activation");
+    if (act && !kn_gpt_activation_parse(act, &cfg.activation))
+        luaL_error(L, "%s: metadata 'kiln.config.activation' = '%s' (expected gelu_tanh or gelu)", path, act);
     return cfg;
 }
 
@@ -363,6 +368,10 @@ static int l_load(lua_State *L)
         const char *mine = kn_gpt_get_config(m->g)->mup ? "mup" : "sp";
         if (par && strcmp(par, mine) != 0)
             return luaL_error(L, "%s: the checkpoint's parametrization is %s, the model's is %s", path, par, mine);
+        const char *act = kn_ckpt_meta_get(c, "kiln.config.activation");
+        const char *my_act = kn_gpt_activation_name(kn_gpt_get_config(m->g)->activation);
+        if (act && strcmp(act, my_act) != 0)
+            return luaL_error(L, "%s: the checkpoint's activation is %s, the model's is %s", path, act, my_act);
     }
     load_into(L, c, m->g, a ? a->o : NULL);
     lua_pushvalue(L, 4);
