@@ -271,10 +271,21 @@ static kn_gpt_config config_from(lua_State *L, const kn_ckpt *c, int opts)
     } else if (par && strcmp(par, "sp") != 0) {
         luaL_error(L, "%s: metadata 'kiln.config.parametrization' = '%s' (expected sp or mup)", path, par);
     }
-    /* files without the key (older kiln) use the tanh form, kiln's only one then */
+    /* The MLP's GELU. kiln files without the key predate the option (tanh, the zero value);
+     * a foreign file is nanoGPT's, whose nn.GELU() is the exact form, unless opts say. */
     const char *act = kn_ckpt_meta_get(c, "kiln.config.activation");
     if (act && !kn_gpt_activation_parse(act, &cfg.activation))
         luaL_error(L, "%s: metadata 'kiln.config.activation' = '%s' (expected gelu_tanh or gelu)", path, act);
+    if (!act && !kn_ckpt_meta_get(c, "kiln.format")) {
+        act = "gelu";
+        if (lua_istable(L, opts) && lua_getfield(L, opts, "activation") != LUA_TNIL) {
+            act = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "?";
+            if (strcmp(act, "gelu") != 0 && strcmp(act, "gelu_tanh") != 0)
+                luaL_error(L, "kiln.load: 'activation' must be \"gelu_tanh\" or \"gelu\"");
+        }
+        kn_gpt_activation_parse(act, &cfg.activation);
+        if (lua_istable(L, opts)) lua_pop(L, 1);
+    }
     return cfg;
 }
 
