@@ -291,6 +291,23 @@ t.ok(out:find("previous limit 30.0\n", 1, true), "set_timeout returns the previo
 out, code = run_mpi_env("KILN_MPI_TIMEOUT=soon", 2, dir .. "/stuck.lua")
 t.ok(code ~= 0 and out:find("KILN_MPI_TIMEOUT: expected a number of seconds > 0, got 'soon'", 1, true), "a bad KILN_MPI_TIMEOUT is refused by name")
 
+-- Ctrl-C (SIGINT) reaches a rank waiting in a collective: it ends the job, saying where.
+write(dir .. "/interrupt.lua", [[
+local kiln = require "kiln"
+]] .. spin .. [[
+if kiln.mpi.rank() == 0 then
+  local f = assert(io.open(arg[1], "w")); f:write(io.open("/proc/self/stat"):read("n")); f:close()
+else
+  spin(60)
+end
+kiln.mpi.barrier("sync")
+]])
+local pidfile = dir .. "/rank0.pid"
+out, code, elapsed = run_mpi_env("(sleep 2; kill -INT $(cat " .. pidfile .. ")) & KILN_MPI_TIMEOUT=60", 2,
+  dir .. "/interrupt.lua", pidfile)
+t.ok(code ~= 0 and code ~= 124 and elapsed < BOUND and out:find("rank 0 was interrupted after waiting %d+%.%d s in barrier%(sync%)"),
+  ("SIGINT to rank 0 waiting in barrier(sync): the job ends (%.1f s)"):format(elapsed))
+
 -- (e) Work longer than the limit is fine: inside solo (the others are told), and on a rank
 -- that waits to exit for one still working.
 write(dir .. "/slow_ok.lua", [[
