@@ -394,6 +394,9 @@ void knL_mpi_finish(int failed)
     if (failed && size > 1) MPI_Abort(MPI_COMM_WORLD, failed);   /* failed: the exit code */
     if (size > 1) wait_for_all_finished();
     MPI_Comm_free(&notice_comm);
+    free(peers);
+    free(out_reqs);
+    peers = NULL, out_reqs = NULL;
     mpi_on = false;
     MPI_Finalize();
 }
