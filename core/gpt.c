@@ -52,6 +52,18 @@ struct kn_gpt {
 
 /* ---------------------------------------------------------------- config, parameters */
 
+const char *kn_gpt_activation_name(kn_activation a)
+{
+    return a == KN_GELU_ERF ? "gelu" : "gelu_tanh";
+}
+
+bool kn_gpt_activation_parse(const char *name, kn_activation *out)
+{
+    if (name && strcmp(name, "gelu_tanh") == 0) { *out = KN_GELU_TANH; return true; }
+    if (name && strcmp(name, "gelu") == 0) { *out = KN_GELU_ERF; return true; }
+    return false;
+}
+
 kn_status kn_gpt_config_check(const kn_gpt_config *c)
 {
     if (!c) return kn_fail(KN_ERR_ARG, "gpt config is NULL");
@@ -69,6 +81,9 @@ kn_status kn_gpt_config_check(const kn_gpt_config *c)
         return kn_fail(KN_ERR_ARG, "n_embd (%d) must be divisible by n_head (%d)", c->n_embd,
                        c->n_head);
     if (c->mup != 0 && c->mup != 1) return kn_fail(KN_ERR_ARG, "mup (%d) must be 0 or 1", c->mup);
+    if (c->activation != KN_GELU_TANH && c->activation != KN_GELU_ERF)
+        return kn_fail(KN_ERR_ARG, "activation (%d) must be KN_GELU_TANH (0) or KN_GELU_ERF (1)",
+                       (int)c->activation);
     if (c->mup_zero_query != 0 && c->mup_zero_query != 1)
         return kn_fail(KN_ERR_ARG, "mup_zero_query (%d) must be 0 or 1", c->mup_zero_query);
     if (c->mup) {
@@ -418,7 +433,8 @@ kn_status kn_gpt_forward(kn_gpt *g, const int32_t *inputs, const int32_t *target
                              P(g, T_LAYER(l, LN2_B)), N, d);
         kn_linear_forward(a->fch, a->ln2, P(g, T_LAYER(l, FC_W)), P(g, T_LAYER(l, FC_B)),
                           N, d, 4 * d, false);
-        kn_gelu_forward(a->gel, a->fch, (int64_t)N * 4 * d);
+        if (c->activation == KN_GELU_ERF) kn_gelu_erf_forward(a->gel, a->fch, (int64_t)N * 4 * d);
+        else kn_gelu_forward(a->gel, a->fch, (int64_t)N * 4 * d);
         float *xo = g->L[l + 1].x;
         memcpy(xo, a->xmid, sizeof(float) * (size_t)N * d);
         kn_linear_forward(xo, a->gel, P(g, T_LAYER(l, MPROJ_W)), P(g, T_LAYER(l, MPROJ_B)),
@@ -475,7 +491,8 @@ kn_status kn_gpt_backward(kn_gpt *g, float grad_scale)
         /* MLP: dres is d(x_out); it also flows straight through to d(xmid). */
         kn_linear_backward(g->dfc, G(g, T_LAYER(l, MPROJ_W)), G(g, T_LAYER(l, MPROJ_B)), g->dres,
                            a->gel, P(g, T_LAYER(l, MPROJ_W)), N, 4 * d, d, false);
-        kn_gelu_backward(g->dfc, a->fch, g->dfc, (int64_t)N * 4 * d, false);
+        if (c->activation == KN_GELU_ERF) kn_gelu_erf_backward(g->dfc, a->fch, g->dfc, (int64_t)N * 4 * d, false);
+        else kn_gelu_backward(g->dfc, a->fch, g->dfc, (int64_t)N * 4 * d, false);
         kn_linear_backward(g->dtmp, G(g, T_LAYER(l, FC_W)), G(g, T_LAYER(l, FC_B)), g->dfc,
                            a->ln2, P(g, T_LAYER(l, FC_W)), N, d, 4 * d, false);
         kn_layernorm_backward(g->dres, G(g, T_LAYER(l, LN2_W)), G(g, T_LAYER(l, LN2_B)), g->dtmp,

@@ -6,6 +6,10 @@
 #include "kn.h"
 #include "rng.h"
 
+/* The MLP's nonlinearity. The zero value is GPT-2's (and llm.c's, HF gpt2's) tanh form;
+ * KN_GELU_ERF is the exact x·Φ(x) that nanoGPT's nn.GELU() computes. */
+typedef enum { KN_GELU_TANH = 0, KN_GELU_ERF = 1 } kn_activation;
+
 typedef struct {
     int vocab_size;   /* V: 256 for bytes */
     int block_size;   /* max context T; wpe has this many rows */
@@ -27,6 +31,7 @@ typedef struct {
     float mup_output_mult;  /* > 0 under μP (1 by default in the binding) */
     float mup_attn_mult;    /* > 0 under μP (1 by default in the binding) */
     int mup_zero_query;     /* 0/1 */
+    kn_activation activation;   /* KN_GELU_TANH (0, the default) or KN_GELU_ERF */
 } kn_gpt_config;
 
 /* What kind of tensor a parameter is. AdamW decays every 2-D tensor by default (matrices and
@@ -44,6 +49,11 @@ typedef struct {
 } kn_param_info;
 
 typedef struct kn_gpt kn_gpt;
+
+/* An activation's name in configs and checkpoints: "gelu_tanh" or "gelu" (exact, erf). */
+const char *kn_gpt_activation_name(kn_activation a);
+/* Sets *out from a name above and returns true; false for any other name. */
+bool kn_gpt_activation_parse(const char *name, kn_activation *out);
 
 /* Check a config; the message names the offending field and what was expected. */
 kn_status kn_gpt_config_check(const kn_gpt_config *c);

@@ -91,6 +91,7 @@ static void plan_meta(save_plan *p, const kn_gpt *g, const kn_adamw *o)
     for (int i = 0; i < 5; i++) add_meta(p, config_keys[i], "%d", 0, sizes[i]);
     /* The parametrisation always (a reader must not guess it); the μP values exactly. */
     p->meta[p->n_meta++] = (kn_ckpt_meta){"kiln.config.parametrization", c->mup ? "mup" : "sp"};
+    p->meta[p->n_meta++] = (kn_ckpt_meta){"kiln.config.activation", kn_gpt_activation_name(c->activation)};
     if (c->mup) {
         const float mv[] = {c->mup_base_width, c->mup_output_mult, c->mup_attn_mult};
         for (int i = 0; i < 3; i++) add_meta(p, mup_keys[i], "%g", mv[i], 0);
@@ -219,13 +220,32 @@ static kn_status recorded_mup(const kn_ckpt *c, kn_gpt_config *cfg)
     return KN_OK;
 }
 
-kn_status kn_gpt_ckpt_config(const kn_ckpt *c, int n_head, kn_gpt_config *out)
+/* The MLP's GELU. kiln files without the key predate the option (tanh); a file without kiln
+ * metadata is nanoGPT's, whose nn.GELU() is the exact form, unless the hint says otherwise. */
+static kn_status recorded_activation(const kn_ckpt *c, const char *hint, kn_gpt_config *cfg)
+{
+    const char *path = kn_ckpt_path(c);
+    const char *act = kn_ckpt_meta_get(c, "kiln.config.activation");
+    if (act) {
+        if (!kn_gpt_activation_parse(act, &cfg->activation))
+            return kn_fail(KN_ERR_FORMAT, "%s: metadata 'kiln.config.activation' = '%s' "
+                           "(expected gelu_tanh or gelu)", path, act);
+        return KN_OK;
+    }
+    if (kn_ckpt_meta_get(c, "kiln.format")) { cfg->activation = KN_GELU_TANH; return KN_OK; }
+    if (!kn_gpt_activation_parse(hint ? hint : "gelu", &cfg->activation))
+        return kn_fail(KN_ERR_ARG, "%s: activation '%s' (expected gelu_tanh or gelu)", path, hint);
+    return KN_OK;
+}
+
+kn_status kn_gpt_ckpt_config(const kn_ckpt *c, const kn_gpt_ckpt_hints *hints, kn_gpt_config *out)
 {
     if (!c || !out) return kn_fail(KN_ERR_ARG, "gpt_ckpt_config: checkpoint or output is NULL");
     kn_gpt_config cfg = {0};
     kn_status st;
+    int n_head = hints ? hints->n_head : 0;
     if ((st = recorded_sizes(c, &cfg)) || (st = implied_sizes(c, n_head, &cfg)) ||
-        (st = recorded_mup(c, &cfg)))
+        (st = recorded_mup(c, &cfg)) || (st = recorded_activation(c, hints ? hints->activation : NULL, &cfg)))
         return st;
     if (kn_gpt_config_check(&cfg) != KN_OK) {
         char why[256];
@@ -333,6 +353,11 @@ static kn_status check_recorded_config(const kn_ckpt *c, const kn_gpt_config *mi
     if (par && strcmp(par, my_par) != 0)
         return kn_fail(KN_ERR_ARG, "%s: the checkpoint's parametrization is %s, the model's is %s",
                        path, par, my_par);
+    const char *act = kn_ckpt_meta_get(c, "kiln.config.activation");
+    const char *my_act = kn_gpt_activation_name(mine->activation);
+    if (act && strcmp(act, my_act) != 0)
+        return kn_fail(KN_ERR_ARG, "%s: the checkpoint's activation is %s, the model's is %s",
+                       path, act, my_act);
     const char *nh = kn_ckpt_meta_get(c, "kiln.config.n_head");
     long long n;
     if (nh) {
@@ -370,13 +395,13 @@ kn_status kn_gpt_load(const kn_ckpt *c, kn_gpt *g, kn_adamw *o)
     return KN_OK;
 }
 
-kn_status kn_gpt_from_ckpt(kn_gpt **out, const kn_ckpt *c, int n_head)
+kn_status kn_gpt_from_ckpt(kn_gpt **out, const kn_ckpt *c, const kn_gpt_ckpt_hints *hints)
 {
     if (!out) return kn_fail(KN_ERR_ARG, "gpt_from_ckpt: output is NULL");
     *out = NULL;
     kn_gpt_config cfg;
     kn_status st;
-    if ((st = kn_gpt_ckpt_config(c, n_head, &cfg)) || (st = kn_gpt_ckpt_check(c, &cfg, false)))
+    if ((st = kn_gpt_ckpt_config(c, hints, &cfg)) || (st = kn_gpt_ckpt_check(c, &cfg, false)))
         return st;
     kn_gpt *g;
     if ((st = kn_gpt_new(&g, &cfg))) {

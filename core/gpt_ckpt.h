@@ -19,10 +19,15 @@
 kn_status kn_gpt_save(const char *path, kn_gpt *g, kn_adamw *o, const kn_ckpt_meta *meta,
                       int n_meta);
 
+/* What a file without kiln metadata (nanoGPT's) cannot say about itself. */
+typedef struct {
+    int n_head;              /* 0: none given (an error for such a file) */
+    const char *activation;  /* NULL: nanoGPT's "gelu"; or "gelu_tanh" */
+} kn_gpt_ckpt_hints;
+
 /* The config c records in its metadata, or for a file without it (nanoGPT) the one its
- * shapes imply; n_head comes from the argument when the file does not record it (0: none
- * given, an error then). Checked with kn_gpt_config_check. */
-kn_status kn_gpt_ckpt_config(const kn_ckpt *c, int n_head, kn_gpt_config *out);
+ * shapes imply, completed by hints (may be NULL). Checked with kn_gpt_config_check. */
+kn_status kn_gpt_ckpt_config(const kn_ckpt *c, const kn_gpt_ckpt_hints *hints, kn_gpt_config *out);
 
 /* Whether c holds every tensor of a model of config cfg with the right shape and nothing
  * foreign, and with with_optimizer also both moments of each and a valid step count. */
@@ -33,6 +38,6 @@ kn_status kn_gpt_ckpt_check(const kn_ckpt *c, const kn_gpt_config *cfg, bool wit
 kn_status kn_gpt_load(const kn_ckpt *c, kn_gpt *g, kn_adamw *o);
 
 /* A new model (one reference, the caller's) built from c: config, check, then allocate. */
-kn_status kn_gpt_from_ckpt(kn_gpt **out, const kn_ckpt *c, int n_head);
+kn_status kn_gpt_from_ckpt(kn_gpt **out, const kn_ckpt *c, const kn_gpt_ckpt_hints *hints);
 
 #endif

@@ -49,6 +49,10 @@ void kn_layernorm_backward(float *dx, float *dw, float *db, const float *dy, con
 void kn_gelu_forward(float *y, const float *x, int64_t n);
 /* dx (+)= dy·gelu'(x). With accumulate false, dx may be the same buffer as dy. */
 void kn_gelu_backward(float *dx, const float *x, const float *dy, int64_t n, bool accumulate);
+/* GELU, exact (erf) form: y = x/2·(1 + erf(x/√2)), torch.nn.GELU()'s default; n elements. */
+void kn_gelu_erf_forward(float *y, const float *x, int64_t n);
+/* dx (+)= dy·gelu'(x) of the exact form. With accumulate false, dx may be the same buffer as dy. */
+void kn_gelu_erf_backward(float *dx, const float *x, const float *dy, int64_t n, bool accumulate);
 
 /* Causal multi-head self-attention over fused qkv[B,T,3C] (q | k | v; head h uses columns
  * h·hs..(h+1)·hs-1 of each, hs = C/NH), scale 1/√hs. y[B,T,C] = softmax(q·kᵀ)·v per head.

@@ -123,7 +123,7 @@ static void push_meta(lua_State *L, const kn_ckpt *c)
     }
 }
 
-/* kiln.load(path [, {model = m, optimizer = opt, n_head = n}]) -> model, meta
+/* kiln.load(path [, {model = m, optimizer = opt, n_head = n, activation = a}]) -> model, meta
  * Without `model` a new model is built from the file's config; with it, the file must
  * match that model's shapes exactly. With `optimizer` (the model's own), the AdamW moments
  * and step count are loaded too. The file is checked in full before anything changes. */
@@ -141,13 +141,21 @@ static int l_load(lua_State *L)
     lua_Integer n_head = knL_opt_int_field(L, 2, "n_head", 0);
     if (n_head < 0 || n_head > 1 << 24)
         return luaL_error(L, "kiln.load: field 'n_head' = %I is out of range 1..2^24", n_head);
+    kn_gpt_ckpt_hints hints = {.n_head = (int)n_head, .activation = NULL};
+    lua_getfield(L, 2, "activation");
+    if (!lua_isnil(L, -1)) {
+        hints.activation = lua_tostring(L, -1);
+        if (lua_type(L, -1) != LUA_TSTRING || (strcmp(hints.activation, "gelu") && strcmp(hints.activation, "gelu_tanh")))
+            return luaL_error(L, "kiln.load: field 'activation' must be \"gelu_tanh\" or \"gelu\"");
+    }
+    lua_pop(L, 1);   /* the string stays alive in the options table */
     kn_ckpt *c = open_ckpt(L, path);                        /* 5 */
     if (g) {
         KNL_TRY(L, kn_gpt_load(c, g, o));
         lua_pushvalue(L, 3);
     } else {
         knL_handle *h = knL_push_model_handle(L);
-        KNL_TRY(L, kn_gpt_from_ckpt(&g, c, (int)n_head));
+        KNL_TRY(L, kn_gpt_from_ckpt(&g, c, &hints));
         knL_model_opened(L, h, g);
     }
     push_meta(L, c);

@@ -40,7 +40,7 @@ void knL_model_opened(lua_State *L, knL_handle *h, kn_gpt *g)
 
 static const char *const config_keys[] = {
     "vocab_size", "block_size", "n_layer", "n_head", "n_embd", "seed",
-    "parametrization", "base_width", "output_mult", "attn_mult", "zero_query", NULL
+    "parametrization", "base_width", "output_mult", "attn_mult", "zero_query", "activation", NULL
 };
 
 /* Refuse keys we do not know: a typo in a config should not silently mean a default. */
@@ -103,8 +103,22 @@ static void config_mup(lua_State *L, int idx, kn_gpt_config *c)
     c->mup_zero_query = knL_opt_bool_field(L, idx, "zero_query", 0) ? 1 : 0;
 }
 
+/* activation = "gelu_tanh" (the default, GPT-2's) or "gelu" (exact, nanoGPT's nn.GELU()). */
+static kn_activation config_activation(lua_State *L, int idx)
+{
+    lua_getfield(L, idx, "activation");
+    const char *name = lua_isnil(L, -1) ? "gelu_tanh" : lua_tostring(L, -1);
+    kn_activation a;
+    if (lua_type(L, -1) != LUA_TNIL && lua_type(L, -1) != LUA_TSTRING) name = NULL;
+    if (!kn_gpt_activation_parse(name, &a))
+        luaL_error(L, "kiln.model: activation must be \"gelu_tanh\" or \"gelu\" (got %s)", luaL_tolstring(L, -1, NULL));
+    lua_pop(L, 1);
+    return a;
+}
+
 /* kiln.model{vocab_size=256, block_size=256, n_layer=4, n_head=4, n_embd=128, seed=1,
- *            parametrization="sp"|"mup", base_width=, output_mult=, attn_mult=, zero_query=} */
+ *            parametrization="sp"|"mup", base_width=, output_mult=, attn_mult=, zero_query=,
+ *            activation="gelu_tanh"|"gelu"} */
 static int l_model(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -117,6 +131,7 @@ static int l_model(lua_State *L)
         .n_embd = config_int(L, 1, "n_embd", 128),
     };
     config_mup(L, 1, &c);
+    c.activation = config_activation(L, 1);
     lua_Integer seed = knL_opt_int_field(L, 1, "seed", 1);
     KNL_TRY(L, kn_gpt_config_check(&c));
     knL_handle *h = knL_push_model_handle(L);
@@ -286,6 +301,7 @@ void knL_push_config(lua_State *L, const kn_gpt_config *c)
     lua_pushinteger(L, c->n_head); lua_setfield(L, -2, "n_head");
     lua_pushinteger(L, c->n_embd); lua_setfield(L, -2, "n_embd");
     lua_pushstring(L, c->mup ? "mup" : "sp"); lua_setfield(L, -2, "parametrization");
+    lua_pushstring(L, kn_gpt_activation_name(c->activation)); lua_setfield(L, -2, "activation");
     if (c->mup) {
         lua_pushnumber(L, c->mup_base_width); lua_setfield(L, -2, "base_width");
         lua_pushnumber(L, c->mup_output_mult); lua_setfield(L, -2, "output_mult");

@@ -129,7 +129,7 @@ function M.evaluate(model, ds, T, windows, B, split)
     model:add_position_losses(acc)
     rows, first = rows + got, first + got * stride
   end
-  if nranks > 1 then kiln.mpi.allreduce(acc); rows = kiln.mpi.allreduce(rows) end
+  if nranks > 1 then kiln.mpi.allreduce(acc, "sum", "evaluation"); rows = kiln.mpi.allreduce(rows, "sum", "evaluation") end
   acc:scale(1 / rows)
   local per = acc:totable()
   local sum = 0
@@ -206,6 +206,7 @@ function M.run(o)
   if math.type(accum) ~= "integer" or accum < 1 then fail("'accumulate' must be a positive integer") end
   local mpi = kiln.mpi
   local nranks, rank = mpi.size(), mpi.rank()
+  local _ <close> = mpi.guard("kiln.train")   -- an error here reaches the other ranks at once
   if B % nranks ~= 0 then fail("'batch' (%d) must be a multiple of the number of processes (%d)", B, nranks) end
   local local_B = B // nranks
   local tokens_per_step = B * T * accum
@@ -350,7 +351,7 @@ function M.run(o)
   local grads, ar_times = model:flat_grads(), {}
   -- Every rank starts from rank 0's weights (a model built with another seed elsewhere
   -- would otherwise train apart without a word).
-  if nranks > 1 then mpi.broadcast(model:flat_params(), 0) end
+  if nranks > 1 then mpi.broadcast(model:flat_params(), 0, "initial weights") end
   local history, last_eval = {}, {}
   local status, stop_reason = "complete", nil
   local last_loss, last_norm, last_lr = nil, nil, nil
@@ -369,7 +370,7 @@ function M.run(o)
       kiln.save(path, { model = model, optimizer = opt, meta = {
         step = step, tokens = tokens_seen, rng = rng:state(), lua_state = encode_state(state) } })
     end
-    if nranks > 1 then mpi.barrier() end   -- the file exists on return, on every rank
+    if nranks > 1 then mpi.barrier("checkpoint") end   -- the file exists on return, on every rank
     return path
   end
 
@@ -471,9 +472,9 @@ function M.run(o)
     end
     if nranks > 1 then   -- the global batch's mean gradient and loss, on every rank
       local t1 = kiln.clock()
-      mpi.allreduce(grads, "mean")
+      mpi.allreduce(grads, "mean", "grads")
       ar_times[#ar_times + 1] = kiln.clock() - t1
-      loss = mpi.allreduce(loss, "mean")
+      loss = mpi.allreduce(loss, "mean", "loss")
     end
     step_hp.lr = lr
     local ok, norm = pcall(opt.step, opt, step_hp)
@@ -557,7 +558,7 @@ function M.run(o)
     if not ckpt_steps[step] then save_checkpoint(step) end
     if rank == 0 then util.write_atomic(run_dir .. "/summary.yaml", kiln.yaml.encode(summary)) end
   end
-  if nranks > 1 then mpi.barrier() end   -- rank 0's files are complete when any rank returns
+  if nranks > 1 then mpi.barrier("end of kiln.train") end   -- rank 0's files are complete when any rank returns
   summary.model, summary.optimizer, summary.state = model, opt, state
   return summary
 end

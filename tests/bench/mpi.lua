@@ -7,7 +7,8 @@
 --
 -- Prints tokens/s (median over the steps, global tokens), the all-reduce time per step as
 -- kiln.train measures it (including waiting for the slower rank), and the all-reduce of the
--- same buffer alone, after a barrier (the transfer itself).
+-- same buffer alone, after a barrier (the transfer itself), and a barrier alone (the handshake
+-- that starts every kiln.mpi collective, see lua/l_mpi.c).
 local kiln = require "kiln"
 local o = { threads = 1, steps = 10, data = "data/austen/train.txt", batch = 16 }
 for _, a in ipairs(arg or {}) do
@@ -31,9 +32,18 @@ for i = 1, 20 do
   times[i] = kiln.clock() - t0
 end
 table.sort(times)
+local hand = {}
+for i = 1, 1000 do
+  mpi.barrier()
+  local t0 = kiln.clock()
+  mpi.barrier()
+  hand[i] = kiln.clock() - t0
+end
+table.sort(hand)
 local load = (io.open("/proc/loadavg") or { read = function() return "?" end }):read("l") or "?"
 print(("config M, %d rank(s) x %d thread(s), batch %d: %d tokens/s; all-reduce in training %s ms/step; "
-  .. "all-reduce alone %.1f ms (%d floats); load %s"):format(
+  .. "all-reduce alone %.1f ms (%d floats); barrier %.1f us; load %s"):format(
   mpi.size(), o.threads, o.batch, s.tokens_per_s,
   s.allreduce_ms and ("%.1f"):format(s.allreduce_ms) or "-",
-  mpi.size() > 1 and times[10] * 1000 or 0, s.model:num_params(), load:match("^(%S+)")))
+  mpi.size() > 1 and times[10] * 1000 or 0, s.model:num_params(), mpi.size() > 1 and hand[500] * 1e6 or 0,
+  load:match("^(%S+)")))

@@ -46,6 +46,12 @@ static inline void ref_gelu(double *y, const double *x, size_t n)
     for (size_t i = 0; i < n; i++) y[i] = ref_gelu1(x[i]);
 }
 
+/* The exact GELU, x·Φ(x). */
+static inline void ref_gelu_erf(double *y, const double *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++) y[i] = 0.5 * x[i] * (1.0 + erf(x[i] / sqrt(2.0)));
+}
+
 /* y[B,T,C] from qkv[B,T,3C], causal, per head softmax(scale·q·kᵀ)·v. */
 static inline void ref_attention_scaled(double *y, const double *qkv, int B, int T, int C, int NH,
                                         double scale)
@@ -145,7 +151,8 @@ static inline double ref_gpt_loss_scaled(const kn_gpt *g, const double *p, const
         for (size_t i = 0; i < (size_t)N * d; i++) x[i] += o[i];
         ref_layernorm(h, x, PR("ln_2.weight"), PR("ln_2.bias"), N, d);
         ref_linear(f, h, PR("mlp.c_fc.weight"), PR("mlp.c_fc.bias"), N, d, 4 * d);
-        ref_gelu(f2, f, (size_t)N * 4 * d);
+        if (c->activation == KN_GELU_ERF) ref_gelu_erf(f2, f, (size_t)N * 4 * d);
+        else ref_gelu(f2, f, (size_t)N * 4 * d);
         ref_linear(o, f2, PR("mlp.c_proj.weight"), PR("mlp.c_proj.bias"), N, 4 * d, d);
         for (size_t i = 0; i < (size_t)N * d; i++) x[i] += o[i];
     }

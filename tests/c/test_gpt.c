@@ -183,6 +183,29 @@ static void test_gradients(void)
     CHECK(r <= 1, "weighted normalized loss gradients vs finite differences (worst %.2g, max abs err %.2g)", r, m);
     kn_gpt_free(g);
 
+    /* the exact (erf) GELU: the double model follows the config, so forward and every
+     * gradient are checked against that form; the tanh model's loss is measurably different */
+    kn_gpt_config ec = TINY;
+    ec.activation = KN_GELU_ERF;
+    g = make(ec, 3);
+    kn_gpt *gt = make(TINY, 3);
+    perturb(g, 0.3);
+    memcpy(kn_gpt_params(gt), kn_gpt_params(g), sizeof(float) * kn_gpt_num_params(g));
+    float loss_t;
+    CHECK_OK(kn_gpt_forward(g, x, y, B, T, NULL, false, &loss), "forward with activation = KN_GELU_ERF");
+    CHECK_OK(kn_gpt_forward(gt, x, y, B, T, NULL, false, &loss_t), "the same parameters with the tanh form");
+    p = params_double(g);
+    ref = ref_gpt_loss(g, p, x, y, B, T, NULL, 0, NULL, NULL);
+    CHECK(fabs(loss - ref) < 2e-6 * fabs(ref) && fabs(loss - loss_t) > 2e-6,
+          "erf GELU: loss %.7f vs double %.7f; the tanh form gives %.7f", loss, ref, loss_t);
+    free(p);
+    r = gradcheck(g, x, y, B, T, w, false, &m, &gn);
+    CHECK(r <= 1, "erf GELU: all %zu gradients vs finite differences (worst %.2g, max abs err %.2g)", n_checked, r, m);
+    kn_gpt_free(g);
+    kn_gpt_free(gt);
+    ec.activation = (kn_activation)2;
+    CHECK_FAILS(kn_gpt_config_check(&ec), "activation (2) must be", "an unknown activation is refused");
+
     /* a longer context crosses the attention's query blocks */
     kn_gpt_config lc = {.vocab_size = 7, .block_size = 80, .n_layer = 1, .n_head = 2, .n_embd = 8};
     g = make(lc, 4);

@@ -195,36 +195,64 @@ static void test_layernorm(int N, int C)
 
 /* ------------------------------------------------------------------ gelu */
 
-typedef struct { double *x, *g, *y; size_t n; } gelu_t;
+/* Both forms through one test: the kernels under test and the double reference they must
+ * match (the gradient is checked against finite differences of that reference). */
+typedef struct {
+    const char *name;
+    void (*forward)(float *, const float *, int64_t);
+    void (*backward)(float *, const float *, const float *, int64_t, bool);
+    void (*ref)(double *, const double *, size_t);
+} gelu_form;
+
+typedef struct { double *x, *g, *y; size_t n; const gelu_form *f; } gelu_t;
 static double gelu_J(void *p)
 {
     gelu_t *c = p;
-    ref_gelu(c->y, c->x, c->n);
+    c->f->ref(c->y, c->x, c->n);
     return dotg(c->y, c->g, c->n);
 }
 
-static void test_gelu(void)
+static void test_gelu_form(const gelu_form *f)
 {
     size_t n = 203;
     float *x = frand(n, 2.5), *g = frand(n, 1.0), *y = frand(n, 1.0);
     x[0] = -12.0f; x[1] = 12.0f; x[2] = 0.0f; x[3] = -100.0f; x[4] = 100.0f;
-    gelu_t c = {todouble(x, n), todouble(g, n), malloc(sizeof(double) * n), n};
-    kn_gelu_forward(y, x, (int64_t)n);
+    gelu_t c = {todouble(x, n), todouble(g, n), malloc(sizeof(double) * n), n, f};
+    f->forward(y, x, (int64_t)n);
     gelu_J(&c);
     double e = 0.0;
-    CHECK(worst(y, c.y, n, 1e-6, 1e-6, &e) <= 1, "gelu forward matches double tanh form (max err %.2g)", e);
+    CHECK(worst(y, c.y, n, 1e-6, 1e-6, &e) <= 1, "%s forward matches the double formula (max err %.2g)", f->name, e);
     float *dx = frand(n, 1.0), *dx0 = fcopy(dx, n);
-    kn_gelu_backward(dx, x, g, (int64_t)n, true);
+    f->backward(dx, x, g, (int64_t)n, true);
     minus(dx, dx0, n);
     double *nd = malloc(sizeof(double) * n);
     fd(gelu_J, &c, c.x, n, 1e-5, nd);
-    CHECK(worst(dx, nd, n, 1e-5, 1e-4, &e) <= 1, "gelu dx vs finite differences (max err %.2g)", e);
+    CHECK(worst(dx, nd, n, 1e-5, 1e-4, &e) <= 1, "%s dx vs finite differences (max err %.2g)", f->name, e);
     /* in place (dx aliasing dy) in overwrite mode */
     float *gg = fcopy(g, n);
-    kn_gelu_backward(gg, x, gg, (int64_t)n, false);
-    CHECK(worst(gg, nd, n, 1e-5, 1e-4, NULL) <= 1, "gelu backward in place (dx == dy)");
+    f->backward(gg, x, gg, (int64_t)n, false);
+    CHECK(worst(gg, nd, n, 1e-5, 1e-4, NULL) <= 1, "%s backward in place (dx == dy)", f->name);
     kn_free(x); kn_free(g); kn_free(y); kn_free(dx); kn_free(dx0); kn_free(gg);
     free(c.x); free(c.g); free(c.y); free(nd);
+}
+
+static void test_gelu(void)
+{
+    static const gelu_form tanh_form = {"gelu (tanh)", kn_gelu_forward, kn_gelu_backward, ref_gelu};
+    static const gelu_form erf_form = {"gelu (erf)", kn_gelu_erf_forward, kn_gelu_erf_backward, ref_gelu_erf};
+    test_gelu_form(&tanh_form);
+    test_gelu_form(&erf_form);
+    /* The forms are different functions: the largest gap is near |x| = 2 (about 4.7e-4 in
+     * double); it is what moves a model's loss when a checkpoint crosses implementations. */
+    size_t n = 4001;
+    float *x = kn_alloc(sizeof(float) * n), *a = kn_alloc(sizeof(float) * n), *b = kn_alloc(sizeof(float) * n);
+    for (size_t i = 0; i < n; i++) x[i] = -5.0f + 10.0f * (float)i / (float)(n - 1);
+    kn_gelu_forward(a, x, (int64_t)n);
+    kn_gelu_erf_forward(b, x, (int64_t)n);
+    double gap = 0.0;
+    for (size_t i = 0; i < n; i++) gap = fmax(gap, fabs((double)a[i] - b[i]));
+    CHECK(gap > 4e-4 && gap < 5e-4, "tanh and erf forms differ by at most %.3g over [-5, 5]", gap);
+    kn_free(x); kn_free(a); kn_free(b);
 }
 
 /* ------------------------------------------------------------------ attention */

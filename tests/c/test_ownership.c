@@ -170,7 +170,7 @@ static void test_checkpoints(void)
           memcmp(kn_gpt_params(other), kn_gpt_params(g), kn_gpt_num_params(g) * sizeof(float)) == 0,
           "parameters and the step count come back");
     kn_gpt *g2;
-    CHECK_OK(kn_gpt_from_ckpt(&g2, c, 0), "a new model from the file");
+    CHECK_OK(kn_gpt_from_ckpt(&g2, c, NULL), "a new model from the file");
     CHECK(kn_gpt_get_config(g2)->n_head == 2 && kn_gpt_refs(g2) == 1, "with the recorded config");
     kn_gpt_free(g2);
     kn_ckpt_close(c);
@@ -210,7 +210,7 @@ static void test_checkpoints(void)
     write_metadata_only(huge);
     CHECK_OK(kn_ckpt_open(&c, huge), "open the metadata-only file");
     g2 = NULL;
-    CHECK_FAILS(kn_gpt_from_ckpt(&g2, c, 0), "huge.safetensors: tensor 'transformer.wte.weight' is missing",
+    CHECK_FAILS(kn_gpt_from_ckpt(&g2, c, NULL), "huge.safetensors: tensor 'transformer.wte.weight' is missing",
                 "refused before allocating the model, naming the file and the tensor");
     CHECK(g2 == NULL, "no model made");
     kn_ckpt_close(c);

@@ -205,4 +205,154 @@ out, code, elapsed = run_mpi(2, dir .. "/fail_step.lua")
 t.ok(code ~= 0 and code ~= 124 and out:find("rank one gave up at step 3", 1, true),
   "an error on rank 1 while rank 0 waits in the all-reduce ends the job with that error")
 t.ok(elapsed < 20, ("within seconds (%.1f s)"):format(elapsed))
+
+-- 5. Nothing hangs: every way one rank can leave the others waiting ends the job within a
+-- bound, with a message naming the waiting rank, the collective and what the other did.
+-- KILN_MPI_TIMEOUT is short here; every case below but the timeout one ends at once.
+local function run_mpi_env(env, np, script, args)
+  local t0 = kiln.clock()
+  local out, code = sh(env .. " " .. mpirun .. np .. " " .. mpi_kiln .. " " .. script .. " " .. (args or ""))
+  return out, code, kiln.clock() - t0
+end
+local BOUND = 20   -- seconds; measured well under 2 s on the dev machine except the timeout case
+local spin = "local function spin(s) local t0 = kiln.clock() while kiln.clock() - t0 < s do end end\n"
+
+-- (a) A rank that finishes its script while another waits in a collective.
+write(dir .. "/leave_early.lua", [[
+local kiln = require "kiln"
+]] .. spin .. [[
+if kiln.mpi.rank() == 0 then
+  spin(0.5)   -- rank 1 has finished by now
+  kiln.mpi.allreduce(kiln.tensor_from { 1, 2 }, "sum", "grads")
+  print("not reached")
+end
+]])
+out, code, elapsed = run_mpi_env("KILN_MPI_TIMEOUT=60", 2, dir .. "/leave_early.lua")
+t.ok(code ~= 0 and code ~= 124 and elapsed < BOUND, ("a rank that finished early: the job ends (status %s, %.1f s, timeout 60 s)"):format(code, elapsed))
+t.ok(out:find("rank 0 waited %d+%.%d s in allreduce%(grads%) for rank 1, which finished its script"),
+  "the message names the waiting rank, the collective and the rank that finished")
+t.ok(not out:find("not reached", 1, true), "rank 0 does not carry on")
+
+-- (b) os.exit(0) on one rank counts as finishing (os.exit itself is left alone).
+write(dir .. "/exit_early.lua", [[
+local kiln = require "kiln"
+]] .. spin .. [[
+-- the stock os.exit is a C function without upvalues; a wrapper around it would have one
+io.stderr:write("rank " .. kiln.mpi.rank() .. " os.exit is stock: " .. tostring(debug.getupvalue(os.exit, 1) == nil) .. "\n")
+if kiln.mpi.rank() == 1 then os.exit(0) end
+spin(0.5)
+kiln.mpi.barrier("after exit")
+]])
+out, code, elapsed = run_mpi_env("KILN_MPI_TIMEOUT=60", 2, dir .. "/exit_early.lua")
+t.ok(code ~= 0 and elapsed < BOUND and out:find("rank 0 waited %d+%.%d s in barrier%(after exit%) for rank 1, which finished its script"),
+  ("os.exit(0) on rank 1: rank 0's barrier ends the job at once (%.1f s)"):format(elapsed))
+t.ok(out:find("rank 0 os.exit is stock: true", 1, true) and out:find("rank 1 os.exit is stock: true", 1, true),
+  "the MPI host leaves os.exit as Lua's own")
+
+-- (c) pcall(kiln.train) catches an error on rank 1 while rank 0 waits in the all-reduce.
+write(dir .. "/pcall_train.lua", [[
+local kiln = require "kiln"
+kiln.set_threads(1)
+]] .. spin .. [[
+local ok, err = pcall(kiln.train, {
+  model = { vocab_size = 256, block_size = 16, n_layer = 1, n_head = 2, n_embd = 16, seed = 1 },
+  data = kiln.dataset("tests/data/tiny_en.txt"), steps = 1000, batch = 4, context = 16, quiet = true,
+  on_step = function(i)
+    if kiln.mpi.rank() == 1 and i.step == 3 then error("rank one gave up at step 3") end
+  end,
+})
+io.stderr:write("rank " .. kiln.mpi.rank() .. " caught: " .. tostring(err) .. "\n")
+spin(30)   -- rank 1 carries on with other work; rank 0 must not wait for it
+]])
+out, code, elapsed = run_mpi_env("KILN_MPI_TIMEOUT=60", 2, dir .. "/pcall_train.lua")
+t.ok(code ~= 0 and code ~= 124 and elapsed < BOUND, ("an error caught by pcall on rank 1: the job ends (status %s, %.1f s)"):format(code, elapsed))
+t.ok(out:find("rank 0 waited %d+%.%d s in allreduce%(grads%) for rank 1, which raised an error in kiln.train: [^\n]*rank one gave up at step 3"),
+  "the message names rank 0, allreduce(grads), rank 1 and its error")
+
+-- (d) A rank that never arrives: the deadline (KILN_MPI_TIMEOUT) ends the job.
+write(dir .. "/stuck.lua", [[
+local kiln = require "kiln"
+]] .. spin .. [[
+if kiln.mpi.rank() == 1 then spin(60) end
+kiln.mpi.barrier("sync")
+]])
+out, code, elapsed = run_mpi_env("KILN_MPI_TIMEOUT=2", 2, dir .. "/stuck.lua")
+t.ok(code ~= 0 and code ~= 124 and elapsed >= 2 and elapsed < BOUND,
+  ("a rank stuck outside MPI: the job ends after the 2 s limit (%.1f s)"):format(elapsed))
+t.ok(out:find("rank 0 waited 2%.%d s in barrier%(sync%) for rank 1, which did not join it"), "naming rank 0, barrier(sync) and rank 1")
+-- kiln.mpi.set_timeout does the same from a script and returns the previous limit.
+write(dir .. "/stuck_set.lua", [[
+local kiln = require "kiln"
+]] .. spin .. [[
+io.stderr:write("previous limit " .. kiln.mpi.set_timeout(1) .. "\n")
+if kiln.mpi.rank() == 0 then spin(60) end
+kiln.mpi.allgather("x", "reports")
+]])
+out, code, elapsed = run_mpi_env("KILN_MPI_TIMEOUT=30", 2, dir .. "/stuck_set.lua")
+t.ok(code ~= 0 and elapsed >= 1 and elapsed < BOUND and out:find("rank 1 waited 1%.%d s in allgather%(reports%) for rank 0"),
+  ("kiln.mpi.set_timeout(1): rank 1 gives up on rank 0 after 1 s (%.1f s)"):format(elapsed))
+t.ok(out:find("previous limit 30.0\n", 1, true), "set_timeout returns the previous limit (KILN_MPI_TIMEOUT=30)")
+out, code = run_mpi_env("KILN_MPI_TIMEOUT=soon", 2, dir .. "/stuck.lua")
+t.ok(code ~= 0 and out:find("KILN_MPI_TIMEOUT: expected a number of seconds > 0, got 'soon'", 1, true), "a bad KILN_MPI_TIMEOUT is refused by name")
+
+-- Ctrl-C (SIGINT) reaches a rank waiting in a collective: it ends the job, saying where.
+write(dir .. "/interrupt.lua", [[
+local kiln = require "kiln"
+]] .. spin .. [[
+if kiln.mpi.rank() == 0 then
+  local f = assert(io.open(arg[1], "w")); f:write(io.open("/proc/self/stat"):read("n")); f:close()
+else
+  spin(60)
+end
+kiln.mpi.barrier("sync")
+]])
+local pidfile = dir .. "/rank0.pid"
+out, code, elapsed = run_mpi_env("(sleep 2; kill -INT $(cat " .. pidfile .. ")) & KILN_MPI_TIMEOUT=60", 2,
+  dir .. "/interrupt.lua", pidfile)
+t.ok(code ~= 0 and code ~= 124 and elapsed < BOUND and out:find("rank 0 was interrupted after waiting %d+%.%d s in barrier%(sync%)"),
+  ("SIGINT to rank 0 waiting in barrier(sync): the job ends (%.1f s)"):format(elapsed))
+
+-- (e) Work longer than the limit is fine: inside solo (the others are told), and on a rank
+-- that waits to exit for one still working.
+write(dir .. "/slow_ok.lua", [[
+local kiln = require "kiln"
+]] .. spin .. [[
+kiln.mpi.set_timeout(1)
+if kiln.mpi.rank() == 1 then kiln.mpi.solo(spin, 2.5) end
+local all = kiln.mpi.allgather("rank " .. kiln.mpi.rank(), "reports")
+if kiln.mpi.rank() == 0 then spin(2.5) end   -- rank 1 has finished and waits to exit
+io.stderr:write("gathered: " .. table.concat(all, ", ") .. "\n")
+]])
+out, code, elapsed = run_mpi_env("", 2, dir .. "/slow_ok.lua")
+t.ok(code == 0 and select(2, out:gsub("gathered: rank 0, rank 1", "")) == 2,
+  ("2.5 s alone in solo and 2.5 s of work after the last collective, limit 1 s: the job completes (%.1f s)"):format(elapsed))
+
+-- (f) Ranks that make different calls at the same point get an error on every rank.
+write(dir .. "/mismatch.lua", [[
+local kiln = require "kiln"
+local ok, err
+if kiln.mpi.rank() == 0 then ok, err = pcall(kiln.mpi.barrier, "sync")
+else ok, err = pcall(kiln.mpi.allreduce, kiln.tensor_from { 1 }, "sum", "grads") end
+io.stderr:write("rank " .. kiln.mpi.rank() .. ": " .. tostring(err) .. "\n")
+ok, err = pcall(kiln.mpi.allreduce, kiln.tensor(kiln.mpi.rank() + 2), "sum", "sizes")
+io.stderr:write("rank " .. kiln.mpi.rank() .. ": " .. tostring(err) .. "\n")
+]])
+out, code = run_mpi_env("KILN_MPI_TIMEOUT=10", 2, dir .. "/mismatch.lua")
+t.ok(code == 0 and out:find("rank 0: kiln.mpi.barrier(sync): another rank made a different call here (allreduce of a tensor, this rank barrier)", 1, true)
+  and out:find("rank 1: kiln.mpi.allreduce(grads): another rank made a different call here (barrier, this rank allreduce of a tensor)", 1, true),
+  "barrier on rank 0 against allreduce on rank 1: an error naming both calls on both ranks")
+t.ok(out:find("rank 0: kiln.mpi.allreduce(sizes): the ranks disagree on the size (2 here, from 2 to 3 over the ranks)", 1, true),
+  "tensors of different sizes: an error naming the sizes")
+
+-- (g) Under a stock lua5.4, kiln.so neither ends the host in abort nor replaces os.exit.
+if os.execute("command -v lua5.4 >/dev/null 2>&1") and not build:match("san") then
+  for _, b in ipairs { build, mpi_build } do
+    out, code = sh("cd " .. b .. [[ && lua5.4 -e 'local exit = os.exit; local k = require "kiln"
+      print(os.exit == exit, pcall(k.mpi.abort, "stop here", 3)); print("still running")']])
+    t.ok(code == 0 and out:find("true\tfalse\tkiln.mpi.abort: stop here\nstill running", 1, true),
+      b .. "/kiln.so in lua5.4: os.exit untouched, abort raises an error")
+  end
+else
+  t.skip("kiln.so under lua5.4 (no lua5.4, or a sanitizer build)")
+end
 t.done()

@@ -1,17 +1,20 @@
 /* ref_driver.c — the kiln side of the whole-model check against PyTorch (torch_ref.py).
  *
- *   ref_driver OUTDIR
+ *   ref_driver OUTDIR [gelu_tanh|gelu]
  *
- * Builds a small GPT with odd shapes, initialises it from a seed and writes, as safetensors:
+ * Builds a small GPT with odd shapes and the given MLP activation (default gelu_tanh), initialises it from a seed and writes, as safetensors:
  *   OUTDIR/model.safetensors  the initial parameters under their nanoGPT names
  *   OUTDIR/fwd.safetensors    inputs, targets, position weights; loss with the weighting, and
  *                             with normalize; per-token and per-position losses; every gradient
  *                             of both losses ("grad.<name>", "grad_normalized.<name>")
+ *   OUTDIR/spread.safetensors the parameters drawn wider (see spread()), and the weighted
+ *                             loss, per-token losses and every gradient ("grad.<name>") there
  *   OUTDIR/train.safetensors  three AdamW steps (zero_grad, forward, backward, clipped step) on
  *                             fresh batches: their inputs, targets, losses, pre-clip grad norms,
  *                             then the parameters after ("<name>") and the moments
  *                             ("optim.m.<name>", "optim.v.<name>")
- * Token ids are stored as F32 (exact below 2^24); hyperparameters go in __metadata__. */
+ * Token ids are stored as F32 (exact below 2^24); the config (with "activation") and the
+ * hyperparameters go in __metadata__. */
 #include "adamw.h"
 #include "ckpt.h"
 #include "gpt.h"
@@ -83,6 +86,23 @@ static void tl_add_model(tlist *l, kn_gpt *g, const float *base, const char *pre
     }
 }
 
+/* GPT-2's init keeps every MLP input within about ±0.1, where the tanh and erf GELUs agree
+ * to ~1e-9, and the logits near 0: a check at init could not tell the two forms apart. For
+ * the spread check every parameter is drawn wider, so MLP inputs and logits are O(1). */
+static void spread(kn_gpt *g, kn_rng *r)
+{
+    float *p = kn_gpt_params(g);
+    for (int i = 0; i < kn_gpt_num_tensors(g); i++) {
+        const kn_param_info *t = kn_gpt_param_info(g, i);
+        for (size_t j = 0; j < t->numel; j++) {
+            double z = kn_rng_normal(r);
+            double sd = strstr(t->name, ".mlp.c_") ? 0.3 : 0.15;   /* MLP inputs ~N(0, 2²) */
+            p[t->offset + j] = (float)(t->kind == KN_PARAM_NORM ? 1.0 + 0.2 * z
+                                       : t->kind == KN_PARAM_BIAS ? 0.2 * z : sd * z);
+        }
+    }
+}
+
 static void tokens_f32(const int32_t *tok, float *out, int n)
 {
     for (int i = 0; i < n; i++) out[i] = (float)tok[i];
@@ -100,13 +120,17 @@ static void random_batch(kn_rng *r, int32_t *in, int32_t *tg)
 
 int main(int argc, char **argv)
 {
-    if (argc != 2) { fprintf(stderr, "usage: ref_driver OUTDIR\n"); return 2; }
+    kn_activation act = KN_GELU_TANH;
+    if (argc < 2 || argc > 3 || (argc == 3 && !kn_gpt_activation_parse(argv[2], &act))) {
+        fprintf(stderr, "usage: ref_driver OUTDIR [gelu_tanh|gelu]\n");
+        return 2;
+    }
     const char *dir = argv[1];
     char path[4096];
     kn_set_threads(1);
 
     kn_gpt_config cfg = { .vocab_size = V, .block_size = BLOCK, .n_layer = NLAYER,
-                          .n_head = NHEAD, .n_embd = NEMBD };
+                          .n_head = NHEAD, .n_embd = NEMBD, .activation = act };
     kn_gpt *g;
     if (kn_gpt_new(&g, &cfg) != KN_OK) return fail("kn_gpt_new");
     kn_rng rng;
@@ -119,7 +143,8 @@ int main(int argc, char **argv)
     snprintf(sL, sizeof sL, "%d", NLAYER); snprintf(sH, sizeof sH, "%d", NHEAD);
     snprintf(sD, sizeof sD, "%d", NEMBD); snprintf(sB, sizeof sB, "%d", B); snprintf(sT, sizeof sT, "%d", T);
     kn_ckpt_meta cmeta[] = { { "vocab_size", sV }, { "block_size", sBl }, { "n_layer", sL },
-                             { "n_head", sH }, { "n_embd", sD }, { "batch", sB }, { "T", sT } };
+                             { "n_head", sH }, { "n_embd", sD }, { "batch", sB }, { "T", sT },
+                             { "activation", kn_gpt_activation_name(act) } };
     int ncmeta = (int)(sizeof cmeta / sizeof cmeta[0]);
 
     tlist *l = calloc(1, sizeof *l);
@@ -165,6 +190,31 @@ int main(int argc, char **argv)
     snprintf(path, sizeof path, "%s/fwd.safetensors", dir);
     if (kn_ckpt_write(path, l->t, l->n, cmeta, ncmeta) != KN_OK) return fail("writing fwd.safetensors");
     tl_free(l);
+
+    /* The same batch with the parameters spread: where the activation's form matters. The
+     * AdamW steps below start from these parameters' copy of the init, saved first. */
+    float *init = malloc(sizeof(float) * kn_gpt_num_params(g));
+    if (!init) return 1;
+    memcpy(init, kn_gpt_params(g), sizeof(float) * kn_gpt_num_params(g));
+    kn_rng spread_rng;
+    kn_rng_seed(&spread_rng, 7);
+    spread(g, &spread_rng);
+    float loss_s;
+    kn_gpt_zero_grad(g);
+    if (kn_gpt_forward(g, in, tg, B, T, w, false, &loss_s) != KN_OK) return fail("forward (spread)");
+    if (kn_gpt_backward(g, 1.0f) != KN_OK) return fail("backward (spread)");
+    tl_add_model(l, g, kn_gpt_params(g), "");
+    tl_add(l, "inputs", (tokens_f32(in, tmp, B * T), tmp), 2, sh_bt);
+    tl_add(l, "targets", (tokens_f32(tg, tmp, B * T), tmp), 2, sh_bt);
+    tl_add1(l, "weights", w, T);
+    tl_add1(l, "loss", &loss_s, 1);
+    tl_add(l, "token_losses", kn_gpt_token_losses(g), 2, sh_bt);
+    tl_add_model(l, g, kn_gpt_grads(g), "grad.");
+    snprintf(path, sizeof path, "%s/spread.safetensors", dir);
+    if (kn_ckpt_write(path, l->t, l->n, cmeta, ncmeta) != KN_OK) return fail("writing spread.safetensors");
+    tl_free(l);
+    memcpy(kn_gpt_params(g), init, sizeof(float) * kn_gpt_num_params(g));
+    free(init);
 
     /* Three AdamW steps with clipping active and non-default hyperparameters. eps is 1e-6, not
      * 1e-8: the gradient of the key bias is exactly zero in exact arithmetic (softmax ignores a
@@ -216,9 +266,9 @@ int main(int argc, char **argv)
     tl_free(l);
     free(l);
 
-    printf("ref_driver: loss %.7g, normalized %.7g; steps:", (double)loss, (double)loss_n);
+    printf("ref_driver (%s): loss %.7g, normalized %.7g; steps:", kn_gpt_activation_name(act), (double)loss, (double)loss_n);
     for (int s = 0; s < STEPS; s++) printf(" loss %.7g norm %.5g;", (double)slosses[s], (double)snorms[s]);
-    printf(" wrote %s/{model,fwd,train}.safetensors\n", dir);
+    printf(" spread loss %.7g; wrote %s/{model,fwd,spread,train}.safetensors\n", (double)loss_s, dir);
     kn_adamw_free(o);
     kn_gpt_free(g);
     return 0;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # test_torch.sh — kiln's whole model against an independent PyTorch implementation:
-# ref_driver writes kiln's checkpoint, losses, gradients and 3 AdamW steps; torch_ref.py
-# reproduces them with python3-torch and prints TAP. Skipped (visibly) where torch is absent.
+# ref_driver writes kiln's checkpoint, losses, gradients and 3 AdamW steps, once per MLP
+# activation; torch_ref.py reproduces them with python3-torch and prints TAP. Skipped (visibly) where torch is absent.
 set -u
 PY=/usr/bin/python3
 if ! "$PY" -c 'import torch' >/dev/null 2>&1; then
@@ -19,11 +19,15 @@ fi
 export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-Haswell}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/kiln-ref.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
-if ! out=$("$driver" "$tmp" 2>&1); then
-    echo "not ok 1 - ref_driver ($driver) ran"
+# Both MLP activations: GPT-2's tanh GELU (the default) and the exact erf GELU.
+for act in gelu_tanh gelu; do
+    mkdir -p "$tmp/$act"
+    if ! out=$("$driver" "$tmp/$act" "$act" 2>&1); then
+        echo "not ok 1 - ref_driver ($driver) ran with activation $act"
+        printf '%s\n' "$out" | sed 's/^/# /'
+        echo "1..1"
+        exit 1
+    fi
     printf '%s\n' "$out" | sed 's/^/# /'
-    echo "1..1"
-    exit 1
-fi
-printf '%s\n' "$out" | sed 's/^/# /'
-"$PY" "$here/torch_ref.py" "$tmp"
+done
+"$PY" "$here/torch_ref.py" "$tmp/gelu_tanh" "$tmp/gelu"

@@ -1,10 +1,11 @@
 #!/usr/bin/python3
 """torch_ref.py — check kiln's whole model against an independent PyTorch implementation.
 
-    /usr/bin/python3 torch_ref.py DIR      (DIR written by ref_driver)
+    /usr/bin/python3 torch_ref.py DIR...      (each DIR written by ref_driver)
 
-A nanoGPT-style GPT is written out below (tied head, GELU tanh, causal softmax attention,
-LayerNorm eps 1e-5, biases everywhere). kiln's initial parameters are loaded with
+A nanoGPT-style GPT is written out below (tied head, the GELU the DIR's metadata names:
+"gelu_tanh" or the exact "gelu", causal softmax attention, LayerNorm eps 1e-5, biases
+everywhere). kiln's initial parameters are loaded with
 load_state_dict; then the weighted loss (plain and normalized), the per-token and
 per-position losses, every gradient, the three training steps (torch.optim.AdamW with
 clip_grad_norm_) and the parameters and moments after them are compared.
@@ -73,11 +74,15 @@ class CausalSelfAttention(nn.Module):
         return self.c_proj(y)
 
 
+# kiln's activation names and the torch modules that compute them
+ACTIVATIONS = {"gelu_tanh": lambda: nn.GELU(approximate="tanh"), "gelu": lambda: nn.GELU()}
+
+
 class MLP(nn.Module):
-    def __init__(self, d):
+    def __init__(self, d, activation):
         super().__init__()
         self.c_fc = nn.Linear(d, 4 * d)
-        self.gelu = nn.GELU(approximate="tanh")
+        self.gelu = ACTIVATIONS[activation]()
         self.c_proj = nn.Linear(4 * d, d)
 
     def forward(self, x):
@@ -85,12 +90,12 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, d, n_head, block_size):
+    def __init__(self, d, n_head, block_size, activation):
         super().__init__()
         self.ln_1 = nn.LayerNorm(d, eps=1e-5)
         self.attn = CausalSelfAttention(d, n_head, block_size)
         self.ln_2 = nn.LayerNorm(d, eps=1e-5)
-        self.mlp = MLP(d)
+        self.mlp = MLP(d, activation)
 
     def forward(self, x):
         x = x + self.attn(self.ln_1(x))
@@ -98,12 +103,12 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, V, block_size, n_layer, n_head, d):
+    def __init__(self, V, block_size, n_layer, n_head, d, activation):
         super().__init__()
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(V, d),
             wpe=nn.Embedding(block_size, d),
-            h=nn.ModuleList([Block(d, n_head, block_size) for _ in range(n_layer)]),
+            h=nn.ModuleList([Block(d, n_head, block_size, activation) for _ in range(n_layer)]),
             ln_f=nn.LayerNorm(d, eps=1e-5),
         ))
         self.lm_head = nn.Linear(d, V, bias=False)
@@ -158,32 +163,45 @@ def relerr(a, b):
 
 def build(cfg, dtype, state):
     torch.manual_seed(0)  # the init is overwritten; this only makes the unused init quiet
-    m = GPT(cfg["vocab_size"], cfg["block_size"], cfg["n_layer"], cfg["n_head"], cfg["n_embd"])
+    m = GPT(cfg["vocab_size"], cfg["block_size"], cfg["n_layer"], cfg["n_head"], cfg["n_embd"], cfg["activation"])
     res = m.load_state_dict(state, strict=False)
     return m.to(dtype), res
 
 
 def main():
-    d = sys.argv[1]
     torch.set_num_threads(1)
     tap = Tap()
+    for d in sys.argv[1:]:
+        check_dir(tap, d)
+    return tap.done()
+
+
+def check_dir(tap, d):
     params0, meta = read_safetensors(d + "/model.safetensors")
     fwd, _ = read_safetensors(d + "/fwd.safetensors")
     train, hmeta = read_safetensors(d + "/train.safetensors")
     cfg = {k: int(meta[k]) for k in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd")}
-    tap.note("config %s, batch %s, T %s" % (cfg, meta["batch"], meta["T"]))
+    cfg["activation"] = meta["activation"]
+
+    def check(cond, msg):
+        tap.check(cond, "%s: %s" % (cfg["activation"], msg))
+
+    def note(msg):
+        tap.note("%s: %s" % (cfg["activation"], msg))
+
+    note("config %s, batch %s, T %s" % (cfg, meta["batch"], meta["T"]))
 
     model, res = build(cfg, torch.float32, params0)
     missing = [k for k in res.missing_keys if not any(k.endswith(s) for s in IGNORED)]
-    tap.check(not res.unexpected_keys and not missing,
+    check(not res.unexpected_keys and not missing,
               "kiln checkpoint loads with load_state_dict: all %d kiln names map "
               "(ignored model keys: %s; unexpected %s, missing %s)"
               % (len(params0), ", ".join(sorted(set(k for k in res.missing_keys if k not in missing))) or "none",
                  res.unexpected_keys, missing))
-    tap.check(model.lm_head.weight is model.transformer.wte.weight, "lm_head tied to wte")
+    check(model.lm_head.weight is model.transformer.wte.weight, "lm_head tied to wte")
     names = list(params0.keys())
     sd = dict(model.named_parameters())
-    tap.check(sorted(names) == sorted(sd.keys()),
+    check(sorted(names) == sorted(sd.keys()),
               "kiln's %d tensors are exactly the model's parameters" % len(names))
 
     idx = fwd["inputs"].long()
@@ -202,34 +220,60 @@ def main():
     loss, ce, grads = run(model, torch.float32, False)
     loss64, ce64, grads64 = run(model64, torch.float64, False)
     e = relerr(fwd["loss"], loss.reshape(1))
-    tap.check(e < TOL, "weighted loss: kiln %.7f torch %.7f (rel err %.2e)" % (fwd["loss"].item(), loss.item(), e))
+    check(e < TOL, "weighted loss: kiln %.7f torch %.7f (rel err %.2e)" % (fwd["loss"].item(), loss.item(), e))
     e = relerr(fwd["token_losses"], ce)
-    tap.check(e < TOL, "per-token losses [%d,%d] (rel err %.2e)" % (ce.shape[0], ce.shape[1], e))
+    check(e < TOL, "per-token losses [%d,%d] (rel err %.2e)" % (ce.shape[0], ce.shape[1], e))
     e = relerr(fwd["position_losses"], ce.mean(0))
-    tap.check(e < TOL, "per-position losses, mean over the batch (rel err %.2e)" % e)
+    check(e < TOL, "per-position losses, mean over the batch (rel err %.2e)" % e)
     worst_g, worst_g64 = 0.0, 0.0
     for n in names:
         e = relerr(fwd["grad." + n], grads[n])
         worst_g = max(worst_g, e)
         worst_g64 = max(worst_g64, relerr(grads[n], grads64[n]))
-        tap.check(e < TOL, "grad %s %s (rel err %.2e)" % (n, list(grads[n].shape), e))
-    tap.note("max gradient rel err kiln vs torch %.2e; torch float32 vs float64 %.2e" % (worst_g, worst_g64))
+        check(e < TOL, "grad %s %s (rel err %.2e)" % (n, list(grads[n].shape), e))
+    note("max gradient rel err kiln vs torch %.2e; torch float32 vs float64 %.2e" % (worst_g, worst_g64))
 
     lossn, _, gradsn = run(model, torch.float32, True)
     e = relerr(fwd["loss_normalized"], lossn.reshape(1))
-    tap.check(e < TOL, "normalized weighted loss: kiln %.7f torch %.7f (rel err %.2e)"
+    check(e < TOL, "normalized weighted loss: kiln %.7f torch %.7f (rel err %.2e)"
               % (fwd["loss_normalized"].item(), lossn.item(), e))
     worst, wname = 0.0, ""
     for n in names:
         e = relerr(fwd["grad_normalized." + n], gradsn[n])
         if e >= worst:
             worst, wname = e, n
-    tap.check(worst < TOL, "all %d gradients of the normalized loss (max rel err %.2e, %s)" % (len(names), worst, wname))
+    check(worst < TOL, "all %d gradients of the normalized loss (max rel err %.2e, %s)" % (len(names), worst, wname))
+
+    # Spread parameters: MLP inputs and logits O(1), where the GELU's form shows.
+    spread, _ = read_safetensors(d + "/spread.safetensors")
+    sparams = {n: spread[n] for n in names}
+    model_s, _ = build(cfg, torch.float32, sparams)
+    loss_s, ce_s, grads_s = run(model_s, torch.float32, False)
+    e = relerr(spread["loss"], loss_s.reshape(1))
+    check(e < TOL and relerr(spread["token_losses"], ce_s) < TOL,
+          "spread parameters: loss kiln %.7f torch %.7f (rel err %.2e), per-token losses (rel err %.2e)"
+          % (spread["loss"].item(), loss_s.item(), e, relerr(spread["token_losses"], ce_s)))
+    worst, wname = 0.0, ""
+    for n in names:
+        e = relerr(spread["grad." + n], grads_s[n])
+        if e >= worst:
+            worst, wname = e, n
+    check(worst < TOL, "spread parameters: all %d gradients (max rel err %.2e, %s)" % (len(names), worst, wname))
+    # The other form moves the per-token losses far more than kiln and torch disagree.
+    other = dict(cfg, activation="gelu" if cfg["activation"] == "gelu_tanh" else "gelu_tanh")
+    model_o, _ = build(other, torch.float32, sparams)
+    with torch.no_grad():
+        ce_o = model_o(idx, tgt)
+    gap = (ce_o - ce_s).abs().max().item()
+    agree = (spread["token_losses"] - ce_s).abs().max().item()
+    check(gap > 100 * max(agree, 1e-7),
+          "spread parameters with %s instead: per-token losses move by up to %.2e, 100x more than kiln and torch "
+          "differ (%.2e)" % (other["activation"], gap, agree))
 
     # Three AdamW steps with clipping, float32-rounded hyperparameters as kiln used them.
     h = {k: float(np.float32(hmeta[k])) for k in ("lr", "beta1", "beta2", "eps", "weight_decay", "clip")}
     steps = int(hmeta["steps"])
-    tap.note("AdamW %s, %d steps" % (h, steps))
+    note("AdamW %s, %d steps" % (h, steps))
 
     def train_steps(m, dtype):
         decay = [p for p in m.parameters() if p.dim() >= 2]
@@ -260,7 +304,7 @@ def main():
         kl, kn = train["step_losses"][s].item(), train["grad_norms"][s].item()
         el = abs(kl - losses[s]) / abs(losses[s])
         en = abs(kn - norms[s]) / abs(norms[s])
-        tap.check(el < TOL and en < TOL and norms[s] > h["clip"],
+        check(el < TOL and en < TOL and norms[s] > h["clip"],
                   "step %d: loss %.7f vs %.7f (rel %.1e), grad norm %.6f vs %.6f (rel %.1e) > clip %g"
                   % (s + 1, kl, losses[s], el, kn, norms[s], en, h["clip"]))
     worst_p, worst_p64, worst_m, worst_v, mname, vname = 0.0, 0.0, 0.0, 0.0, "", ""
@@ -269,18 +313,17 @@ def main():
         e = relerr(train[n], p)
         worst_p = max(worst_p, e)
         worst_p64 = max(worst_p64, relerr(p, after64[n][0]))
-        tap.check(e < TOL, "after %d AdamW steps: %s (rel err %.2e)" % (steps, n, e))
+        check(e < TOL, "after %d AdamW steps: %s (rel err %.2e)" % (steps, n, e))
         em, ev = relerr(train["optim.m." + n], m1), relerr(train["optim.v." + n], v1)
         if em >= worst_m:
             worst_m, mname = em, n
         if ev >= worst_v:
             worst_v, vname = ev, n
-    tap.check(worst_m < TOL and worst_v < TOL,
+    check(worst_m < TOL and worst_v < TOL,
               "AdamW moments after %d steps: m max rel err %.2e (%s), v %.2e (%s)"
               % (steps, worst_m, mname, worst_v, vname))
-    tap.note("max parameter rel err after training kiln vs torch %.2e; torch float32 vs float64 %.2e"
+    note("max parameter rel err after training kiln vs torch %.2e; torch float32 vs float64 %.2e"
              % (worst_p, worst_p64))
-    return tap.done()
 
 
 if __name__ == "__main__":
