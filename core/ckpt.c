@@ -10,16 +10,15 @@
  * dtype, shape and offsets are checked (with overflow-safe arithmetic) against the data
  * section before the data section is read at all. */
 #include "ckpt.h"
+#include "fsio.h"
 
 #include <cJSON.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #define KN_CKPT_MAX_HEADER (100u * 1000u * 1000u)   /* as the reference implementation */
@@ -27,23 +26,6 @@
 
 /* ------------------------------------------------------------------------------------ */
 /* Writing                                                                              */
-
-static int write_all(int fd, const void *buf, size_t n)
-{
-    const char *p = buf;
-    while (n > 0) {
-        size_t chunk = n < ((size_t)1 << 30) ? n : ((size_t)1 << 30);
-        ssize_t w = write(fd, p, chunk);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            return -1;
-        }
-        if (w == 0) { errno = EIO; return -1; }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
 
 /* Element count of a shape, or false on a negative dim or on overflow of bytes in int64. */
 static bool shape_bytes(int ndim, const int64_t *shape, uint64_t *bytes)
@@ -155,21 +137,26 @@ static char *build_header(const char *path, const kn_ckpt_tensor *tensors, int n
     return out;
 }
 
-static kn_status sync_dir_of(const char *path)
+typedef struct {
+    const kn_ckpt_tensor *tensors;
+    int n_tensors;
+    const char *header;
+    size_t hlen;
+} write_job;
+
+static kn_status write_contents(kn_file_out *out, void *ctx)
 {
-    const char *slash = strrchr(path, '/');
-    char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
-    if (!dir) return kn_fail(KN_ERR_NOMEM, "ckpt: '%s': out of memory", path);
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    kn_status st = KN_OK;
-    /* Some file systems cannot fsync a directory (EINVAL); the rename is then as durable as
-     * that file system makes it, which is not an error of ours. */
-    if (fd < 0 || (fsync(fd) != 0 && errno != EINVAL))
-        st = kn_fail(KN_ERR_IO, "ckpt: '%s' was written, but syncing its directory '%s' failed: %s", path,
-                     dir, strerror(errno));
-    if (fd >= 0) close(fd);
-    free(dir);
-    return st;
+    const write_job *job = ctx;
+    uint8_t len8[8];
+    for (int i = 0; i < 8; i++) len8[i] = (uint8_t)((uint64_t)job->hlen >> (8 * i));
+    kn_file_out_write(out, len8, 8);
+    kn_file_out_write(out, job->header, job->hlen);
+    for (int i = 0; i < job->n_tensors; i++) {
+        uint64_t bytes = 0;
+        shape_bytes(job->tensors[i].ndim, job->tensors[i].shape, &bytes);
+        if (bytes > 0) kn_file_out_write(out, job->tensors[i].data, (size_t)bytes);
+    }
+    return KN_OK;   /* a failed write is sticky in out; the atomic writer reports it */
 }
 
 kn_status kn_ckpt_write(const char *path, const kn_ckpt_tensor *tensors, int n_tensors,
@@ -177,56 +164,18 @@ kn_status kn_ckpt_write(const char *path, const kn_ckpt_tensor *tensors, int n_t
 {
     kn_status st = check_write_args(path, tensors, n_tensors, meta, n_meta);
     if (st) return st;
-    size_t hlen;
-    char *header = build_header(path, tensors, n_tensors, meta, n_meta, &hlen);
+    write_job job = {tensors, n_tensors, NULL, 0};
+    char *header = build_header(path, tensors, n_tensors, meta, n_meta, &job.hlen);
     if (!header) return KN_ERR_NOMEM;
-
-    size_t tlen = strlen(path) + 32;
-    char *tmp = malloc(tlen);
-    if (!tmp) {
-        free(header);
-        return kn_fail(KN_ERR_NOMEM, "ckpt: '%s': out of memory", path);
-    }
-    snprintf(tmp, tlen, "%s.tmp.%ld", path, (long)getpid());
-
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        st = kn_fail(KN_ERR_IO, "ckpt: cannot create '%s' (temporary file for '%s'): %s", tmp, path,
-                     strerror(errno));
-        free(tmp);
-        free(header);
-        return st;
-    }
-    uint8_t len8[8];
-    for (int i = 0; i < 8; i++) len8[i] = (uint8_t)((uint64_t)hlen >> (8 * i));
-    const char *what = "writing";
-    bool ok = write_all(fd, len8, 8) == 0 && write_all(fd, header, hlen) == 0;
-    for (int i = 0; ok && i < n_tensors; i++) {
-        uint64_t bytes = 0;
-        shape_bytes(tensors[i].ndim, tensors[i].shape, &bytes);
-        ok = bytes == 0 || write_all(fd, tensors[i].data, (size_t)bytes) == 0;
-    }
-    if (ok && !(ok = fsync(fd) == 0)) what = "syncing";
-    int err = errno;
-    if (close(fd) != 0 && ok) {
-        ok = false;
-        what = "closing";
-        err = errno;
-    }
-    if (ok && rename(tmp, path) != 0) {
-        ok = false;
-        what = "renaming it over the target";
-        err = errno;
-    }
-    if (!ok) {
-        unlink(tmp);
-        st = kn_fail(KN_ERR_IO, "ckpt: cannot write '%s': %s '%s' failed: %s (the previous file, if any, "
-                     "is untouched)", path, what, tmp, strerror(err));
-    } else {
-        st = sync_dir_of(path);
-    }
-    free(tmp);
+    job.header = header;
+    st = kn_file_write_atomic(path, write_contents, &job);
     free(header);
+    if (st) {
+        /* The writer's message names the file and the failure; say whose file it was. */
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", kn_errmsg());
+        kn_fail(st, "ckpt: %s", msg);
+    }
     return st;
 }
 
@@ -347,22 +296,11 @@ static kn_status parse_entry(const char *path, const cJSON *e, uint64_t data_siz
     return KN_OK;
 }
 
-static kn_status read_at(int fd, const char *path, void *buf, size_t n, uint64_t off, const char *what)
+/* Every read is checked against the size seen at open: a file truncated meanwhile is an error
+ * naming it, never a short buffer. */
+static kn_status read_at(int fd, const char *path, void *buf, size_t n, uint64_t off, uint64_t size)
 {
-    uint8_t *p = buf;
-    while (n > 0) {
-        size_t chunk = n < ((size_t)1 << 30) ? n : ((size_t)1 << 30);
-        ssize_t r = pread(fd, p, chunk, (off_t)off);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) return kn_fail(KN_ERR_IO, "ckpt: cannot read the %s of '%s': %s", what, path, strerror(errno));
-        if (r == 0)
-            return kn_fail(KN_ERR_IO, "ckpt: '%s' ended early while reading its %s (did it change while "
-                           "being read?)", path, what);
-        p += r;
-        n -= (size_t)r;
-        off += (uint64_t)r;
-    }
-    return KN_OK;
+    return kn_file_read_at(fd, path, "ckpt", buf, n, off, size);
 }
 
 static kn_status parse_header(kn_ckpt *c, const char *text, size_t hlen, uint64_t data_size)
@@ -482,29 +420,16 @@ kn_status kn_ckpt_open(kn_ckpt **out, const char *path)
     }
     kn_status st = KN_OK;
     char *text = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    struct stat sb;
-    if (fd < 0) {
-        st = kn_fail(KN_ERR_IO, "ckpt: cannot open '%s': %s", path, strerror(errno));
-        goto done;
-    }
-    if (fstat(fd, &sb) != 0) {
-        st = kn_fail(KN_ERR_IO, "ckpt: cannot stat '%s': %s", path, strerror(errno));
-        goto done;
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        st = kn_fail(KN_ERR_IO, "ckpt: '%s' is %s, expected a safetensors file", path,
-                     S_ISDIR(sb.st_mode) ? "a directory" : "not a regular file");
-        goto done;
-    }
-    uint64_t size = (uint64_t)sb.st_size;
+    int fd = -1;
+    uint64_t size = 0;
+    if ((st = kn_file_open_read(path, "ckpt", "a safetensors file", &fd, &size))) goto done;
     if (size < 8) {
         st = kn_fail(KN_ERR_FORMAT, "ckpt: '%s' is %" PRIu64 " bytes, too short for the 8-byte header "
                      "length of a safetensors file", path, size);
         goto done;
     }
     uint8_t len8[8];
-    if ((st = read_at(fd, path, len8, 8, 0, "header length"))) goto done;
+    if ((st = read_at(fd, path, len8, 8, 0, size))) goto done;
     uint64_t hlen = 0;
     for (int i = 0; i < 8; i++) hlen |= (uint64_t)len8[i] << (8 * i);
     if (hlen > size - 8) {
@@ -522,7 +447,7 @@ kn_status kn_ckpt_open(kn_ckpt **out, const char *path)
         st = kn_fail(KN_ERR_NOMEM, "ckpt: '%s': out of memory for a %" PRIu64 "-byte header", path, hlen);
         goto done;
     }
-    if ((st = read_at(fd, path, text, (size_t)hlen, 8, "header"))) goto done;
+    if ((st = read_at(fd, path, text, (size_t)hlen, 8, size))) goto done;
     text[hlen] = '\0';
     uint64_t data_size = size - 8 - hlen;
     if ((st = parse_header(c, text, (size_t)hlen, data_size))) goto done;
@@ -534,7 +459,7 @@ kn_status kn_ckpt_open(kn_ckpt **out, const char *path)
                      data_size);
         goto done;
     }
-    if ((st = read_at(fd, path, c->data, (size_t)data_size, 8 + hlen, "tensor data"))) goto done;
+    if ((st = read_at(fd, path, c->data, (size_t)data_size, 8 + hlen, size))) goto done;
     c->copies = calloc((size_t)c->n_tensors + 1, sizeof *c->copies);
     if (!c->copies) {
         st = kn_fail(KN_ERR_NOMEM, "ckpt: '%s': out of memory", path);
