@@ -1,4 +1,4 @@
-/* data.h — token datasets of DESIGN §3.4: a memory-mapped file of bytes (V = 256) or of raw
+/* data.h — token datasets of DESIGN §3.4: a file of bytes (V = 256) or of raw
  * little-endian uint16 tokens (nanoGPT's train.bin), seen as a list of contiguous segments.
  * A split selects segments: a single file is cut into 64 KiB blocks and every 20th block
  * goes to validation. Windows never cross a segment boundary. */
@@ -16,7 +16,9 @@ typedef enum { KN_SPLIT_ALL, KN_SPLIT_TRAIN, KN_SPLIT_VAL } kn_split;
 
 typedef struct kn_dataset kn_dataset;
 
-/* Map path read-only. U16 files must have an even size. The message names the file. */
+/* Open path read-only (a regular file only: a FIFO or device is refused without blocking).
+ * U16 files must have an even size. The message names the file. Windows are read from the
+ * file when sampled; if it shrinks meanwhile, sampling fails with a message naming it. */
 kn_status kn_dataset_open(kn_dataset **out, const char *path, kn_data_format fmt, kn_split split);
 void kn_dataset_close(kn_dataset *d);
 const char *kn_dataset_path(const kn_dataset *d);
