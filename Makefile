@@ -156,7 +156,7 @@ build-fuzz/fuzz_ckpt: tests/fuzz/fuzz_ckpt.c core/ckpt.c core/fsio.c core/kn.c c
 
 fuzz: build-fuzz/fuzz_ckpt
 	@mkdir -p build-fuzz/corpus-ckpt
-	build-fuzz/fuzz_ckpt -max_total_time=$(FUZZ_TIME) -dict=tests/fuzz/ckpt.dict build-fuzz/corpus-ckpt
+	build-fuzz/fuzz_ckpt -max_total_time=$(FUZZ_TIME) -dict=tests/fuzz/ckpt.dict build-fuzz/corpus-ckpt tests/fuzz/seeds-ckpt
 
 clean:
 	rm -rf build build-san build-fuzz build-mpi
