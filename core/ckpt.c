@@ -265,7 +265,7 @@ static kn_status parse_entry(const char *path, const cJSON *e, uint64_t data_siz
     if (!cJSON_IsString(dtype))
         return kn_fail(KN_ERR_FORMAT, "ckpt: '%s': tensor '%s': field dtype %s, expected a string", path,
                        name, dtype ? "is not a string" : "is missing");
-    /* strcmp is exact here: check_header_strings refused every string with a NUL inside. */
+    /* strcmp is exact here: check_header_text refused every string with a NUL inside. */
     if (strcmp(dtype->valuestring, "F32") != 0)
         return kn_fail(KN_ERR_FORMAT, "ckpt: '%s': tensor '%s' has %s dtype '%.32s'; kiln reads only F32 "
                        "tensors", path, name, known_dtype(dtype->valuestring) ? "unsupported" : "unknown",
@@ -342,9 +342,10 @@ static int shown_len(const char *text, size_t hlen, size_t i)
     return (int)(j - i);
 }
 
-/* Every string of the header text (names, dtypes, metadata) is free of NULs and control
- * characters; a fault names the top-level entry it is in and shows the string up to it. */
-static kn_status check_header_strings(const char *path, const char *text, size_t hlen)
+/* The header text has no control bytes but JSON whitespace outside strings, and every string
+ * (names, dtypes, metadata) is free of NULs and control characters; a fault in a string names
+ * the top-level entry it is in and shows the string up to it. */
+static kn_status check_header_text(const char *path, const char *text, size_t hlen)
 {
     int depth = 0;
     size_t key = 0, key_len = 0;   /* the raw text of the current top-level name */
@@ -352,6 +353,10 @@ static kn_status check_header_strings(const char *path, const char *text, size_t
         char ch = text[i];
         if (ch == '{' || ch == '[') depth++;
         else if (ch == '}' || ch == ']') depth--;
+        /* cJSON skips every byte <= 0x20 as whitespace; JSON allows only these four. */
+        if ((unsigned char)ch < 0x20 && ch != '\t' && ch != '\n' && ch != '\r')
+            return kn_fail(KN_ERR_FORMAT, "ckpt: '%s': the header has a control byte 0x%02x at byte %zu; "
+                           "a JSON header has none outside strings", path, (unsigned char)ch, i);
         if (ch != '"') continue;
         size_t end;
         const char *fault = string_fault(text, hlen, i + 1, &end);
@@ -392,7 +397,7 @@ static kn_status parse_json(kn_ckpt *c, const char *text, size_t hlen)
     if (text[0] != '{')
         return kn_fail(KN_ERR_FORMAT, "ckpt: '%s': the header starts with 0x%02x; a safetensors header "
                        "starts with '{'", path, (unsigned char)text[0]);
-    return check_header_strings(path, text, hlen);
+    return check_header_text(path, text, hlen);
 }
 
 /* __metadata__ e into c->meta: strings only, no duplicate keys. */

@@ -444,6 +444,16 @@ int main(void)
         craft_n(p, rawkey, sizeof rawkey - 1, -1, four, 4);
         CHECK(open_fails(p, "the header name \"w\" has a raw NUL byte"), "crafted: a raw NUL inside a tensor name");
 
+        static const char nul_between[] = "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}\0\0 }";
+        craft_n(p, nul_between, sizeof nul_between - 1, -1, four, 4);
+        CHECK(open_fails(p, "the header has a control byte 0x00 at byte 53"), "crafted: NUL bytes between JSON tokens");
+        craft(p, "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}\x01}", -1, four, 4);
+        CHECK(open_fails(p, "control byte 0x01"), "crafted: a control byte between JSON tokens");
+        craft(p, "{\"a\":{\"dtype\":\"F32\",\t\"shape\":[1],\r\n\"data_offsets\":[0,4]}}", -1, four, 4);
+        kn_ckpt *c3;
+        CHECK_OK(kn_ckpt_open(&c3, p), "JSON whitespace (tab, CR, LF) between tokens is fine");
+        kn_ckpt_close(c3);
+
         /* the header length one byte short or long: the data section moves by one byte */
         const char *padded = "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}   ";
         int64_t plen = (int64_t)strlen(padded);
