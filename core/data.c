@@ -2,8 +2,11 @@
  *
  * The file is read, never mapped: each window is one pread() into the caller's buffers. A
  * mapping would turn a file truncated during a run into SIGBUS; a read turns it into an error
- * naming the file. The cost is a syscall per window (about a microsecond against a training
- * step of milliseconds); the page cache serves repeated reads as it served the mapping.
+ * naming the file. After each batch (and each evaluation window) the file's size and mtime are
+ * compared with those at open, so a file rewritten in place under a run is an error too, not
+ * a silent change of data. The cost is a syscall per window plus one per call (microseconds
+ * against a training step of milliseconds); the page cache serves repeated reads as it
+ * served the mapping.
  * Tokens are decoded explicitly as little-endian bytes, so nothing depends on the host's
  * byte order.
  *
@@ -26,6 +29,7 @@ struct kn_dataset {
     char *path;
     int fd;                /* open for the dataset's lifetime; -1 once closed */
     uint64_t file_bytes;   /* size at open: every read is checked against it */
+    kn_file_stamp stamp;   /* size and mtime at open: a file changed under a run is refused */
     kn_data_format fmt;
     kn_split split;
     int vocab;
@@ -139,7 +143,10 @@ kn_status kn_dataset_open(kn_dataset **out, const char *path, kn_data_format fmt
     d->fd = -1;
     kn_status st = KN_OK;
 
-    if ((st = kn_file_open_read(path, "data", "a regular file of tokens", &d->fd, &d->file_bytes))) goto fail;
+    if ((st = kn_file_open_read(path, "data", "a regular file of tokens", &d->fd, &d->file_bytes)) ||
+        (st = kn_file_stamp_of(d->fd, path, "data", &d->stamp)))
+        goto fail;
+    d->file_bytes = d->stamp.size;
     if (d->file_bytes == 0) {
         st = kn_fail(KN_ERR_FORMAT, "data: '%s' is empty (0 bytes), expected tokens", path);
         goto fail;
@@ -251,7 +258,8 @@ kn_status kn_dataset_sample(const kn_dataset *d, kn_rng *r, int B, int T, int32_
         st = read_window(d, s, T, inputs + (size_t)b * T, targets + (size_t)b * T);
         if (st) return st;
     }
-    return KN_OK;
+    /* After the reads: a batch read while the file changed is refused, not trained on. */
+    return kn_file_check_stamp(d->fd, d->path, "data", &d->stamp);
 }
 
 int64_t kn_dataset_num_eval_windows(const kn_dataset *d, int T)
@@ -275,7 +283,8 @@ kn_status kn_dataset_eval_window(const kn_dataset *d, int T, int64_t k, int32_t 
     for (int64_t i = 0; i < d->n_seg && k >= 0; i++) {
         int64_t here = d->seg[i].len / w;
         if (k < before + here) {
-            return read_window(d, d->seg[i].start + (k - before) * w, T, inputs, targets);
+            st = read_window(d, d->seg[i].start + (k - before) * w, T, inputs, targets);
+            return st ? st : kn_file_check_stamp(d->fd, d->path, "data", &d->stamp);
         }
         before += here;
     }

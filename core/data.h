@@ -18,7 +18,8 @@ typedef struct kn_dataset kn_dataset;
 
 /* Open path read-only (a regular file only: a FIFO or device is refused without blocking).
  * U16 files must have an even size. The message names the file. Windows are read from the
- * file when sampled; if it shrinks meanwhile, sampling fails with a message naming it. */
+ * file when sampled; if its size or modification time changes meanwhile (truncated, rewritten
+ * in place), sampling and evaluation fail with a message naming it. */
 kn_status kn_dataset_open(kn_dataset **out, const char *path, kn_data_format fmt, kn_split split);
 void kn_dataset_close(kn_dataset *d);
 const char *kn_dataset_path(const kn_dataset *d);

@@ -77,6 +77,31 @@ kn_status kn_file_read_at(int fd, const char *path, const char *who, void *buf, 
     return KN_OK;
 }
 
+kn_status kn_file_stamp_of(int fd, const char *path, const char *who, kn_file_stamp *out)
+{
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) return kn_fail(KN_ERR_IO, "%s: cannot stat '%s': %s", who, path, strerror(errno));
+    *out = (kn_file_stamp){(uint64_t)sb.st_size, (int64_t)sb.st_mtim.tv_sec, sb.st_mtim.tv_nsec};
+    return KN_OK;
+}
+
+kn_status kn_file_check_stamp(int fd, const char *path, const char *who, const kn_file_stamp *s)
+{
+    kn_file_stamp now;
+    kn_status st = kn_file_stamp_of(fd, path, who, &now);
+    if (st) return st;
+    if (now.size < s->size)
+        return kn_fail(KN_ERR_IO, "%s: '%s': file shrank from %" PRIu64 " to %" PRIu64 " bytes while reading "
+                       "(was it overwritten or truncated during the run?)", who, path, s->size, now.size);
+    if (now.size > s->size)
+        return kn_fail(KN_ERR_IO, "%s: '%s': file grew from %" PRIu64 " to %" PRIu64 " bytes while reading "
+                       "(was it rewritten during the run?)", who, path, s->size, now.size);
+    if (now.mtime_sec != s->mtime_sec || now.mtime_nsec != s->mtime_nsec)
+        return kn_fail(KN_ERR_IO, "%s: '%s' was modified while reading (same size, %" PRIu64 " bytes, but a "
+                       "new modification time): its tokens may have changed under the run", who, path, s->size);
+    return KN_OK;
+}
+
 /* ------------------------------------------------------------------------------------ */
 /* Atomic replacement                                                                   */
 

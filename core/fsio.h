@@ -22,6 +22,20 @@ const char *kn_file_type_name(mode_t mode);
 kn_status kn_file_read_at(int fd, const char *path, const char *who, void *buf, size_t n, uint64_t off,
                           uint64_t expected_size);
 
+/* A cheap identity of a file's content: its size and modification time. */
+typedef struct {
+    uint64_t size;
+    int64_t mtime_sec;
+    long mtime_nsec;
+} kn_file_stamp;
+
+/* The stamp of the open file fd (who and path name it in a failure message). */
+kn_status kn_file_stamp_of(int fd, const char *path, const char *who, kn_file_stamp *out);
+
+/* KN_OK if fd's file still has stamp s; otherwise an error naming path and how it changed
+ * ("file shrank from N to M bytes while reading", "grew", or "was modified"). */
+kn_status kn_file_check_stamp(int fd, const char *path, const char *who, const kn_file_stamp *s);
+
 /* The temporary file being filled by kn_file_write_atomic. */
 typedef struct kn_file_out kn_file_out;
 

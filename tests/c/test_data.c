@@ -394,8 +394,32 @@ int main(void)
               "sampling past the new end fails naming the file and both sizes: %s", kn_errmsg());
         CHECK_FAILS(kn_dataset_eval_window(d, 64, last, in, tg), "file shrank from 200000 to 1000 bytes",
                     "an eval window past the new end fails the same way");
-        CHECK_OK(kn_dataset_eval_window(d, 64, 0, in, tg), "eval window 0 (still inside the file) reads fine");
+        CHECK_FAILS(kn_dataset_eval_window(d, 64, 0, in, tg), "file shrank from 200000 to 1000 bytes",
+                    "eval window 0, inside what is left, is refused too: the file is not the one opened");
+        kn_dataset_close(d);
+
+        /* rewritten in place: same size, other bytes, a new mtime; or grown */
+        write_file(ps, buf, 200000);
+        CHECK_OK(kn_dataset_open(&d, ps, KN_DATA_BYTES, KN_SPLIT_ALL), "reopen");
+        CHECK_OK(kn_dataset_eval_window(d, 64, 0, in, tg), "eval window 0 reads");
         CHECK(in[0] == buf[0] && tg[63] == buf[64], "  ... with the right tokens");
+        int fd = open(ps, O_WRONLY);
+        struct timespec later[2] = {{0, UTIME_OMIT}, {4000000000LL, 0}};
+        bool rewrote = fd >= 0 && pwrite(fd, "XYZ", 3, 0) == 3 && futimens(fd, later) == 0;
+        if (fd >= 0) close(fd);
+        CHECK(rewrote, "rewrite 3 bytes in place (the size stays, the mtime moves)");
+        CHECK_FAILS(kn_dataset_sample(d, &r, 4, 64, in, tg), "was modified while reading (same size, 200000 bytes",
+                    "sampling after an in-place rewrite fails naming it");
+        CHECK(strstr(kn_errmsg(), ps) != NULL, "  ... and the file");
+        CHECK_FAILS(kn_dataset_eval_window(d, 64, 1, in, tg), "was modified while reading", "  ... and so does eval");
+        kn_dataset_close(d);
+        write_file(ps, buf, 100000);
+        CHECK_OK(kn_dataset_open(&d, ps, KN_DATA_BYTES, KN_SPLIT_ALL), "open a 100000-byte file");
+        FILE *fa = fopen(ps, "ab");
+        bool grew = fa && fwrite(buf, 1, 5000, fa) == 5000 && fclose(fa) == 0;
+        CHECK(grew, "append 5000 bytes to it");
+        CHECK_FAILS(kn_dataset_sample(d, &r, 4, 64, in, tg), "file grew from 100000 to 105000 bytes while reading",
+                    "sampling after the file grew fails naming both sizes");
         kn_dataset_close(d);
         write_file(ps, buf, 200000);
         CHECK_OK(kn_dataset_open(&d, ps, KN_DATA_U16, KN_SPLIT_TRAIN), "open it again as u16");
