@@ -312,8 +312,29 @@ static kn_status read_at(int fd, const char *path, void *buf, size_t n, uint64_t
     return kn_file_read_at(fd, path, "ckpt", buf, n, off, size);
 }
 
+/* Length of the valid UTF-8 sequence at p (1..4 bytes), or 0 if it is not one: a stray
+ * continuation byte, an overlong form, a surrogate, past U+10FFFF or cut off by the end. */
+static int utf8_len(const unsigned char *p, size_t avail)
+{
+    unsigned b = p[0], n;
+    uint32_t cp, min;
+    if (b < 0x80) return 1;
+    if (b >= 0xC2 && b <= 0xDF) { n = 2; cp = b & 0x1F; min = 0x80; }
+    else if ((b & 0xF0) == 0xE0) { n = 3; cp = b & 0x0F; min = 0x800; }
+    else if (b >= 0xF0 && b <= 0xF4) { n = 4; cp = b & 0x07; min = 0x10000; }
+    else return 0;
+    if (n > avail) return 0;
+    for (unsigned i = 1; i < n; i++) {
+        if ((p[i] & 0xC0) != 0x80) return 0;
+        cp = cp << 6 | (p[i] & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+    return (int)n;
+}
+
 /* How a JSON string starting at text[i] (after its opening quote) goes wrong, or NULL: a raw
- * control character (not JSON; a raw NUL among them) or an escaped NUL. cJSON keeps strings
+ * control character (not JSON; a raw NUL among them), an escaped NUL, or bytes that are not
+ * UTF-8 (which safetensors requires of the header). cJSON keeps strings
  * NUL-terminated, so a NUL inside one would silently cut it short: "F32\u0000x" would read as
  * "F32". *end gets the index of the closing quote (or where the scan stopped). */
 static const char *string_fault(const char *text, size_t hlen, size_t i, size_t *end)
@@ -321,6 +342,12 @@ static const char *string_fault(const char *text, size_t hlen, size_t i, size_t 
     for (; i < hlen && text[i] != '"'; i++) {
         unsigned char b = (unsigned char)text[i];
         if (b < 0x20) { *end = i; return b == 0 ? "a raw NUL byte" : "a raw control character"; }
+        if (b >= 0x80) {
+            int len = utf8_len((const unsigned char *)text + i, hlen - i);
+            if (len == 0) { *end = i; return "invalid UTF-8"; }
+            i += (size_t)len - 1;
+            continue;
+        }
         if (b != '\\') continue;
         if (i + 5 < hlen && text[i + 1] == 'u' && memcmp(text + i + 2, "0000", 4) == 0) {
             *end = i;
@@ -333,12 +360,16 @@ static const char *string_fault(const char *text, size_t hlen, size_t i, size_t 
 }
 
 /* How many bytes of the string starting at text[i] to show in a message: up to its closing
- * quote, a control character (which would garble the message) or 64 bytes. */
+ * quote, a control character or invalid UTF-8 (either would garble the message), or about
+ * 64 bytes. */
 static int shown_len(const char *text, size_t hlen, size_t i)
 {
     size_t j = i;
-    while (j < hlen && j - i < 64 && text[j] != '"' && (unsigned char)text[j] >= 0x20)
-        j += text[j] == '\\' && j + 1 < hlen && (unsigned char)text[j + 1] >= 0x20 ? 2 : 1;
+    while (j < hlen && j - i < 64 && text[j] != '"' && (unsigned char)text[j] >= 0x20) {
+        int len = utf8_len((const unsigned char *)text + j, hlen - j);
+        if (len == 0) break;
+        j += text[j] == '\\' && j + 1 < hlen && (unsigned char)text[j + 1] >= 0x20 ? 2 : (size_t)len;
+    }
     return (int)(j - i);
 }
 
@@ -363,12 +394,12 @@ static kn_status check_header_text(const char *path, const char *text, size_t hl
         int shown = shown_len(text, hlen, i + 1);
         if (fault && depth == 1)
             return kn_fail(KN_ERR_FORMAT, "ckpt: '%s': the header name \"%.*s\" has %s at byte %zu of the "
-                           "header; names, dtypes and metadata must not contain NUL or control characters",
+                           "header; names, dtypes and metadata must be UTF-8 without NUL or control characters",
                            path, shown, text + i + 1, fault, end);
         if (fault)
             return kn_fail(KN_ERR_FORMAT, "ckpt: '%s': in entry '%.*s', the string \"%.*s\" has %s at byte %zu "
-                           "of the header; names, dtypes and metadata must not contain NUL or control "
-                           "characters", path, (int)(key_len < 64 ? key_len : 64), text + key, shown,
+                           "of the header; names, dtypes and metadata must be UTF-8 without NUL or "
+                           "control characters", path, (int)(key_len < 64 ? key_len : 64), text + key, shown,
                            text + i + 1, fault, end);
         if (depth == 1) { key = i + 1; key_len = end - (i + 1); }   /* strings at depth 1 are names */
         i = end;

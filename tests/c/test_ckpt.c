@@ -406,6 +406,12 @@ int main(void)
             {"{\"w\":{\"dtype\":\"f32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4, "unknown dtype 'f32'",
              "dtype in lower case"},
             {"{\"w\":{\"dtype\":\"F16\",\"shape\":[2],\"data_offsets\":[0,4]}}", 4, "unsupported dtype 'F16'", "F16"},
+            {"{\"w\xff\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4,
+             "the header name \"w\" has invalid UTF-8", "a name with a byte that is never UTF-8"},
+            {"{\"__metadata__\":{\"k\":\"\xc0\xaf\"}}", 0, "in entry '__metadata__', the string \"\" has invalid UTF-8",
+             "an overlong UTF-8 form in metadata"},
+            {"{\"__metadata__\":{\"k\":\"\xed\xa0\x80\"}}", 0, "invalid UTF-8", "a UTF-8 encoded surrogate"},
+            {"{\"__metadata__\":{\"k\":\"ok \xe2\x86\"}}", 0, "invalid UTF-8", "a cut-off UTF-8 sequence"},
             {" {}", 0, "the header starts with 0x20", "a header starting with a space"},
             {"{}\n", 0, "bytes after its JSON object (0x0a at byte 2 of 3)", "newline padding"},
             {"{}\0\0\0\0", 0, NULL, NULL},   /* placeholder, replaced below */
