@@ -547,6 +547,49 @@ static kn_status parse_header(kn_ckpt *c, const char *text, size_t hlen, uint64_
     return st;
 }
 
+/* The length field and the header text (NUL-terminated, malloc'd into *text), both checked
+ * against the file size before anything is allocated by them. */
+static kn_status read_header(int fd, const char *path, uint64_t size, char **text, uint64_t *hlen)
+{
+    if (size < 8)
+        return kn_fail(KN_ERR_FORMAT, "ckpt: '%s' is %" PRIu64 " bytes, too short for the 8-byte header "
+                       "length of a safetensors file", path, size);
+    uint8_t len8[8];
+    kn_status st = read_at(fd, path, len8, 8, 0, size);
+    if (st) return st;
+    uint64_t n = 0;
+    for (int i = 0; i < 8; i++) n |= (uint64_t)len8[i] << (8 * i);
+    if (n > size - 8)
+        return kn_fail(KN_ERR_FORMAT, "ckpt: '%s': header length %" PRIu64 " exceeds the %" PRIu64 " bytes "
+                       "after the length field (truncated or not a safetensors file)", path, n, size - 8);
+    if (n > KN_CKPT_MAX_HEADER)
+        return kn_fail(KN_ERR_FORMAT, "ckpt: '%s': header length %" PRIu64 " exceeds the %u-byte limit", path,
+                       n, KN_CKPT_MAX_HEADER);
+    *text = malloc((size_t)n + 1);
+    if (!*text) return kn_fail(KN_ERR_NOMEM, "ckpt: '%s': out of memory for a %" PRIu64 "-byte header", path, n);
+    (*text)[n] = '\0';
+    *hlen = n;
+    return read_at(fd, path, *text, (size_t)n, 8, size);
+}
+
+/* The data section into c->data, and the tensors' offsets turned into pointers. */
+static kn_status read_data(kn_ckpt *c, int fd, uint64_t offset, uint64_t data_size, uint64_t size)
+{
+    c->data = kn_alloc((size_t)data_size);
+    if (!c->data)
+        return kn_fail(KN_ERR_NOMEM, "ckpt: '%s': out of memory for %" PRIu64 " bytes of tensor data", c->path,
+                       data_size);
+    kn_status st = read_at(fd, c->path, c->data, (size_t)data_size, offset, size);
+    if (st) return st;
+    /* Offsets are sums of F32 sizes from 0 (check_coverage) and c->data is 64-byte aligned,
+     * so every tensor's floats are aligned in place. */
+    for (int i = 0; i < c->n_tensors; i++) {
+        kn_ckpt_tensor *t = &c->tensors[i];
+        t->data = (const float *)(const void *)(c->data + (uintptr_t)t->data);
+    }
+    return KN_OK;
+}
+
 kn_status kn_ckpt_open(kn_ckpt **out, const char *path)
 {
     if (!out) return kn_fail(KN_ERR_ARG, "ckpt: output pointer is NULL");
@@ -557,56 +600,14 @@ kn_status kn_ckpt_open(kn_ckpt **out, const char *path)
         free(c);
         return kn_fail(KN_ERR_NOMEM, "ckpt: '%s': out of memory", path);
     }
-    kn_status st = KN_OK;
     char *text = NULL;
     int fd = -1;
-    uint64_t size = 0;
-    if ((st = kn_file_open_read(path, "ckpt", "a safetensors file", &fd, &size))) goto done;
-    if (size < 8) {
-        st = kn_fail(KN_ERR_FORMAT, "ckpt: '%s' is %" PRIu64 " bytes, too short for the 8-byte header "
-                     "length of a safetensors file", path, size);
-        goto done;
-    }
-    uint8_t len8[8];
-    if ((st = read_at(fd, path, len8, 8, 0, size))) goto done;
-    uint64_t hlen = 0;
-    for (int i = 0; i < 8; i++) hlen |= (uint64_t)len8[i] << (8 * i);
-    if (hlen > size - 8) {
-        st = kn_fail(KN_ERR_FORMAT, "ckpt: '%s': header length %" PRIu64 " exceeds the %" PRIu64 " bytes "
-                     "after the length field (truncated or not a safetensors file)", path, hlen, size - 8);
-        goto done;
-    }
-    if (hlen > KN_CKPT_MAX_HEADER) {
-        st = kn_fail(KN_ERR_FORMAT, "ckpt: '%s': header length %" PRIu64 " exceeds the %u-byte limit", path,
-                     hlen, KN_CKPT_MAX_HEADER);
-        goto done;
-    }
-    text = malloc((size_t)hlen + 1);
-    if (!text) {
-        st = kn_fail(KN_ERR_NOMEM, "ckpt: '%s': out of memory for a %" PRIu64 "-byte header", path, hlen);
-        goto done;
-    }
-    if ((st = read_at(fd, path, text, (size_t)hlen, 8, size))) goto done;
-    text[hlen] = '\0';
-    uint64_t data_size = size - 8 - hlen;
-    if ((st = parse_header(c, text, (size_t)hlen, data_size))) goto done;
-
-    /* Only now, with every range checked against data_size, touch the data. */
-    c->data = kn_alloc((size_t)data_size);
-    if (!c->data) {
-        st = kn_fail(KN_ERR_NOMEM, "ckpt: '%s': out of memory for %" PRIu64 " bytes of tensor data", path,
-                     data_size);
-        goto done;
-    }
-    if ((st = read_at(fd, path, c->data, (size_t)data_size, 8 + hlen, size))) goto done;
-    /* Offsets are sums of F32 sizes from 0 (check_coverage) and c->data is 64-byte aligned,
-     * so every tensor's floats are aligned in place. */
-    for (int i = 0; i < c->n_tensors; i++) {
-        kn_ckpt_tensor *t = &c->tensors[i];
-        t->data = (const float *)(const void *)(c->data + (uintptr_t)t->data);
-    }
-
-done:
+    uint64_t size = 0, hlen = 0;
+    kn_status st = kn_file_open_read(path, "ckpt", "a safetensors file", &fd, &size);
+    if (!st) st = read_header(fd, path, size, &text, &hlen);
+    if (!st) st = parse_header(c, text, (size_t)hlen, size - 8 - hlen);
+    /* Only now, with every range checked against the data section, touch the data. */
+    if (!st) st = read_data(c, fd, 8 + hlen, size - 8 - hlen, size);
     if (fd >= 0) close(fd);
     free(text);
     if (st) {

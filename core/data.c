@@ -123,6 +123,24 @@ static kn_status build_segments(kn_dataset *d, int64_t file_tokens, int64_t bloc
     return KN_OK;
 }
 
+/* Open d->path, take its stamp and check that its size can hold tokens of d->fmt. */
+static kn_status open_file(kn_dataset *d)
+{
+    const char *path = d->path;
+    kn_status st = kn_file_open_read(path, "data", "a regular file of tokens", &d->fd, &d->file_bytes);
+    if (!st) st = kn_file_stamp_of(d->fd, path, "data", &d->stamp);
+    if (st) return st;
+    d->file_bytes = d->stamp.size;
+    if (d->file_bytes == 0) return kn_fail(KN_ERR_FORMAT, "data: '%s' is empty (0 bytes), expected tokens", path);
+    if (d->fmt == KN_DATA_U16 && d->file_bytes % 2 != 0)
+        return kn_fail(KN_ERR_FORMAT, "data: '%s' has %llu bytes, an odd size; a file of uint16 tokens must "
+                       "have an even size", path, (unsigned long long)d->file_bytes);
+    if (d->file_bytes > (uint64_t)INT64_MAX / 2)
+        return kn_fail(KN_ERR_FORMAT, "data: '%s' is too large (%llu bytes)", path,
+                       (unsigned long long)d->file_bytes);
+    return KN_OK;
+}
+
 kn_status kn_dataset_open(kn_dataset **out, const char *path, kn_data_format fmt, kn_split split)
 {
     if (!out) return kn_fail(KN_ERR_ARG, "data: output pointer is NULL");
@@ -141,25 +159,8 @@ kn_status kn_dataset_open(kn_dataset **out, const char *path, kn_data_format fmt
     d->fmt = fmt;
     d->split = split;
     d->fd = -1;
-    kn_status st = KN_OK;
-
-    if ((st = kn_file_open_read(path, "data", "a regular file of tokens", &d->fd, &d->file_bytes)) ||
-        (st = kn_file_stamp_of(d->fd, path, "data", &d->stamp)))
-        goto fail;
-    d->file_bytes = d->stamp.size;
-    if (d->file_bytes == 0) {
-        st = kn_fail(KN_ERR_FORMAT, "data: '%s' is empty (0 bytes), expected tokens", path);
-        goto fail;
-    }
-    if (fmt == KN_DATA_U16 && d->file_bytes % 2 != 0) {
-        st = kn_fail(KN_ERR_FORMAT, "data: '%s' has %llu bytes, an odd size; a file of uint16 "
-                     "tokens must have an even size", path, (unsigned long long)d->file_bytes);
-        goto fail;
-    }
-    if (d->file_bytes > (uint64_t)INT64_MAX / 2) {
-        st = kn_fail(KN_ERR_FORMAT, "data: '%s' is too large (%llu bytes)", path, (unsigned long long)d->file_bytes);
-        goto fail;
-    }
+    kn_status st = open_file(d);
+    if (st) goto fail;
     int tok_bytes = token_bytes(d);
     int64_t file_tokens = (int64_t)d->file_bytes / tok_bytes;
     /* Over the whole file, not the split: train and val opened from one file must agree on V. */
