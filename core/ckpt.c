@@ -1,14 +1,15 @@
-/* ckpt.c — safetensors reading and writing (DESIGN §3.5).
+/* ckpt.c — safetensors reading and writing.
  *
  * Byte order: the 8-byte header length is assembled byte by byte, so it is little-endian on
  * any host; tensor data is written and read as the host's raw float32 bytes, which is the
  * file's little-endian layout only on a little-endian host (x86-64, arm64 — all kiln runs
- * on). A big-endian port would byte-swap in write_tensors and after read_data.
+ * on). A big-endian port would byte-swap in write_contents and after read_data.
  *
  * Reading trusts nothing in the file: the header length is checked against the file size
- * before the header is read, the JSON is parsed with an explicit length, and every tensor's
- * dtype, shape and offsets are checked (with overflow-safe arithmetic) against the data
- * section before the data section is read at all. */
+ * before the header is read, the JSON is parsed with an explicit length, its raw text is
+ * checked for what cJSON lets through (NULs inside strings, control bytes, invalid UTF-8),
+ * and every tensor's dtype, shape and offsets are checked (with overflow-safe arithmetic)
+ * against the data section, which the tensors must cover exactly, before it is read at all. */
 #include "ckpt.h"
 #include "fsio.h"
 

@@ -1,4 +1,4 @@
-/* data.c — token files cut into segments (DESIGN §3.4).
+/* data.c — token files cut into segments.
  *
  * The file is read, never mapped: each window is one pread() into the caller's buffers. A
  * mapping would turn a file truncated during a run into SIGBUS; a read turns it into an error

@@ -1,4 +1,4 @@
-/* data.h — token datasets of DESIGN §3.4: a file of bytes (V = 256) or of raw
+/* data.h — token datasets: a file of bytes (V = 256) or of raw
  * little-endian uint16 tokens (nanoGPT's train.bin), seen as a list of contiguous segments.
  * A split selects segments: a single file is cut into 64 KiB blocks and every 20th block
  * goes to validation. Windows never cross a segment boundary. */
