@@ -14,7 +14,6 @@
 #include "fsio.h"
 
 #include <cJSON.h>
-#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
