@@ -192,14 +192,14 @@ install: all
 # libFuzzer target for the checkpoint reader: needs clang; not part of `make test`.
 #   make fuzz [FUZZ_TIME=60]
 FUZZ_TIME ?= 60
-build-fuzz/fuzz_ckpt: tests/fuzz/fuzz_ckpt.c core/ckpt.c core/kn.c core/ckpt.h core/kn.h
+build-fuzz/fuzz_ckpt: tests/fuzz/fuzz_ckpt.c core/ckpt.c core/fsio.c core/kn.c core/ckpt.h core/fsio.h core/kn.h
 	@mkdir -p $(dir $@)
 	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Icore $(PKG_CFLAGS) \
-	    tests/fuzz/fuzz_ckpt.c core/ckpt.c core/kn.c $(PKG_LIBS) -lm -o $@
+	    tests/fuzz/fuzz_ckpt.c core/ckpt.c core/fsio.c core/kn.c $(PKG_LIBS) -lm -o $@
 
 fuzz: build-fuzz/fuzz_ckpt
 	@mkdir -p build-fuzz/corpus-ckpt
-	build-fuzz/fuzz_ckpt -max_total_time=$(FUZZ_TIME) -dict=tests/fuzz/ckpt.dict build-fuzz/corpus-ckpt
+	build-fuzz/fuzz_ckpt -max_total_time=$(FUZZ_TIME) -dict=tests/fuzz/ckpt.dict build-fuzz/corpus-ckpt tests/fuzz/seeds-ckpt
 
 clean:
 	rm -rf build build-san build-fuzz build-mpi

@@ -1,7 +1,9 @@
-/* ckpt.h — safetensors files (DESIGN §3.5): an 8-byte little-endian header length, a JSON
+/* ckpt.h — safetensors files: an 8-byte little-endian header length, a JSON
  * header {name: {dtype, shape, data_offsets}, "__metadata__": {string: string}}, raw
- * little-endian data. Writing is atomic (temp file, fsync, rename). Reading validates every
- * size and offset against the file before any data is touched. */
+ * little-endian data. Writing is atomic (kn_file_write_atomic: temp file, fsync, rename).
+ * Reading validates every size and offset against the file before any data is touched, and
+ * accepts only a data section covered exactly by the tensors and header strings that are
+ * UTF-8 without NUL or control characters. */
 #ifndef KN_CKPT_H
 #define KN_CKPT_H
 
@@ -28,7 +30,8 @@ kn_status kn_ckpt_write(const char *path, const kn_ckpt_tensor *tensors, int n_t
 
 typedef struct kn_ckpt kn_ckpt;
 
-/* Read and validate a whole file. Only F32 tensors are accepted (others: a clear error). */
+/* Read and validate a whole file (a regular file only; a FIFO is refused without blocking).
+ * Only F32 tensors are accepted (others: a clear error naming tensor and dtype). */
 kn_status kn_ckpt_open(kn_ckpt **out, const char *path);
 void kn_ckpt_close(kn_ckpt *c);
 int kn_ckpt_num_tensors(const kn_ckpt *c);

@@ -1,8 +1,14 @@
-/* data.c — memory-mapped token files cut into segments (DESIGN §3.4).
+/* data.c — token files cut into segments.
  *
- * The file is mapped read-only and never copied: a dataset holds the mapping and a list of
- * segments (token ranges) that its split selects. Tokens are decoded on the fly, u16 as
- * explicit little-endian bytes, so this file does not depend on the host's byte order.
+ * The file is read, never mapped: each window is one pread() into the caller's buffers. A
+ * mapping would turn a file truncated during a run into SIGBUS; a read turns it into an error
+ * naming the file. After each batch (and each evaluation window) the file's size and mtime are
+ * compared with those at open, so a file rewritten in place under a run is an error too, not
+ * a silent change of data. The cost is a syscall per window plus one per call (microseconds
+ * against a training step of milliseconds); the page cache serves repeated reads as it
+ * served the mapping.
+ * Tokens are decoded explicitly as little-endian bytes, so nothing depends on the host's
+ * byte order.
  *
  * Segment lengths never increase along the list: ALL is one segment; TRAIN is runs of 19
  * blocks, VAL single blocks, and only the last segment of either can be shorter (the file
@@ -11,13 +17,10 @@
  * prefix[k] - k*T, which lets sampling binary-search a prefix-sum array built once at open
  * without any per-T table. */
 #include "data.h"
+#include "fsio.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 typedef struct { int64_t start, len; } segment;   /* in tokens */
@@ -25,8 +28,9 @@ typedef struct { int64_t start, len; } segment;   /* in tokens */
 struct kn_dataset {
     int refs;
     char *path;
-    const uint8_t *map;
-    size_t map_bytes;
+    int fd;                /* open for the dataset's lifetime; -1 once closed */
+    uint64_t file_bytes;   /* size at open: every read is checked against it */
+    kn_file_stamp stamp;   /* size and mtime at open: a file changed under a run is refused */
     kn_data_format fmt;
     kn_split split;
     int vocab;
@@ -41,11 +45,13 @@ static const char *split_name(kn_split s)
     return s == KN_SPLIT_TRAIN ? "train" : s == KN_SPLIT_VAL ? "val" : "whole-file";
 }
 
-static inline int32_t token_at(const kn_dataset *d, int64_t i)
+static int token_bytes(const kn_dataset *d) { return d->fmt == KN_DATA_U16 ? 2 : 1; }
+
+/* Token i of raw file bytes p (little-endian for u16). */
+static inline int32_t decode(const uint8_t *p, int tb, int64_t i)
 {
-    if (d->fmt == KN_DATA_BYTES) return d->map[i];
-    const uint8_t *p = d->map + 2 * i;
-    return (int32_t)p[0] | ((int32_t)p[1] << 8);
+    if (tb == 1) return p[i];
+    return (int32_t)p[2 * i] | ((int32_t)p[2 * i + 1] << 8);
 }
 
 kn_dataset *kn_dataset_retain(kn_dataset *d)
@@ -59,11 +65,32 @@ int kn_dataset_refs(const kn_dataset *d) { return d->refs; }
 void kn_dataset_close(kn_dataset *d)
 {
     if (!d || --d->refs > 0) return;
-    if (d->map) munmap((void *)d->map, d->map_bytes);
+    if (d->fd >= 0) close(d->fd);
     free(d->seg);
     free(d->prefix);
     free(d->path);
     free(d);
+}
+
+/* 1 + the largest u16 token of the whole file, read in chunks. */
+static kn_status scan_vocab(kn_dataset *d)
+{
+    enum { CHUNK = 1 << 20 };
+    uint8_t *buf = malloc(CHUNK);
+    if (!buf) return kn_fail(KN_ERR_NOMEM, "data: '%s': out of memory scanning tokens", d->path);
+    int32_t mx = 0;
+    kn_status st = KN_OK;
+    for (uint64_t off = 0; off < d->file_bytes && !st; off += CHUNK) {
+        size_t n = d->file_bytes - off < CHUNK ? (size_t)(d->file_bytes - off) : CHUNK;
+        st = kn_file_read_at(d->fd, d->path, "data", buf, n, off, d->file_bytes);
+        for (size_t i = 0; !st && i < n / 2; i++) {
+            int32_t t = decode(buf, 2, (int64_t)i);
+            if (t > mx) mx = t;
+        }
+    }
+    free(buf);
+    d->vocab = mx + 1;
+    return st;
 }
 
 /* Cut the file into segments for d->split; fills seg, prefix, n_seg, n_tokens. */
@@ -105,6 +132,24 @@ static kn_status build_segments(kn_dataset *d, int64_t file_tokens, int64_t bloc
     return KN_OK;
 }
 
+/* Open d->path, take its stamp and check that its size can hold tokens of d->fmt. */
+static kn_status open_file(kn_dataset *d)
+{
+    const char *path = d->path;
+    kn_status st = kn_file_open_read(path, "data", "a regular file of tokens", &d->fd, &d->file_bytes);
+    if (!st) st = kn_file_stamp_of(d->fd, path, "data", &d->stamp);
+    if (st) return st;
+    d->file_bytes = d->stamp.size;
+    if (d->file_bytes == 0) return kn_fail(KN_ERR_FORMAT, "data: '%s' is empty (0 bytes), expected tokens", path);
+    if (d->fmt == KN_DATA_U16 && d->file_bytes % 2 != 0)
+        return kn_fail(KN_ERR_FORMAT, "data: '%s' has %llu bytes, an odd size; a file of uint16 tokens must "
+                       "have an even size", path, (unsigned long long)d->file_bytes);
+    if (d->file_bytes > (uint64_t)INT64_MAX / 2)
+        return kn_fail(KN_ERR_FORMAT, "data: '%s' is too large (%llu bytes)", path,
+                       (unsigned long long)d->file_bytes);
+    return KN_OK;
+}
+
 kn_status kn_dataset_open(kn_dataset **out, const char *path, kn_data_format fmt, kn_split split)
 {
     if (!out) return kn_fail(KN_ERR_ARG, "data: output pointer is NULL");
@@ -123,65 +168,14 @@ kn_status kn_dataset_open(kn_dataset **out, const char *path, kn_data_format fmt
     d->refs = 1;
     d->fmt = fmt;
     d->split = split;
-    kn_status st = KN_OK;
-
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        st = kn_fail(KN_ERR_IO, "data: cannot open '%s': %s", path, strerror(errno));
-        goto fail;
-    }
-    struct stat sb;
-    if (fstat(fd, &sb) != 0) {
-        st = kn_fail(KN_ERR_IO, "data: cannot stat '%s': %s", path, strerror(errno));
-        close(fd);
-        goto fail;
-    }
-    if (S_ISDIR(sb.st_mode) || !S_ISREG(sb.st_mode)) {
-        st = kn_fail(KN_ERR_IO, "data: '%s' is %s, expected a regular file of tokens", path,
-                     S_ISDIR(sb.st_mode) ? "a directory" : "not a regular file");
-        close(fd);
-        goto fail;
-    }
-    if (sb.st_size == 0) {
-        st = kn_fail(KN_ERR_FORMAT, "data: '%s' is empty (0 bytes), expected tokens", path);
-        close(fd);
-        goto fail;
-    }
-    if (fmt == KN_DATA_U16 && sb.st_size % 2 != 0) {
-        st = kn_fail(KN_ERR_FORMAT, "data: '%s' has %lld bytes, an odd size; a file of uint16 "
-                     "tokens must have an even size", path, (long long)sb.st_size);
-        close(fd);
-        goto fail;
-    }
-    if ((uint64_t)sb.st_size > SIZE_MAX) {
-        st = kn_fail(KN_ERR_IO, "data: '%s' is too large to map", path);
-        close(fd);
-        goto fail;
-    }
-    d->map_bytes = (size_t)sb.st_size;
-    void *m = mmap(NULL, d->map_bytes, PROT_READ, MAP_PRIVATE, fd, 0);
-    int mmap_errno = errno;
-    close(fd);   /* the mapping keeps the file alive */
-    if (m == MAP_FAILED) {
-        st = kn_fail(KN_ERR_IO, "data: cannot map '%s': %s", path, strerror(mmap_errno));
-        goto fail;
-    }
-    d->map = m;
-
-    int tok_bytes = fmt == KN_DATA_U16 ? 2 : 1;
-    int64_t file_tokens = (int64_t)d->map_bytes / tok_bytes;
-    if (fmt == KN_DATA_BYTES) {
-        d->vocab = 256;
-    } else {
-        /* Over the whole file, not the split: train and val opened from one file must
-         * agree on V. */
-        int32_t mx = 0;
-        for (int64_t i = 0; i < file_tokens; i++) {
-            int32_t t = token_at(d, i);
-            if (t > mx) mx = t;
-        }
-        d->vocab = mx + 1;
-    }
+    d->fd = -1;
+    kn_status st = open_file(d);
+    if (st) goto fail;
+    int tok_bytes = token_bytes(d);
+    int64_t file_tokens = (int64_t)d->file_bytes / tok_bytes;
+    /* Over the whole file, not the split: train and val opened from one file must agree on V. */
+    if (fmt == KN_DATA_BYTES) d->vocab = 256;
+    else if ((st = scan_vocab(d))) goto fail;
 
     st = build_segments(d, file_tokens, KN_SPLIT_BLOCK_BYTES / tok_bytes);
     if (st) goto fail;
@@ -190,7 +184,7 @@ kn_status kn_dataset_open(kn_dataset **out, const char *path, kn_data_format fmt
         st = kn_fail(KN_ERR_FORMAT, "data: '%s' (%lld bytes) is too small for an interleaved "
                      "train/val split: the val split takes every %dth block of %d KiB, so it needs "
                      "more than %d blocks (%.2f MiB); use separate train and val files instead",
-                     path, (long long)d->map_bytes, KN_SPLIT_EVERY, KN_SPLIT_BLOCK_BYTES / 1024,
+                     path, (long long)d->file_bytes, KN_SPLIT_EVERY, KN_SPLIT_BLOCK_BYTES / 1024,
                      KN_SPLIT_EVERY - 1,
                      (double)(KN_SPLIT_EVERY - 1) * KN_SPLIT_BLOCK_BYTES / (1024.0 * 1024.0));
         goto fail;
@@ -236,15 +230,21 @@ kn_status kn_dataset_check_window(const kn_dataset *d, int T)
                    KN_SPLIT_BLOCK_BYTES / 1024);
 }
 
-static void copy_window(const kn_dataset *d, int64_t s, int T, int32_t *in, int32_t *tg)
+/* Window of T+1 tokens from token s: in[t] = x[s+t], tg[t] = x[s+t+1]. The raw bytes are read
+ * into in's own memory (4T bytes >= (T+1)*2 for any T >= 1), decoded into tg, and in is then
+ * tg shifted by one: no buffer of the dataset's, so concurrent readers never share one. */
+static kn_status read_window(const kn_dataset *d, int64_t s, int T, int32_t *in, int32_t *tg)
 {
-    int32_t prev = token_at(d, s);
-    for (int t = 0; t < T; t++) {
-        int32_t next = token_at(d, s + t + 1);
-        in[t] = prev;
-        tg[t] = next;
-        prev = next;
-    }
+    int tb = token_bytes(d);
+    uint8_t *raw = (uint8_t *)in;
+    kn_status st = kn_file_read_at(d->fd, d->path, "data", raw, ((size_t)T + 1) * (size_t)tb,
+                                   (uint64_t)s * (uint64_t)tb, d->file_bytes);
+    if (st) return st;
+    int32_t first = decode(raw, tb, 0);
+    for (int t = 0; t < T; t++) tg[t] = decode(raw, tb, t + 1);
+    in[0] = first;
+    for (int t = 1; t < T; t++) in[t] = tg[t - 1];
+    return KN_OK;
 }
 
 kn_status kn_dataset_sample(const kn_dataset *d, kn_rng *r, int B, int T, int32_t *inputs, int32_t *targets)
@@ -266,9 +266,11 @@ kn_status kn_dataset_sample(const kn_dataset *d, kn_rng *r, int B, int T, int32_
             else hi = mid - 1;
         }
         int64_t s = d->seg[lo].start + (u - (d->prefix[lo] - lo * (int64_t)T));
-        copy_window(d, s, T, inputs + (size_t)b * T, targets + (size_t)b * T);
+        st = read_window(d, s, T, inputs + (size_t)b * T, targets + (size_t)b * T);
+        if (st) return st;
     }
-    return KN_OK;
+    /* After the reads: a batch read while the file changed is refused, not trained on. */
+    return kn_file_check_stamp(d->fd, d->path, "data", &d->stamp);
 }
 
 int64_t kn_dataset_num_eval_windows(const kn_dataset *d, int T)
@@ -292,8 +294,8 @@ kn_status kn_dataset_eval_window(const kn_dataset *d, int T, int64_t k, int32_t 
     for (int64_t i = 0; i < d->n_seg && k >= 0; i++) {
         int64_t here = d->seg[i].len / w;
         if (k < before + here) {
-            copy_window(d, d->seg[i].start + (k - before) * w, T, inputs, targets);
-            return KN_OK;
+            st = read_window(d, d->seg[i].start + (k - before) * w, T, inputs, targets);
+            return st ? st : kn_file_check_stamp(d->fd, d->path, "data", &d->stamp);
         }
         before += here;
     }

@@ -1,4 +1,4 @@
-/* data.h — token datasets: a memory-mapped file of bytes (V = 256) or of raw
+/* data.h — token datasets: a file of bytes (V = 256) or of raw
  * little-endian uint16 tokens (nanoGPT's train.bin), seen as a list of contiguous segments.
  * A split selects segments: a single file is cut into 64 KiB blocks and every 20th block
  * goes to validation. Windows never cross a segment boundary. */
@@ -16,10 +16,13 @@ typedef enum { KN_SPLIT_ALL, KN_SPLIT_TRAIN, KN_SPLIT_VAL } kn_split;
 
 typedef struct kn_dataset kn_dataset;
 
-/* Map path read-only. U16 files must have an even size. The message names the file. */
+/* Open path read-only (a regular file only: a FIFO or device is refused without blocking).
+ * U16 files must have an even size. The message names the file. Windows are read from the
+ * file when sampled; if its size or modification time changes meanwhile (truncated, rewritten
+ * in place), sampling and evaluation fail with a message naming it. */
 kn_status kn_dataset_open(kn_dataset **out, const char *path, kn_data_format fmt, kn_split split);
 /* Datasets are reference-counted (open gives the caller one reference): retain adds one,
- * close drops one and the last unmaps the file. */
+ * close drops one and the last closes the file. */
 kn_dataset *kn_dataset_retain(kn_dataset *d);
 void kn_dataset_close(kn_dataset *d);
 int kn_dataset_refs(const kn_dataset *d);

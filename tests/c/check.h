@@ -10,12 +10,14 @@
 
 static int check_n_, check_failed_;
 
+/* The condition is evaluated exactly once (it may have side effects, e.g. a call). */
 #define CHECK(cond, ...) do { \
+    int check_ok_ = (cond) ? 1 : 0; \
     ++check_n_; \
-    if (cond) { printf("ok %d - ", check_n_); } \
+    if (check_ok_) { printf("ok %d - ", check_n_); } \
     else { ++check_failed_; printf("not ok %d - ", check_n_); } \
     printf(__VA_ARGS__); printf("\n"); \
-    if (!(cond)) printf("#   failed at %s:%d: %s\n", __FILE__, __LINE__, #cond); \
+    if (!check_ok_) printf("#   failed at %s:%d: %s\n", __FILE__, __LINE__, #cond); \
     fflush(stdout); \
 } while (0)
 

@@ -1,6 +1,7 @@
 /* test_ckpt.c — safetensors: bit-exact round trips with metadata, the file layout, atomic
  * writes that never damage an existing file or leave temp files, and a reader that turns
- * every truncation, bit flip and hand-crafted bad header into a message naming the file. */
+ * every truncation, bit flip, wrong header length and hand-crafted bad header (gaps, NULs in
+ * strings, stray padding) into a message naming the file. */
 #include "check.h"
 #include "tmpfiles.h"
 #include "ckpt.h"
@@ -41,9 +42,9 @@ static int count_files(const char *needle)
 
 /* A file made of an explicit header text (length field = its length unless hlen_override
  * is not -1) and data bytes. */
-static void craft(const char *path, const char *header, int64_t hlen_override, const void *data, size_t n)
+static void craft_n(const char *path, const char *header, size_t h, int64_t hlen_override, const void *data,
+                    size_t n)
 {
-    size_t h = strlen(header);
     uint64_t L = hlen_override >= 0 ? (uint64_t)hlen_override : h;
     uint8_t *buf = malloc(8 + h + n + 1);
     for (int i = 0; i < 8; i++) buf[i] = (uint8_t)(L >> (8 * i));
@@ -51,6 +52,11 @@ static void craft(const char *path, const char *header, int64_t hlen_override, c
     if (n) memcpy(buf + 8 + h, data, n);
     write_file(path, buf, 8 + h + n);
     free(buf);
+}
+
+static void craft(const char *path, const char *header, int64_t hlen_override, const void *data, size_t n)
+{
+    craft_n(path, header, strlen(header), hlen_override, data, n);
 }
 
 /* Open must fail with a message containing needle and the path; nothing may leak. */
@@ -212,6 +218,16 @@ int main(void)
             len_ok &= open_fails(pf, NULL);
         }
         CHECK(len_ok, "all 64 length-field flips fail cleanly");
+        /* every other header length near the true one moves the data section: all refused */
+        int near_ok = 1;
+        for (int64_t delta = -16; delta <= 16; delta++) {
+            if (delta == 0) continue;
+            memcpy(g, f1, n1);
+            for (int i = 0; i < 8; i++) g[i] = (uint8_t)((hl + (uint64_t)delta) >> (8 * i));
+            write_file(pf, g, n1);
+            near_ok &= open_fails(pf, NULL);
+        }
+        CHECK(near_ok, "header lengths true-16 .. true+16 (other than the true one) are all refused");
         free(g);
         unlink(pf);
     }
@@ -365,6 +381,39 @@ int main(void)
             {"[1,2,3]", 0, "not a JSON object", "a JSON array"},
             {"\"F32\"", 0, "not a JSON object", "a JSON string"},
             {"{} x", 0, "bytes after its JSON object", "trailing garbage"},
+            {"{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},\"b\":{\"dtype\":\"F32\",\"shape\":[1],"
+             "\"data_offsets\":[8,12]}}", 12, "bytes [4, 8) of the data section belong to no tensor (a gap before tensor 'b')",
+             "a gap between tensors"},
+            {"{\"u\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[2,14]}}", 14, "bytes [0, 2) of the data section",
+             "a gap before the first tensor (an unaligned offset)"},
+            {"{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 8,
+             "the tensors cover 4 bytes but the data section has 8", "bytes after the last tensor"},
+            {"{}", 4, "the tensors cover 0 bytes but the data section has 4", "data but no tensors"},
+            {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},\"z\":{\"dtype\":\"F32\",\"shape\":[0],"
+             "\"data_offsets\":[4,4]}}", 8, "tensors 'a' and 'z' have overlapping data_offsets", "an empty range inside another"},
+            {"{\"w\":{\"dtype\":\"F32\\u0000x\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4,
+             "in entry 'w', the string \"F32\\u0000x\" has an escaped NUL (\\u0000)", "dtype F32\\u0000x"},
+            {"{\"w\":{\"dtype\":\"F32\\u0000\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4, "escaped NUL",
+             "dtype F32\\u0000"},
+            {"{\"w\\u0000x\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4,
+             "the header name \"w\\u0000x\" has an escaped NUL", "a tensor name with \\u0000"},
+            {"{\"__metadata__\":{\"step\":\"5\\u0000junk\"}}", 0, "in entry '__metadata__', the string \"5\\u0000junk\"",
+             "a metadata value with \\u0000"},
+            {"{\"w\":{\"dtype\":\"F\t32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4, "a raw control character",
+             "a raw tab inside a dtype"},
+            {"{\"w\":{\"dtype\":\"F33\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4, "tensor 'w' has unknown dtype 'F33'",
+             "an unknown dtype"},
+            {"{\"w\":{\"dtype\":\"f32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4, "unknown dtype 'f32'",
+             "dtype in lower case"},
+            {"{\"w\":{\"dtype\":\"F16\",\"shape\":[2],\"data_offsets\":[0,4]}}", 4, "unsupported dtype 'F16'", "F16"},
+            {"{\"w\xff\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4,
+             "the header name \"w\" has invalid UTF-8", "a name with a byte that is never UTF-8"},
+            {"{\"__metadata__\":{\"k\":\"\xc0\xaf\"}}", 0, "in entry '__metadata__', the string \"\" has invalid UTF-8",
+             "an overlong UTF-8 form in metadata"},
+            {"{\"__metadata__\":{\"k\":\"\xed\xa0\x80\"}}", 0, "invalid UTF-8", "a UTF-8 encoded surrogate"},
+            {"{\"__metadata__\":{\"k\":\"ok \xe2\x86\"}}", 0, "invalid UTF-8", "a cut-off UTF-8 sequence"},
+            {" {}", 0, "the header starts with 0x20", "a header starting with a space"},
+            {"{}\n", 0, "bytes after its JSON object (0x0a at byte 2 of 3)", "newline padding"},
             {"{}\0\0\0\0", 0, NULL, NULL},   /* placeholder, replaced below */
         };
         int n_bad = (int)(sizeof bad / sizeof *bad) - 1;
@@ -393,25 +442,60 @@ int main(void)
         CHECK(open_fails(dir, "is a directory"), "a directory");
         CHECK(open_fails(in_dir("missing.safetensors"), "No such file"), "a missing file");
 
-        /* acceptable variations: gaps, unaligned offsets, no padding, extra fields, empty ranges */
-        float vals[3] = {1.5f, -2.25f, 3.0f};
-        uint8_t data[2 + 12 + 3];
-        memset(data, 0xEE, sizeof data);
-        memcpy(data + 2, vals, 12);   /* tensor at offset 2: unaligned */
-        craft(p, "{\"u\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[2,14],\"extra\":1},"
-                 "\"z\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[4,4]},"
-                 "\"__metadata__\":{\"format\":\"pt\"}}", -1, data, sizeof data);
+        /* a raw NUL byte inside a string (the header given with its explicit length) */
+        static const char rawnul[] = "{\"w\":{\"dtype\":\"F32\0x\",\"shape\":[1],\"data_offsets\":[0,4]}}";
+        craft_n(p, rawnul, sizeof rawnul - 1, -1, four, 4);
+        CHECK(open_fails(p, "in entry 'w', the string \"F32\" has a raw NUL byte"), "crafted: a raw NUL inside the dtype");
+        static const char rawkey[] = "{\"w\0\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}";
+        craft_n(p, rawkey, sizeof rawkey - 1, -1, four, 4);
+        CHECK(open_fails(p, "the header name \"w\" has a raw NUL byte"), "crafted: a raw NUL inside a tensor name");
+
+        static const char nul_between[] = "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}\0\0 }";
+        craft_n(p, nul_between, sizeof nul_between - 1, -1, four, 4);
+        CHECK(open_fails(p, "the header has a control byte 0x00 at byte 53"), "crafted: NUL bytes between JSON tokens");
+        craft(p, "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}\x01}", -1, four, 4);
+        CHECK(open_fails(p, "control byte 0x01"), "crafted: a control byte between JSON tokens");
+        craft(p, "{\"a\":{\"dtype\":\"F32\",\t\"shape\":[1],\r\n\"data_offsets\":[0,4]}}", -1, four, 4);
+        kn_ckpt *c3;
+        CHECK_OK(kn_ckpt_open(&c3, p), "JSON whitespace (tab, CR, LF) between tokens is fine");
+        kn_ckpt_close(c3);
+
+        /* the header length one byte short or long: the data section moves by one byte */
+        const char *padded = "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}   ";
+        int64_t plen = (int64_t)strlen(padded);
+        craft(p, padded, plen - 1, four, 8);
+        CHECK(open_fails(p, "the tensors cover 8 bytes but the data section has 9"),
+              "header length one short (a padding space read as data) is refused");
+        craft(p, padded, plen + 1, four, 8);
+        CHECK(open_fails(p, "bytes after its JSON object"), "header length one long (a data byte read as header)");
+        float spaces[2];
+        memset(spaces, ' ', sizeof spaces);   /* data that starts with a 0x20 byte */
+        craft(p, padded, plen + 1, spaces, 8);
+        CHECK(open_fails(p, "not a range within the 7-byte data section"),
+              "  ... even when that data byte is a space");
+        craft(p, padded, plen, spaces, 8);
         kn_ckpt *c2;
-        CHECK_OK(kn_ckpt_open(&c2, p), "unaligned offset, unpadded header, gaps, extra field, empty range inside another");
+        CHECK_OK(kn_ckpt_open(&c2, p), "with the right length it loads");
+        CHECK(kn_ckpt_find(c2, "a") && memcmp(kn_ckpt_find(c2, "a")->data, spaces, 8) == 0, "  ... the data intact");
+        kn_ckpt_close(c2);
+
+        /* acceptable variations: no padding, extra fields, empty ranges at the boundaries,
+         * header order unlike offset order, an escaped backslash before "u0000" */
+        craft(p, "{\"u\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,12],\"extra\":1},"
+                 "\"z\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[12,12]},"
+                 "\"y\":{\"dtype\":\"F32\",\"shape\":[2,0],\"data_offsets\":[0,0]},"
+                 "\"__metadata__\":{\"format\":\"pt\",\"path\":\"C:\\\\u0000\"}}", -1, four, 12);
+        CHECK_OK(kn_ckpt_open(&c2, p), "unpadded header, extra field, empty tensors at both ends, backslash-u0000 text");
         const kn_ckpt_tensor *u = kn_ckpt_find(c2, "u");
-        CHECK(u && ((uintptr_t)u->data & 3) == 0 && u->data[0] == 1.5f && u->data[1] == -2.25f && u->data[2] == 3.0f,
-              "an unaligned tensor is copied to aligned memory with the right values");
-        CHECK(kn_ckpt_num_tensors(c2) == 2 && strcmp(kn_ckpt_tensor_at(c2, 0)->name, "u") == 0 &&
-              strcmp(kn_ckpt_meta_get(c2, "format"), "pt") == 0, "order by offset; metadata read");
+        CHECK(u && ((uintptr_t)u->data & 3) == 0 && u->data[0] == 1.0f && u->data[2] == 3.0f, "values read in place");
+        CHECK(kn_ckpt_num_tensors(c2) == 3 && strcmp(kn_ckpt_tensor_at(c2, 0)->name, "y") == 0 &&
+              strcmp(kn_ckpt_tensor_at(c2, 2)->name, "z") == 0 && strcmp(kn_ckpt_meta_get(c2, "format"), "pt") == 0,
+              "order by offset; metadata read");
+        CHECK(strcmp(kn_ckpt_meta_get(c2, "path"), "C:\\u0000") == 0, "an escaped backslash then u0000 is 8 plain bytes");
         kn_ckpt_close(c2);
         craft(p, "{\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]},"
-                 "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}   \n ", -1, four, 8);
-        CHECK_OK(kn_ckpt_open(&c2, p), "header order differs from offset order, trailing whitespace");
+                 "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}       ", -1, four, 8);
+        CHECK_OK(kn_ckpt_open(&c2, p), "header order differs from offset order, trailing spaces");
         CHECK(strcmp(kn_ckpt_tensor_at(c2, 0)->name, "a") == 0 && kn_ckpt_tensor_at(c2, 1)->data[0] == 2.0f,
               "tensor_at follows offsets, not header order");
         kn_ckpt_close(c2);

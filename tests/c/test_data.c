@@ -1,6 +1,7 @@
 /* test_data.c — token files: the interleaved split's exact boundaries, sampled windows
  * reconstructed from the file (never straddling a segment), sampling determinism, the fixed
- * eval list, uint16 files, memory mapping of large files, and every error naming its path. */
+ * eval list, uint16 files, large files read window by window, files that shrink during a run,
+ * FIFOs and devices refused without blocking, and every error naming its path. */
 #include "check.h"
 #include "tmpfiles.h"
 #include "data.h"
@@ -8,6 +9,7 @@
 #include <fcntl.h>
 #include <stdint.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define BLK KN_SPLIT_BLOCK_BYTES
@@ -366,10 +368,86 @@ int main(void)
         CHECK_FAILS(kn_dataset_open(&d, odd, (kn_data_format)7, KN_SPLIT_ALL), "unknown format", "bad format");
         CHECK_FAILS(kn_dataset_open(&d, odd, KN_DATA_BYTES, (kn_split)9), "unknown split", "bad split");
         kn_dataset_close(NULL);
-        CHECK(1, "close(NULL) is harmless");
+        CHECK(kn_dataset_path(NULL) == NULL && kn_dataset_num_tokens(NULL) == 0 && kn_dataset_vocab(NULL) == 0 &&
+              kn_dataset_num_eval_windows(NULL, 4) == 0, "close(NULL) returns; NULL accessors give NULL and 0");
     }
 
-    /* --- a 1 GiB (sparse) file is mapped, not read ------------------------------------ */
+    /* --- a file that shrinks while a run reads it: an error naming it, never SIGBUS ------ */
+    {
+        const char *ps = in_dir("shrinks.txt");
+        uint8_t *buf = malloc(200000);
+        for (int i = 0; i < 200000; i++) buf[i] = (uint8_t)(i * 7);
+        write_file(ps, buf, 200000);
+        kn_dataset *d;
+        CHECK_OK(kn_dataset_open(&d, ps, KN_DATA_BYTES, KN_SPLIT_ALL), "open a 200000-byte file");
+        int32_t in[64 * 64], tg[64 * 64];
+        kn_rng r;
+        kn_rng_seed(&r, 11);
+        CHECK_OK(kn_dataset_sample(d, &r, 64, 64, in, tg), "sample before it shrinks");
+        int64_t last = kn_dataset_num_eval_windows(d, 64) - 1;
+        CHECK_OK(kn_dataset_eval_window(d, 64, last, in, tg), "last eval window before it shrinks");
+        CHECK(truncate(ps, 1000) == 0, "truncate it to 1000 bytes under the open dataset");
+        kn_status st = KN_OK;
+        for (int i = 0; i < 10 && st == KN_OK; i++) st = kn_dataset_sample(d, &r, 64, 64, in, tg);
+        CHECK(st == KN_ERR_IO && strstr(kn_errmsg(), ps) &&
+              strstr(kn_errmsg(), "file shrank from 200000 to 1000 bytes while reading"),
+              "sampling past the new end fails naming the file and both sizes: %s", kn_errmsg());
+        CHECK_FAILS(kn_dataset_eval_window(d, 64, last, in, tg), "file shrank from 200000 to 1000 bytes",
+                    "an eval window past the new end fails the same way");
+        CHECK_FAILS(kn_dataset_eval_window(d, 64, 0, in, tg), "file shrank from 200000 to 1000 bytes",
+                    "eval window 0, inside what is left, is refused too: the file is not the one opened");
+        kn_dataset_close(d);
+
+        /* rewritten in place: same size, other bytes, a new mtime; or grown */
+        write_file(ps, buf, 200000);
+        CHECK_OK(kn_dataset_open(&d, ps, KN_DATA_BYTES, KN_SPLIT_ALL), "reopen");
+        CHECK_OK(kn_dataset_eval_window(d, 64, 0, in, tg), "eval window 0 reads");
+        CHECK(in[0] == buf[0] && tg[63] == buf[64], "  ... with the right tokens");
+        int fd = open(ps, O_WRONLY);
+        struct timespec later[2] = {{0, UTIME_OMIT}, {4000000000LL, 0}};
+        bool rewrote = fd >= 0 && pwrite(fd, "XYZ", 3, 0) == 3 && futimens(fd, later) == 0;
+        if (fd >= 0) close(fd);
+        CHECK(rewrote, "rewrite 3 bytes in place (the size stays, the mtime moves)");
+        CHECK_FAILS(kn_dataset_sample(d, &r, 4, 64, in, tg), "was modified while reading (same size, 200000 bytes",
+                    "sampling after an in-place rewrite fails naming it");
+        CHECK(strstr(kn_errmsg(), ps) != NULL, "  ... and the file");
+        CHECK_FAILS(kn_dataset_eval_window(d, 64, 1, in, tg), "was modified while reading", "  ... and so does eval");
+        kn_dataset_close(d);
+        write_file(ps, buf, 100000);
+        CHECK_OK(kn_dataset_open(&d, ps, KN_DATA_BYTES, KN_SPLIT_ALL), "open a 100000-byte file");
+        FILE *fa = fopen(ps, "ab");
+        bool grew = fa && fwrite(buf, 1, 5000, fa) == 5000 && fclose(fa) == 0;
+        CHECK(grew, "append 5000 bytes to it");
+        CHECK_FAILS(kn_dataset_sample(d, &r, 4, 64, in, tg), "file grew from 100000 to 105000 bytes while reading",
+                    "sampling after the file grew fails naming both sizes");
+        kn_dataset_close(d);
+        write_file(ps, buf, 200000);
+        CHECK_OK(kn_dataset_open(&d, ps, KN_DATA_U16, KN_SPLIT_TRAIN), "open it again as u16");
+        CHECK(truncate(ps, 0) == 0, "truncate it to 0 bytes");
+        CHECK_FAILS(kn_dataset_sample(d, &r, 4, 64, in, tg), "file shrank from 200000 to 0 bytes", "u16 sampling fails too");
+        kn_dataset_close(d);
+        unlink(ps);
+        free(buf);
+    }
+
+    /* --- a FIFO or a device is refused at once, not waited on ------------------------------ */
+    {
+        const char *fifo = in_dir("fifo.txt");
+        CHECK(mkfifo(fifo, 0600) == 0, "made a FIFO");
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        kn_dataset *d = NULL;
+        CHECK_FAILS_PATH(kn_dataset_open(&d, fifo, KN_DATA_BYTES, KN_SPLIT_ALL), "is a FIFO (named pipe)", fifo,
+                         "a FIFO as a dataset is refused, naming its type");
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+        CHECK(secs < 2.0 && d == NULL, "  ... without blocking (%.4f s)", secs);
+        unlink(fifo);
+        CHECK_FAILS_PATH(kn_dataset_open(&d, "/dev/zero", KN_DATA_U16, KN_SPLIT_ALL), "is a character device",
+                         "/dev/zero", "a character device is refused");
+    }
+
+    /* --- a 1 GiB (sparse) file is read window by window, never loaded ------------------ */
     {
         const char *pbig = in_dir("big.bin");
         int fd = open(pbig, O_CREAT | O_WRONLY | O_TRUNC, 0644);

@@ -14,6 +14,11 @@ static void fill_iota(kn_tensor *t)
 
 int main(void)
 {
+    /* The harness itself: a failing condition's side effect must not run a second time. */
+    int calls = 0;
+    CHECK(++calls == 1, "CHECK evaluates its condition");
+    CHECK(calls == 1, "  ... exactly once (calls = %d)", calls);
+
     /* --- new / free / wrap ----------------------------------------------------------- */
     kn_tensor t;
     int64_t s234[3] = {2, 3, 4};
@@ -26,7 +31,8 @@ int main(void)
     kn_tensor_free(&t);
     CHECK(t.data == NULL && t.ndim == 0 && kn_tensor_numel(&t) == 0, "free leaves it empty");
     kn_tensor_free(&t);
-    CHECK(1, "free twice is harmless");
+    CHECK(t.data == NULL && t.ndim == 0 && !t.storage && kn_tensor_numel(&t) == 0,
+          "free twice is harmless: still empty");
 
     int64_t bad0[2] = {2, 0}, big[4] = {INT64_MAX / 2, 4, 4, 4};
     CHECK_FAILS(kn_tensor_new(&t, 0, s234), "ndim 0, expected 1..4", "new rejects ndim 0");
