@@ -105,6 +105,7 @@ kn_dataset *knL_check_dataset(lua_State *L, int arg);
 
 /* Each registers its functions / metatables into the module table at the top of the stack. */
 void knL_open_runtime(lua_State *L);   /* clock, isatty, threads, interrupted */
+void knL_open_files(lua_State *L);     /* write_atomic, sha256, sha256_file, lock, ... */
 void knL_open_tensor(lua_State *L);
 void knL_open_rng(lua_State *L);
 void knL_open_batch(lua_State *L);

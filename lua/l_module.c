@@ -16,6 +16,7 @@ int luaopen_kiln_core(lua_State *L)
     lua_pushstring(L, kn_version());
     lua_setfield(L, -2, "version");
     knL_open_runtime(L);
+    knL_open_files(L);
     knL_open_tensor(L);
     knL_open_rng(L);
     knL_open_batch(L);

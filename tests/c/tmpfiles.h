@@ -10,14 +10,14 @@
 static char dir[64];
 
 /* Exits with status 2 (before any test) when the directory cannot be made. */
-static void tmp_dir_make(const char *what)
+static inline void tmp_dir_make(const char *what)
 {
     snprintf(dir, sizeof dir, "/tmp/kiln-test-%s-XXXXXX", what);
     if (!mkdtemp(dir)) { perror("mkdtemp"); exit(2); }
 }
 
 /* dir/name, in one of four rotating static buffers (copy a path that must live longer). */
-static const char *in_dir(const char *name)
+static inline const char *in_dir(const char *name)
 {
     static char buf[4][256];
     static int i;
@@ -26,7 +26,7 @@ static const char *in_dir(const char *name)
     return buf[i];
 }
 
-static void write_file(const char *path, const void *p, size_t n)
+static inline void write_file(const char *path, const void *p, size_t n)
 {
     FILE *f = fopen(path, "wb");
     if (!f || fwrite(p, 1, n, f) != n || fclose(f) != 0) { perror(path); exit(2); }
