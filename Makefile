@@ -138,7 +138,7 @@ endif
 endif
 .PHONY: mpi-variant
 mpi-variant:
-	+$(MAKE) --no-print-directory MPI=1 WERROR=$(WERROR) $(BUILD)-mpi/kiln
+	+$(MAKE) --no-print-directory MPI=1 WERROR=$(WERROR) $(BUILD)-mpi/kiln $(BUILD)-mpi/kiln.so
 
 test: all $(BUILD)/ref_driver $(TEST_MPI)
 	$(TEST_ENV) prove --timer $(CTEST_BIN) $(sort $(wildcard tests/lua/test_*.lua)) \

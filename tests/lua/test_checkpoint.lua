@@ -72,8 +72,8 @@ local before = io.open(dir .. "/keep.safetensors", "rb"):read("a")
 -- (the message names the temporary file it could not create and the reason)
 local function lit(text) return (text:gsub("[%^%$%(%)%%%.%[%]%*%+%-%?]", "%%%0")) end
 local missing = dir .. "/missing-dir/keep.safetensors"
-t.err("cannot create '" .. lit(missing) .. "%.tmp%.%d+' %(temporary file for '" .. lit(missing) ..
-      "'%): No such file or directory", kiln.save, missing, { model = m })
+t.err("ckpt: cannot write '" .. lit(missing) .. "': cannot create '" .. lit(missing) ..
+      "%.tmp%.%d+' %(its temporary file%): No such file or directory", kiln.save, missing, { model = m })
 t.eq(io.open(dir .. "/keep.safetensors", "rb"):read("a"), before, "existing checkpoint untouched by a failed save")
 
 -- Determinism and exact resume, each run in its own process with one thread.
