@@ -344,32 +344,32 @@ kn_gen_opts kn_gen_default_opts(void)
 kn_status kn_gen_check_opts(const kn_gen_opts *o, int V)
 {
     if (o->max_new_tokens < 0)
-        return kn_fail(KN_ERR_ARG, "max_new_tokens (%d) must be >= 0", o->max_new_tokens);
+        return kn_fail(KN_ERR_ARG, "generate: max_new_tokens (%d) must be >= 0", o->max_new_tokens);
     if (!(isfinite(o->temperature) && o->temperature >= 0.0f))
-        return kn_fail(KN_ERR_ARG, "temperature (%g) must be a finite number >= 0 (0 is greedy)",
+        return kn_fail(KN_ERR_ARG, "generate: temperature (%g) must be a finite number >= 0 (0 is greedy)",
                        (double)o->temperature);
     if (o->top_k < 0 || o->top_k > V)
-        return kn_fail(KN_ERR_ARG, "top_k (%d) must be in [0, vocab_size = %d] (0 is off)",
+        return kn_fail(KN_ERR_ARG, "generate: top_k (%d) must be in [0, vocab_size = %d] (0 is off)",
                        o->top_k, V);
     if (!(o->top_p > 0.0f && o->top_p <= 1.0f))
-        return kn_fail(KN_ERR_ARG, "top_p (%g) must be in (0, 1] (1 is off)", (double)o->top_p);
+        return kn_fail(KN_ERR_ARG, "generate: top_p (%g) must be in (0, 1] (1 is off)", (double)o->top_p);
     if (o->on_full != KN_GEN_SLIDE && o->on_full != KN_GEN_STOP)
-        return kn_fail(KN_ERR_ARG, "on_full (%d) must be KN_GEN_SLIDE or KN_GEN_STOP", (int)o->on_full);
+        return kn_fail(KN_ERR_ARG, "generate: on_full (%d) must be KN_GEN_SLIDE or KN_GEN_STOP", (int)o->on_full);
     if (o->n_stop_tokens < 0 || (o->n_stop_tokens > 0 && !o->stop_tokens))
-        return kn_fail(KN_ERR_ARG, "stop tokens: %d given without an array", o->n_stop_tokens);
+        return kn_fail(KN_ERR_ARG, "generate: stop tokens: %d given without an array", o->n_stop_tokens);
     for (int i = 0; i < o->n_stop_tokens; i++)
         if (o->stop_tokens[i] < 0 || o->stop_tokens[i] >= V)
-            return kn_fail(KN_ERR_ARG, "stop token %d (number %d) is outside [0, %d)",
+            return kn_fail(KN_ERR_ARG, "generate: stop token %d (number %d) is outside [0, %d)",
                            (int)o->stop_tokens[i], i + 1, V);
     if (o->n_stop_seqs < 0 || (o->n_stop_seqs > 0 && (!o->stop_seqs || !o->stop_seq_lens)))
-        return kn_fail(KN_ERR_ARG, "stop sequences: %d given without arrays", o->n_stop_seqs);
+        return kn_fail(KN_ERR_ARG, "generate: stop sequences: %d given without arrays", o->n_stop_seqs);
     const int32_t *q = o->stop_seqs;
     for (int i = 0; i < o->n_stop_seqs; i++) {
         if (o->stop_seq_lens[i] < 1)
-            return kn_fail(KN_ERR_ARG, "stop sequence %d is empty", i + 1);
+            return kn_fail(KN_ERR_ARG, "generate: stop sequence %d is empty", i + 1);
         for (int j = 0; j < o->stop_seq_lens[i]; j++, q++)
             if (*q < 0 || *q >= V)
-                return kn_fail(KN_ERR_ARG, "stop sequence %d: token %d is outside [0, %d)", i + 1,
+                return kn_fail(KN_ERR_ARG, "generate: stop sequence %d: token %d is outside [0, %d)", i + 1,
                                (int)*q, V);
     }
     return KN_OK;

@@ -14,6 +14,7 @@ int knL_error(lua_State *L);
 /* Each registers its functions / metatables into the module table at the top of the stack. */
 void knL_open_tensor(lua_State *L);
 void knL_open_model(lua_State *L);
+void knL_open_generate(lua_State *L);   /* m:generate, m:logits on kiln.Model */
 void knL_open_adamw(lua_State *L);
 void knL_open_data(lua_State *L);
 void knL_open_ckpt(lua_State *L);

@@ -129,6 +129,7 @@ int luaopen_kiln_core(lua_State *L)
     lua_setfield(L, -2, "version");
     knL_open_tensor(L);
     knL_open_model(L);
+    knL_open_generate(L);
     knL_open_adamw(L);
     knL_open_data(L);
     knL_open_ckpt(L);
