@@ -11,6 +11,8 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -49,13 +51,24 @@ static const float *param(kn_gpt *g, const char *name)
     return i < 0 ? NULL : kn_gpt_params(g) + kn_gpt_param_info(g, i)->offset;
 }
 
-static const float *layer_param(kn_gpt *g, int l, const char *suffix)
-{
-    char name[96];
-    snprintf(name, sizeof name, "transformer.h.%d.%s", l, suffix);
-    return param(g, name);
-}
+/* Where each per-layer tensor goes in layer_params (nanoGPT names after "transformer.h.N."). */
+static const struct { const char *suffix; size_t offset; } LAYER_TENSORS[] = {
+    {"ln_1.weight", offsetof(layer_params, ln1_w)},
+    {"ln_1.bias", offsetof(layer_params, ln1_b)},
+    {"attn.c_attn.weight", offsetof(layer_params, attn_w)},
+    {"attn.c_attn.bias", offsetof(layer_params, attn_b)},
+    {"attn.c_proj.weight", offsetof(layer_params, aproj_w)},
+    {"attn.c_proj.bias", offsetof(layer_params, aproj_b)},
+    {"ln_2.weight", offsetof(layer_params, ln2_w)},
+    {"ln_2.bias", offsetof(layer_params, ln2_b)},
+    {"mlp.c_fc.weight", offsetof(layer_params, fc_w)},
+    {"mlp.c_fc.bias", offsetof(layer_params, fc_b)},
+    {"mlp.c_proj.weight", offsetof(layer_params, mproj_w)},
+    {"mlp.c_proj.bias", offsetof(layer_params, mproj_b)},
+};
 
+/* Pointers into the model's parameter buffer, looked up by name at every prompt, so the
+ * generator never holds on to a buffer the model may have replaced since. */
 static bool resolve_params(kn_gen *s)
 {
     kn_gpt *g = s->g;
@@ -64,23 +77,14 @@ static bool resolve_params(kn_gen *s)
     s->lnf_w = param(g, "transformer.ln_f.weight");
     s->lnf_b = param(g, "transformer.ln_f.bias");
     bool ok = s->wte && s->wpe && s->lnf_w && s->lnf_b;
-    for (int l = 0; l < s->L; l++) {
-        layer_params *p = &s->lp[l];
-        p->ln1_w = layer_param(g, l, "ln_1.weight");
-        p->ln1_b = layer_param(g, l, "ln_1.bias");
-        p->attn_w = layer_param(g, l, "attn.c_attn.weight");
-        p->attn_b = layer_param(g, l, "attn.c_attn.bias");
-        p->aproj_w = layer_param(g, l, "attn.c_proj.weight");
-        p->aproj_b = layer_param(g, l, "attn.c_proj.bias");
-        p->ln2_w = layer_param(g, l, "ln_2.weight");
-        p->ln2_b = layer_param(g, l, "ln_2.bias");
-        p->fc_w = layer_param(g, l, "mlp.c_fc.weight");
-        p->fc_b = layer_param(g, l, "mlp.c_fc.bias");
-        p->mproj_w = layer_param(g, l, "mlp.c_proj.weight");
-        p->mproj_b = layer_param(g, l, "mlp.c_proj.bias");
-        const float *const *all = (const float *const *)p;
-        for (size_t k = 0; k < sizeof *p / sizeof *all; k++) ok = ok && all[k];
-    }
+    char name[96];
+    for (int l = 0; l < s->L; l++)
+        for (size_t k = 0; k < sizeof LAYER_TENSORS / sizeof *LAYER_TENSORS; k++) {
+            snprintf(name, sizeof name, "transformer.h.%d.%s", l, LAYER_TENSORS[k].suffix);
+            const float *p = param(g, name);
+            ok = ok && p;
+            memcpy((char *)&s->lp[l] + LAYER_TENSORS[k].offset, &p, sizeof p);
+        }
     return ok;
 }
 
@@ -319,6 +323,8 @@ kn_status kn_gen_prefill(kn_gen *s, const int32_t *tokens, int n)
                        n, s->T);
     kn_status st = check_ids(s, tokens, n, "prompt");
     if (st) return st;
+    if (!resolve_params(s))
+        return kn_fail(KN_ERR_ARG, "generate: the model lacks a GPT-2 parameter it needs");
     /* the window may be the source (sliding): feed_rows writes it row by row, forwards */
     return feed_rows(s, tokens, 0, n);
 }
