@@ -122,8 +122,9 @@ static kn_gpt *memorise(void)
 
 static int run_text(kn_gen *s, const char *prompt, kn_gen_opts o, char *text, kn_gen_end *why)
 {
-    int32_t p[64], out[256];
+    int32_t p[128], out[256];
     int n = (int)strlen(prompt), n_out = 0;
+    if (n > 128 || o.max_new_tokens > 256) { printf("# run_text: buffers too small\n"); exit(1); }
     for (int i = 0; i < n; i++) p[i] = (unsigned char)prompt[i];
     if (kn_gen_run(s, p, n, &o, out, &n_out, why, NULL, NULL) != KN_OK) {
         printf("# run: %s\n", kn_errmsg());
