@@ -408,6 +408,7 @@ static int candidates(kn_gen *s, const float *logits, const kn_gen_opts *o)
     if (o->top_k > 0) n = o->top_k;
     float mx = s->cand[0].v;
     for (int i = 1; i < n; i++) mx = s->cand[i].v > mx ? s->cand[i].v : mx;
+    /* in double: 1/temperature stays finite even for the smallest float temperature */
     double inv_t = 1.0 / (double)o->temperature, total = 0.0;
     for (int i = 0; i < n; i++) {
         s->prob[i] = exp(((double)s->cand[i].v - (double)mx) * inv_t);

@@ -242,6 +242,10 @@ static void test_seeds_and_filters(void)
     draw(s, o, b);
     CHECK(same(a, b, 60), "a tiny top_p equals greedy decoding");
     o.top_p = 1.0f;
+    o.temperature = 1e-42f;   /* a denormal: 1/temperature would overflow in float */
+    draw(s, o, b);
+    CHECK(same(a, b, 60), "a denormal temperature equals greedy decoding");
+    o.temperature = 1.0f;
 
     /* thread count: logits and tokens bit for bit */
     const int threads[] = {1, 2, 3};
