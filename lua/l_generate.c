@@ -93,6 +93,15 @@ static int int_option(lua_State *L, const char *k, lua_Integer def, lua_Integer 
     return (int)v;
 }
 
+/* Push tokenizer.method and the tokenizer (ready for lua_call with one more argument). */
+static void push_tokenizer_method(lua_State *L, const char *method)
+{
+    lua_getfield(L, TOKENIZER_SLOT, method);
+    if (!lua_isfunction(L, -1))
+        luaL_error(L, "generate: the tokenizer has no %s method (got %s)", method, luaL_typename(L, -1));
+    lua_pushvalue(L, TOKENIZER_SLOT);
+}
+
 /* A table of token ids at idx into a new int32 buffer left on the stack. */
 static int32_t *ids_from_table(lua_State *L, int idx, const char *what, int V, int *n)
 {
@@ -119,8 +128,7 @@ static int32_t *encode_text(lua_State *L, int str_idx, const char *what, int V, 
 {
     str_idx = lua_absindex(L, str_idx);
     if (!lua_isnil(L, TOKENIZER_SLOT)) {
-        lua_getfield(L, TOKENIZER_SLOT, "encode");
-        lua_pushvalue(L, TOKENIZER_SLOT);
+        push_tokenizer_method(L, "encode");
         lua_pushvalue(L, str_idx);
         lua_call(L, 2, 1);
         if (!lua_istable(L, -1))
@@ -226,7 +234,9 @@ static int stream_call(lua_State *L)
     lua_pushvalue(L, 1);
     lua_pushinteger(L, id);
     if (!lua_isnil(L, 2)) {
-        lua_getfield(L, 2, "decode");
+        if (lua_getfield(L, 2, "decode") != LUA_TFUNCTION)
+            return luaL_error(L, "generate: the tokenizer has no decode method (got %s)",
+                              luaL_typename(L, -1));
         lua_pushvalue(L, 2);
         lua_createtable(L, 1, 0);
         lua_pushinteger(L, id);
@@ -290,8 +300,7 @@ static void push_ids(lua_State *L, const int32_t *ids, int n)
 static void push_text(lua_State *L, const int32_t *ids, int n)
 {
     if (!lua_isnil(L, TOKENIZER_SLOT)) {
-        lua_getfield(L, TOKENIZER_SLOT, "decode");
-        lua_pushvalue(L, TOKENIZER_SLOT);
+        push_tokenizer_method(L, "decode");
         push_ids(L, ids, n);
         lua_call(L, 2, 1);
         if (!lua_isstring(L, -1))

@@ -118,6 +118,10 @@ t.err("on_token must be a function", m.generate, m, "a", { on_token = 1 })
 t.err("boom", m.generate, m, "a", { on_token = function() error("boom") end })
 t.err("vocabulary %(16%) is not bytes", small.generate, small, "abc", {})
 t.err("tokenizer must be an object", small.generate, small, "abc", { tokenizer = 3 })
+t.err("the tokenizer has no encode method", small.generate, small, "abc", { tokenizer = { decode = letters.decode } })
+t.err("the tokenizer has no decode method", small.generate, small, "abc", { tokenizer = { encode = letters.encode } })
+t.err("the tokenizer has no decode method", small.generate, small, "abc",
+      { tokenizer = { encode = letters.encode }, on_token = function() end })
 t.err("no generation yet", kiln.model{ n_layer = 1, n_head = 1, n_embd = 8, block_size = 8 }.logits,
       kiln.model{ n_layer = 1, n_head = 1, n_embd = 8, block_size = 8 })
 local closed = kiln.model{ n_layer = 1, n_head = 1, n_embd = 8, block_size = 8 }
