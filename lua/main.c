@@ -6,7 +6,7 @@
  *   kiln script.lua [args]      run a script (arguments in `arg`, as with lua)
  *   kiln -e 'code' [-e ...]     run code
  *   kiln -i [script.lua]        run the script, then stay at the prompt
- *   kiln COMMAND [args]         a kiln subcommand (module kiln.cmd.COMMAND), e.g. plot, fit, sample
+ *   kiln COMMAND [args]         a kiln subcommand (module kiln.cmd.COMMAND), e.g. plot, fit
  *   kiln                        the prompt on a terminal; stdin as a script otherwise
  */
 #include "binding.h"
