@@ -110,6 +110,7 @@ void knL_open_tensor(lua_State *L);
 void knL_open_rng(lua_State *L);
 void knL_open_batch(lua_State *L);
 void knL_open_model(lua_State *L);
+void knL_open_generate(lua_State *L);   /* m:generate, m:logits on kiln.Model */
 void knL_open_adamw(lua_State *L);
 void knL_open_data(lua_State *L);
 void knL_open_ckpt(lua_State *L);

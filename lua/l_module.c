@@ -21,6 +21,7 @@ int luaopen_kiln_core(lua_State *L)
     knL_open_rng(L);
     knL_open_batch(L);
     knL_open_model(L);
+    knL_open_generate(L);
     knL_open_adamw(L);
     knL_open_data(L);
     knL_open_ckpt(L);
