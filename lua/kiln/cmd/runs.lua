@@ -1,0 +1,38 @@
+-- kiln runs DIR — list the runs under DIR (every directory holding a config.yaml): status,
+-- steps done of planned, final evaluation losses, and the fingerprint digest.
+--
+--   status: complete / failed / stopped (from summary.yaml), running (its lock is held by a
+--   live process), partial (checkpoints but no summary), new (nothing trained yet).
+local kiln = require "kiln"
+local rundir = require "kiln.rundir"
+
+local USAGE = "usage: kiln runs DIR"
+
+local function row_of(dir)
+  local ok, info = pcall(rundir.inspect, dir)
+  if not ok then return { dir, "unreadable: " .. tostring(info):gsub("\n.*", ""), "-", "", "-" } end
+  local evals = {}
+  for _, name in ipairs(info.eval_names) do evals[#evals + 1] = ("%s %.4f"):format(name, info.eval[name]) end
+  return { dir, info.status, ("%d/%s"):format(info.steps_done, tostring(info.steps_planned or "?")),
+           table.concat(evals, "  "), info.digest and info.digest:sub(1, 12) or "-" }
+end
+
+return function(...)
+  local args = { ... }
+  if #args ~= 1 or args[1] == "-h" or args[1] == "--help" then error(USAGE, 0) end
+  local root = args[1]:gsub("/+$", "")
+  local dirs = rundir.find(root)
+  if #dirs == 0 then print(("no runs under %s (a run is a directory with a config.yaml)"):format(root)); return end
+  local rows = { { "run", "status", "steps", "final eval", "fingerprint" } }
+  for _, d in ipairs(dirs) do rows[#rows + 1] = row_of(d) end
+  local width = {}
+  for _, r in ipairs(rows) do
+    for i, c in ipairs(r) do width[i] = math.max(width[i] or 0, utf8.len(c) or #c) end
+  end
+  for _, r in ipairs(rows) do
+    local cells = {}
+    for i, c in ipairs(r) do cells[i] = c .. string.rep(" ", width[i] - (utf8.len(c) or #c)) end
+    print((table.concat(cells, "  "):gsub("%s+$", "")))
+  end
+  if kiln.isatty(1) then print(("%d run%s"):format(#dirs, #dirs == 1 and "" or "s")) end
+end
