@@ -10,7 +10,10 @@ local USAGE = "usage: kiln runs DIR"
 
 local function row_of(dir)
   local ok, info = pcall(rundir.inspect, dir)
-  if not ok then return { dir, "unreadable: " .. tostring(info):gsub("\n.*", ""), "-", "", "-" } end
+  if not ok then
+    local why = tostring(info):gsub("\n.*", "")
+    return { dir, "unreadable", "-", #why > 70 and why:sub(1, 67) .. "..." or why, "-" }
+  end
   local evals = {}
   for _, name in ipairs(info.eval_names) do evals[#evals + 1] = ("%s %.4f"):format(name, info.eval[name]) end
   return { dir, info.status, ("%d/%s"):format(info.steps_done, tostring(info.steps_planned or "?")),
