@@ -18,7 +18,6 @@
 --   fingerprint.describe(diffs)              -> "train.steps: 500 -> 700; lr.sha256: ..."
 local kiln = require "kiln"
 local util = require "kiln.util"
-local lfs = require "lfs"
 
 local M = {}
 
@@ -33,17 +32,13 @@ local function hash_numbers(xs)
   return kiln.sha256(table.concat(parts, "\n"))
 end
 
--- Files are identified by size and content hash; hashing a large corpus at every start costs
--- ~0.1 s per 30 MB, so hashes are remembered per (path, size, mtime) for this process.
-local file_cache = {}
+-- Files are identified by size and content hash (SHA-256 runs at about 1 GB/s here, so even
+-- a large corpus costs little at each start; no cache: a file rewritten within the same second
+-- must not keep its old identity).
 local function file_identity(path)
-  local attr, err = lfs.attributes(path)
-  if not attr then fail("cannot read data file '%s': %s", path, tostring(err)) end
-  local size = attr.size
-  local key = ("%s\0%d\0%s"):format(path, size, tostring(attr.modification))
-  local h = file_cache[key]
-  if not h then h = kiln.sha256_file(path); file_cache[key] = h end
-  return size, h
+  local ok, hex, bytes = pcall(kiln.sha256_file, path)
+  if not ok then fail("cannot read data file '%s': %s", path, tostring(hex)) end
+  return bytes, hex
 end
 
 local function add_table(settings, prefix, t)
@@ -60,7 +55,7 @@ local function add_lr(settings, lr)
   local maxv = -math.huge
   for i = 1, #lr do
     local x = lr[i]
-    if type(x) ~= "number" or x ~= x then fail("spec.lr[%d] is %s, expected a number", i, tostring(x)) end
+    if type(x) ~= "number" or x ~= x then fail("spec.lr[%d] is %s, expected a number", i, x ~= x and "nan" or tostring(x)) end
     if x > maxv then maxv = x end
   end
   settings["lr.steps"] = #lr
