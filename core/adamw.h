@@ -1,4 +1,4 @@
-/* adamw.h — torch.optim.AdamW semantics over the model's flat buffers (DESIGN §3.3):
+/* adamw.h — torch.optim.AdamW semantics over the model's flat buffers (docs/design.md §3.3):
  * global-norm clipping, then per tensor p -= lr_t·wd·p (decoupled), bias-corrected moments.
  * The learning rate arrives with every step: schedules are the caller's business. */
 #ifndef KN_ADAMW_H

@@ -13,6 +13,7 @@
 --   config is μP) from `seed`; σ from `perturb`: "mup_init" (σ = 1, the default),
 --   "complement" (σ = 1 - λ), "none" (σ = 0) or a number. Which σ the paper uses is
 --   UNCONFIRMED (PAPERS §3.2); λ = 0 with σ = 1 is exactly a cold start of the big model.
+-- width with method = "hyperclone": HyperCloning, function-preserving (see hyperclone below).
 -- depth: stacking ([0..L-1, 0..L-1]) or interleaving ([0,0',1,1',...]) copies of blocks;
 --   with identity = true (default) each new block's attn.c_proj and mlp.c_proj weights and
 --   biases are 0, so it adds nothing to the residual stream and the grown model computes
