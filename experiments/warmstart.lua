@@ -150,14 +150,19 @@ local md = { ("# Warm-starting a %sx wider μP model%s\n"):format(util.num(mc.fa
     mc.width, n_small, small_tokens, s_small.eval.val, big_shape.n_embd, n_big, cfg.big.steps * cfg.batch * T,
     cfg.big.steps, cfg.batch, T, cfg.warmup, util.num(cfg.lr), util.num(cfg.weight_decay), cfg.big.eval_windows,
     cfg.data.val, cfg.norm) }
-local csv = { util.csv_line { "variant", "shrink", "sigma", "loss_after_growth", "final_loss", "tokens_to_target", "speedup", "speedup_with_small_cost" } }
+local csv = { util.csv_line { "variant", "shrink", "sigma", "loss_after_growth", "final_loss", "tokens_to_target", "speedup", "speedup_with_small_cost", "tokens_to_control_final" } }
+-- a second target for variants that start below the cold start's final loss (function-
+-- preserving growth): the no-growth control's final loss, i.e. "did growing beat continuing"
+local control
+for _, v in ipairs(variants) do if v.continued then control = v end end
 if cold then
   local target = cold.final
   local t_cold = tokens_to(cold.curve, target)
-  md[#md + 1] = ("Target: the cold start's final loss %.4f, which it first reaches after %d tokens. Speed-up = %d / (tokens the variant needs). \"Incl. small model\" adds the small model's %d training tokens at its per-token cost (x %.3f by the 6N rule); the no-growth control's own tokens are counted at that cost too. \"Loss after growth\" is the validation loss before the first step.\n"):format(
-    target, math.floor(t_cold + 0.5), math.floor(t_cold + 0.5), small_tokens, n_small / n_big)
-  md[#md + 1] = "| variant | λ (shrink) | σ (perturb) | loss after growth | final loss | tokens to target | speed-up | speed-up incl. small model |"
-  md[#md + 1] = "|---|---|---|---|---|---|---|---|"
+  md[#md + 1] = ("Target: the cold start's final loss %.4f, which it first reaches after %d tokens. Speed-up = %d / (tokens the variant needs). \"Incl. small model\" adds the small model's %d training tokens at its per-token cost (x %.3f by the 6N rule); the no-growth control's own tokens are counted at that cost too. \"Loss after growth\" is the validation loss before the first step. \"Tokens to control's final\": big-model tokens until the no-growth control's final loss (%s) is reached.\n"):format(
+    target, math.floor(t_cold + 0.5), math.floor(t_cold + 0.5), small_tokens, n_small / n_big,
+    control and ("%.4f"):format(control.final) or "no control run")
+  md[#md + 1] = "| variant | λ (shrink) | σ (perturb) | loss after growth | final loss | tokens to target | speed-up | speed-up incl. small model | tokens to control's final |"
+  md[#md + 1] = "|---|---|---|---|---|---|---|---|---|"
   for _, v in ipairs(variants) do
     local tt = tokens_to(v.curve, target)
     -- the control's tokens are small-model tokens: counted at the small model's cost
@@ -167,11 +172,12 @@ if cold then
     v.tokens_to_target, v.speedup, v.speedup_total = tt, su, su2
     local function f(x, fmt) if not x then return "not reached" end; if x == math.huge then return "inf" end; return fmt:format(x) end
     local szp = not (v.continued or v.hyperclone)
-    md[#md + 1] = ("| %s%s | %s | %s | %.4f | %.4f | %s | %s | %s |"):format(v.name,
+    local tc = control and tokens_to(v.curve, control.final)
+    md[#md + 1] = ("| %s%s | %s | %s | %.4f | %.4f | %s | %s | %s | %s |"):format(v.name,
       v.cold and " (cold)" or v.continued and " (no growth, d=" .. mc.width .. ")" or "",
       szp and util.num(v.shrink) or "-", szp and util.num(v.recipe.sigma) or "-", v.loss0, v.final,
-      f(tt, "%.0f"), f(su, "%.2fx"), f(su2, "%.2fx"))
-    csv[#csv + 1] = util.csv_line({ v.name, v.shrink, v.recipe.sigma, v.loss0, v.final, tt, su ~= math.huge and su or nil, su2 }, 8)
+      f(tt, "%.0f"), f(su, "%.2fx"), f(su2, "%.2fx"), control and f(tc, "%.0f") or "-")
+    csv[#csv + 1] = util.csv_line({ v.name, v.shrink, v.recipe.sigma, v.loss0, v.final, tt, su ~= math.huge and su or nil, su2, tc }, 9)
   end
 else
   md[#md + 1] = "(no cold variant with shrink 0 and perturb mup_init: no speed-up column)"
