@@ -21,7 +21,10 @@
  *        denom = sqrt(v) / sqrt(1-β2^t) + eps
  *        p += (-lr_t/(1-β1^t))·m / denom
  *      Scalars are formed in double and rounded to float once, as torch does with Python
- *      scalars on float tensors. Steps 3 and 4 are one fused pass over each tensor.
+ *      scalars on float tensors.
+ *   5. On an averaging step (adamw.h), avg = a·avg + b·p with the new p, still in a register.
+ *   Steps 3 to 5 are one fused pass over each tensor: averaging costs one more stream of
+ *   memory on the steps it runs, not a second pass over the parameters.
  *
  * No allocation in a step. Both passes (the norm, the update) are memory-bound and split
  * over kiln's worker pool by ranges of the flat buffer; a range walks the tensors it
@@ -57,6 +60,10 @@ struct kn_adamw {
     float *m, *v;
     int64_t t;
     double partial[MAX_PARTIALS];
+    float *avg;               /* weight average (NULL until kn_adamw_set_average) */
+    kn_average_cfg avg_cfg;
+    int64_t avg_count;        /* snapshots folded into avg */
+    bool swapped;             /* avg and the parameters are exchanged */
 };
 
 kn_adamw_hparams kn_adamw_defaults(void)
@@ -113,6 +120,7 @@ void kn_adamw_free(kn_adamw *o)
     kn_gpt_free(o->g);
     kn_free(o->m);
     kn_free(o->v);
+    kn_free(o->avg);
     free(o->groups);
     free(o->tc);
     free(o);
@@ -167,18 +175,34 @@ typedef struct {
     float bc2_sqrt;     /* sqrt(1-β2^t) */
     float eps;
     float neg_step;     /* -lr_t / (1-β1^t) */
+    int avg_mode;       /* AVG_SKIP, AVG_COPY or AVG_BLEND on this step */
+    float avg_a, avg_b; /* AVG_BLEND: avg = avg_a·avg + avg_b·p */
 } upd_consts;
 
+enum { AVG_SKIP, AVG_COPY, AVG_BLEND };
+
+/* Fold p[0..n) into the average: the frozen tensors' share of an averaging step, and the
+ * scalar form every fused path must reproduce bit for bit. */
+static void average_only(const float *restrict p, float *restrict av, size_t n, const upd_consts *c)
+{
+    if (c->avg_mode == AVG_COPY) { memcpy(av, p, n * sizeof(float)); return; }
+    for (size_t i = 0; i < n; i++) av[i] = c->avg_a * av[i] + c->avg_b * p[i];
+}
+
+/* One pass over a tensor range: clip, decay, moments, update and, on an averaging step, the
+ * average of the new value while it is still in a register (av is NULL when not averaging). */
 static void update(float *restrict p, float *restrict gr, float *restrict m, float *restrict v,
-                   size_t n, const upd_consts *c)
+                   float *restrict av, size_t n, const upd_consts *c)
 {
     size_t i = 0;
+    const int am = c->avg_mode;
 #ifdef __AVX__
     const __m256 scale = _mm256_set1_ps(c->scale), decay = _mm256_set1_ps(c->decay);
     const __m256 b1 = _mm256_set1_ps(c->b1), omb1 = _mm256_set1_ps(c->omb1);
     const __m256 b2 = _mm256_set1_ps(c->b2), omb2 = _mm256_set1_ps(c->omb2);
     const __m256 bc2 = _mm256_set1_ps(c->bc2_sqrt), eps = _mm256_set1_ps(c->eps);
     const __m256 nstep = _mm256_set1_ps(c->neg_step);
+    const __m256 aa = _mm256_set1_ps(c->avg_a), ab = _mm256_set1_ps(c->avg_b);
     for (; i + 8 <= n; i += 8) {
         __m256 g = _mm256_loadu_ps(gr + i);
         if (c->do_scale) { g = _mm256_mul_ps(g, scale); _mm256_storeu_ps(gr + i, g); }
@@ -191,6 +215,10 @@ static void update(float *restrict p, float *restrict gr, float *restrict m, flo
         _mm256_storeu_ps(m + i, mm);
         _mm256_storeu_ps(v + i, vv);
         _mm256_storeu_ps(p + i, pp);
+        if (am == AVG_COPY) _mm256_storeu_ps(av + i, pp);
+        else if (am == AVG_BLEND)
+            _mm256_storeu_ps(av + i, _mm256_add_ps(_mm256_mul_ps(aa, _mm256_loadu_ps(av + i)),
+                                                   _mm256_mul_ps(ab, pp)));
     }
 #endif
     for (; i < n; i++) {
@@ -200,9 +228,12 @@ static void update(float *restrict p, float *restrict gr, float *restrict m, flo
         float mm = m[i] * c->b1 + g * c->omb1;
         float vv = v[i] * c->b2 + (g * g) * c->omb2;
         float den = sqrtf(vv) / c->bc2_sqrt + c->eps;
-        p[i] = pp + (c->neg_step * mm) / den;
+        pp = pp + (c->neg_step * mm) / den;
+        p[i] = pp;
         m[i] = mm;
         v[i] = vv;
+        if (am == AVG_COPY) av[i] = pp;
+        else if (am == AVG_BLEND) av[i] = c->avg_a * av[i] + c->avg_b * pp;
     }
 }
 
@@ -245,21 +276,49 @@ static void update_chunk(void *ctx, int64_t b, int64_t e, int tid)
     step_ctx *sc = ctx;
     kn_adamw *o = sc->o;
     upd_consts c = sc->c;
+    bool averaging = c.avg_mode != AVG_SKIP;
     for (int i = 0; i < o->n_tensors; i++) {
-        if (o->groups[i].frozen) continue;
         const kn_param_info *pi = kn_gpt_param_info(o->g, i);
         size_t lo = pi->offset > (size_t)b ? pi->offset : (size_t)b;
         size_t hi = pi->offset + pi->numel < (size_t)e ? pi->offset + pi->numel : (size_t)e;
         if (lo >= hi) continue;
+        if (o->groups[i].frozen) {
+            if (averaging) average_only(sc->P + lo, o->avg + lo, hi - lo, &c);
+            continue;
+        }
         c.decay = o->tc[i].decay;
         c.neg_step = o->tc[i].neg_step;
-        update(sc->P + lo, sc->G + lo, o->m + lo, o->v + lo, hi - lo, &c);
+        update(sc->P + lo, sc->G + lo, o->m + lo, o->v + lo, averaging ? o->avg + lo : NULL, hi - lo, &c);
     }
+}
+
+/* Whether step o->t folds into the average, and with which coefficients (see adamw.h). */
+static void average_consts(kn_adamw *o, upd_consts *c)
+{
+    const kn_average_cfg *ac = &o->avg_cfg;
+    c->avg_mode = AVG_SKIP;
+    if (ac->kind == KN_AVERAGE_NONE || o->t < ac->start || (o->t - ac->start) % ac->every != 0) return;
+    int64_t k = o->avg_count++;
+    if (k == 0) { c->avg_mode = AVG_COPY; return; }
+    double a;
+    if (ac->kind == KN_AVERAGE_MEAN) {
+        a = (double)k / (double)(k + 1);
+        c->avg_b = (float)(1.0 / (double)(k + 1));
+    } else {
+        a = ac->decay;
+        if (ac->warmup && (1.0 + (double)k) / (10.0 + (double)k) < a) a = (1.0 + (double)k) / (10.0 + (double)k);
+        c->avg_b = (float)(1.0 - a);
+    }
+    c->avg_a = (float)a;
+    c->avg_mode = AVG_BLEND;
 }
 
 kn_status kn_adamw_step(kn_adamw *o, const kn_adamw_hparams *h, float *grad_norm_out)
 {
     if (!o || !h) return kn_fail(KN_ERR_ARG, "adamw step: no optimizer or hyperparameters");
+    if (o->swapped)
+        return kn_fail(KN_ERR_ARG, "adamw step: the averaged weights are swapped into the model; "
+                       "swap them back before training");
     if (!(h->beta1 >= 0 && h->beta1 < 1) || !(h->beta2 >= 0 && h->beta2 < 1))
         return kn_fail(KN_ERR_ARG, "adamw step: betas must be in [0, 1), got (%g, %g)",
                        (double)h->beta1, (double)h->beta2);
@@ -312,6 +371,7 @@ kn_status kn_adamw_step(kn_adamw *o, const kn_adamw_hparams *h, float *grad_norm
     c->b2 = h->beta2; c->omb2 = (float)(1.0 - b2);
     c->bc2_sqrt = (float)sqrt(bc2);
     c->eps = h->eps;
+    average_consts(o, c);
     for (int i = 0; i < o->n_tensors; i++) {
         const kn_adamw_group *gr = &o->groups[i];
         double lr_t = (double)h->lr * (double)gr->lr_scale;
@@ -320,5 +380,61 @@ kn_status kn_adamw_step(kn_adamw *o, const kn_adamw_hparams *h, float *grad_norm
         o->tc[i].neg_step = (float)(-(lr_t / bc1));
     }
     kn_parallel_for_grain(n, GRAIN, update_chunk, &sc);
+    return KN_OK;
+}
+
+kn_status kn_adamw_set_average(kn_adamw *o, const kn_average_cfg *c)
+{
+    if (!o || !c) return kn_fail(KN_ERR_ARG, "adamw set_average: no optimizer or settings");
+    if (o->swapped)
+        return kn_fail(KN_ERR_ARG, "adamw set_average: the averaged weights are swapped into the model; swap them back first");
+    if (c->kind != KN_AVERAGE_NONE && c->kind != KN_AVERAGE_EMA && c->kind != KN_AVERAGE_MEAN)
+        return kn_fail(KN_ERR_ARG, "adamw set_average: unknown kind %d (expected none, ema or mean)", (int)c->kind);
+    if (c->kind == KN_AVERAGE_EMA && !(c->decay >= 0 && c->decay < 1))
+        return kn_fail(KN_ERR_ARG, "adamw set_average: decay must be in [0, 1), got %g", c->decay);
+    if (c->kind != KN_AVERAGE_NONE && (c->every < 1 || c->start < 1))
+        return kn_fail(KN_ERR_ARG, "adamw set_average: every and start must be >= 1, got every %lld, start %lld",
+                       (long long)c->every, (long long)c->start);
+    if (c->kind != KN_AVERAGE_NONE && !o->avg) {
+        o->avg = kn_alloc(o->n_params * sizeof(float));
+        if (!o->avg)
+            return kn_fail(KN_ERR_NOMEM, "adamw set_average: out of memory for the average of %zu parameters",
+                           o->n_params);
+    }
+    o->avg_cfg = *c;
+    o->avg_count = 0;
+    return KN_OK;
+}
+
+kn_average_cfg kn_adamw_average_cfg(const kn_adamw *o) { return o->avg_cfg; }
+float *kn_adamw_average(kn_adamw *o) { return o->avg; }
+int64_t kn_adamw_average_count(const kn_adamw *o) { return o->avg_count; }
+bool kn_adamw_average_swapped(const kn_adamw *o) { return o->swapped; }
+
+kn_status kn_adamw_set_average_count(kn_adamw *o, int64_t count)
+{
+    if (!o->avg) return kn_fail(KN_ERR_ARG, "adamw set_average_count: no average selected (call set_average first)");
+    if (o->swapped) return kn_fail(KN_ERR_ARG, "adamw set_average_count: the averaged weights are swapped into the model");
+    if (count < 0) return kn_fail(KN_ERR_ARG, "adamw set_average_count: count must be >= 0, got %lld", (long long)count);
+    o->avg_count = count;
+    return KN_OK;
+}
+
+static void swap_floats(float *restrict x, float *restrict y, size_t n)
+{
+    for (size_t i = 0; i < n; i++) { float t = x[i]; x[i] = y[i]; y[i] = t; }
+}
+
+kn_status kn_adamw_swap_average(kn_adamw *o)
+{
+    if (!o->avg || o->avg_count == 0)
+        return kn_fail(KN_ERR_ARG, "adamw swap_average: no averaged weights yet (%s)",
+                       o->avg ? "no averaging step has run" : "averaging was never selected");
+    float *P = kn_gpt_params(o->g);
+    for (int i = 0; i < o->n_tensors; i++) {
+        const kn_param_info *pi = kn_gpt_param_info(o->g, i);
+        swap_floats(P + pi->offset, o->avg + pi->offset, pi->numel);
+    }
+    o->swapped = !o->swapped;
     return KN_OK;
 }

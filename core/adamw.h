@@ -52,4 +52,41 @@ float *kn_adamw_v(kn_adamw *o);
 int64_t kn_adamw_t(const kn_adamw *o);
 void kn_adamw_set_t(kn_adamw *o, int64_t t);
 
+/* Weight averaging, fused into the step: on an averaging step the same pass that writes a
+ * parameter also folds its new value into a flat average buffer parallel to the parameters
+ * (frozen tensors too, so the average is a whole model). Step t is an averaging step when
+ * t >= start and (t - start) % every == 0. The first averaging step copies the parameters
+ * (no zero-initialised average, hence no bias correction); the k-th after it (k = 1, 2, ...)
+ * does avg = a·avg + b·p with
+ *   EMA:  a = decay (or min(decay, (1+k)/(10+k)) with warmup), b = 1 - a
+ *   MEAN: a = k/(k+1), b = 1/(k+1)   (the uniform mean of every snapshot since start, SWA)
+ * a and b are formed in double and rounded to float once. Averaging never changes the
+ * parameters, moments or t the step computes. */
+typedef enum { KN_AVERAGE_NONE = 0, KN_AVERAGE_EMA, KN_AVERAGE_MEAN } kn_average_kind;
+
+typedef struct {
+    kn_average_kind kind;
+    double decay;       /* EMA: in [0, 1) */
+    int64_t every;      /* >= 1 */
+    int64_t start;      /* >= 1: the first step that can be averaged */
+    bool warmup;        /* EMA: decay ramps as min(decay, (1+k)/(10+k)) */
+} kn_average_cfg;
+
+/* Select averaging (KN_AVERAGE_NONE turns it off and keeps the buffer). Allocates the
+ * buffer the first time (outside any step); count restarts at 0. Refused while swapped. */
+kn_status kn_adamw_set_average(kn_adamw *o, const kn_average_cfg *c);
+/* The current settings (kind KN_AVERAGE_NONE if never set). */
+kn_average_cfg kn_adamw_average_cfg(const kn_adamw *o);
+/* The average, flat, same layout as the parameters; NULL before kn_adamw_set_average. */
+float *kn_adamw_average(kn_adamw *o);
+/* Snapshots folded in so far (0: the buffer holds nothing yet). */
+int64_t kn_adamw_average_count(const kn_adamw *o);
+/* For restoring a checkpoint: the count that goes with a buffer written back. */
+kn_status kn_adamw_set_average_count(kn_adamw *o, int64_t count);
+/* Exchange the contents of the parameters and the average, tensor by tensor, without
+ * allocating: the model then computes with the averaged weights; a second call restores the
+ * raw weights bit for bit. Steps and kn_adamw_set_average are refused while swapped. */
+kn_status kn_adamw_swap_average(kn_adamw *o);
+bool kn_adamw_average_swapped(const kn_adamw *o);
+
 #endif

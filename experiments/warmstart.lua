@@ -13,6 +13,8 @@
 --   kiln experiments/warmstart.lua [quick=true] [config=FILE.yaml] [key=value ...]
 -- (settings: warmstart.yaml; layering: docs/guide.md, "Settings")
 --
+-- Also HyperCloning variants (grow.width method = "hyperclone", `hyperclone` in the settings).
+--
 -- Writes <out>/small/ and <out>/<variant>/ (kiln.train run directories; <variant>/grown.safetensors
 -- is the model right after growth, its recipe in the metadata), <out>/results.md, results.csv,
 -- <out>/warmstart.png (+ .dat/.gp).
@@ -69,9 +71,18 @@ local function variant_name(shrink, perturb)
 end
 for _, l in ipairs(cfg.shrinks) do variants[#variants + 1] = { shrink = l, perturb = cfg.perturb } end
 for _, e in ipairs(cfg.extra or {}) do variants[#variants + 1] = { shrink = e.shrink, perturb = e.perturb } end
+-- HyperCloning: function-preserving growth, with or without its paired noise (SNR in dB)
+for _, h in ipairs(cfg.hyperclone or {}) do
+  local noise = type(h) == "table" and h.noise or nil
+  if noise ~= nil and noise ~= false and type(noise) ~= "number" then
+    error(("warmstart: hyperclone entry: noise must be a number of dB or false (got %s)"):format(tostring(noise)), 0)
+  end
+  variants[#variants + 1] = { hyperclone = true, noise = noise or nil }
+end
 for _, v in ipairs(variants) do
-  v.name = variant_name(v.shrink, v.perturb)
-  v.cold = v.shrink == 0 and (v.perturb == "mup_init" or v.perturb == 1)
+  v.name = v.hyperclone and ("hyperclone" .. (v.noise and ("_snr%s"):format(util.num(v.noise):gsub("%.", "p")) or ""))
+           or variant_name(v.shrink, v.perturb)
+  v.cold = not v.hyperclone and v.shrink == 0 and (v.perturb == "mup_init" or v.perturb == 1)
 end
 -- the no-growth control: the small model itself trained on with the same protocol
 if cfg.continue_small then variants[#variants + 1] = { name = "small_continued", continued = true } end
@@ -84,6 +95,9 @@ local function run_variant(v)
   local big, recipe
   if v.continued then
     big, recipe = kiln.load(small_ckpt), { op = "none", from = small_ckpt }
+  elseif v.hyperclone then
+    big, recipe = grow.width(small_model, big_shape, { method = "hyperclone", noise = v.noise, seed = cfg.seed, from = small_ckpt })
+    n_big = select(2, big:num_params())
   else
     big, recipe = grow.width(small_model, big_shape,
       { shrink = v.shrink, perturb = v.perturb, seed = cfg.seed, norm = cfg.norm, from = small_ckpt })
@@ -110,8 +124,9 @@ local function run_variant(v)
     if vl then curve[#curve + 1] = { tokens = tonumber(row[col.tokens]), loss = vl } end
   end
   v.loss0, v.final, v.curve, v.wall, v.recipe = loss0, s.eval.val, curve, s.wall_seconds, recipe
+  local szp = not (v.continued or v.hyperclone)
   print(("  %-22s λ=%-4s σ=%-5s  loss after growth %.4f  final %.4f"):format(v.name,
-    v.continued and "-" or util.num(v.shrink), v.continued and "-" or util.num(recipe.sigma), loss0, s.eval.val))
+    szp and util.num(v.shrink) or "-", szp and util.num(recipe.sigma) or "-", loss0, s.eval.val))
 end
 for _, v in ipairs(variants) do run_variant(v) end
 
@@ -135,14 +150,19 @@ local md = { ("# Warm-starting a %sx wider μP model%s\n"):format(util.num(mc.fa
     mc.width, n_small, small_tokens, s_small.eval.val, big_shape.n_embd, n_big, cfg.big.steps * cfg.batch * T,
     cfg.big.steps, cfg.batch, T, cfg.warmup, util.num(cfg.lr), util.num(cfg.weight_decay), cfg.big.eval_windows,
     cfg.data.val, cfg.norm) }
-local csv = { util.csv_line { "variant", "shrink", "sigma", "loss_after_growth", "final_loss", "tokens_to_target", "speedup", "speedup_with_small_cost" } }
+local csv = { util.csv_line { "variant", "shrink", "sigma", "loss_after_growth", "final_loss", "tokens_to_target", "speedup", "speedup_with_small_cost", "tokens_to_control_final" } }
+-- a second target for variants that start below the cold start's final loss (function-
+-- preserving growth): the no-growth control's final loss, i.e. "did growing beat continuing"
+local control
+for _, v in ipairs(variants) do if v.continued then control = v end end
 if cold then
   local target = cold.final
   local t_cold = tokens_to(cold.curve, target)
-  md[#md + 1] = ("Target: the cold start's final loss %.4f, which it first reaches after %d tokens. Speed-up = %d / (tokens the variant needs). \"Incl. small model\" adds the small model's %d training tokens at its per-token cost (x %.3f by the 6N rule); the no-growth control's own tokens are counted at that cost too. \"Loss after growth\" is the validation loss before the first step.\n"):format(
-    target, math.floor(t_cold + 0.5), math.floor(t_cold + 0.5), small_tokens, n_small / n_big)
-  md[#md + 1] = "| variant | λ (shrink) | σ (perturb) | loss after growth | final loss | tokens to target | speed-up | speed-up incl. small model |"
-  md[#md + 1] = "|---|---|---|---|---|---|---|---|"
+  md[#md + 1] = ("Target: the cold start's final loss %.4f, which it first reaches after %d tokens. Speed-up = %d / (tokens the variant needs). \"Incl. small model\" adds the small model's %d training tokens at its per-token cost (x %.3f by the 6N rule); the no-growth control's own tokens are counted at that cost too. \"Loss after growth\" is the validation loss before the first step. \"Tokens to control's final\": big-model tokens until the no-growth control's final loss (%s) is reached.\n"):format(
+    target, math.floor(t_cold + 0.5), math.floor(t_cold + 0.5), small_tokens, n_small / n_big,
+    control and ("%.4f"):format(control.final) or "no control run")
+  md[#md + 1] = "| variant | λ (shrink) | σ (perturb) | loss after growth | final loss | tokens to target | speed-up | speed-up incl. small model | tokens to control's final |"
+  md[#md + 1] = "|---|---|---|---|---|---|---|---|---|"
   for _, v in ipairs(variants) do
     local tt = tokens_to(v.curve, target)
     -- the control's tokens are small-model tokens: counted at the small model's cost
@@ -151,11 +171,13 @@ if cold then
     local su2 = v.cold and su or (tt and t_cold / (tt * cost + small_tokens * n_small / n_big)) or nil
     v.tokens_to_target, v.speedup, v.speedup_total = tt, su, su2
     local function f(x, fmt) if not x then return "not reached" end; if x == math.huge then return "inf" end; return fmt:format(x) end
-    md[#md + 1] = ("| %s%s | %s | %s | %.4f | %.4f | %s | %s | %s |"):format(v.name,
+    local szp = not (v.continued or v.hyperclone)
+    local tc = control and tokens_to(v.curve, control.final)
+    md[#md + 1] = ("| %s%s | %s | %s | %.4f | %.4f | %s | %s | %s | %s |"):format(v.name,
       v.cold and " (cold)" or v.continued and " (no growth, d=" .. mc.width .. ")" or "",
-      v.continued and "-" or util.num(v.shrink), v.continued and "-" or util.num(v.recipe.sigma), v.loss0, v.final,
-      f(tt, "%.0f"), f(su, "%.2fx"), f(su2, "%.2fx"))
-    csv[#csv + 1] = util.csv_line { v.name, v.shrink, v.recipe.sigma, v.loss0, v.final, tt, su ~= math.huge and su or nil, su2 }
+      szp and util.num(v.shrink) or "-", szp and util.num(v.recipe.sigma) or "-", v.loss0, v.final,
+      f(tt, "%.0f"), f(su, "%.2fx"), f(su2, "%.2fx"), control and f(tc, "%.0f") or "-")
+    csv[#csv + 1] = util.csv_line({ v.name, v.shrink, v.recipe.sigma, v.loss0, v.final, tt, su ~= math.huge and su or nil, su2, tc }, 9)
   end
 else
   md[#md + 1] = "(no cold variant with shrink 0 and perturb mup_init: no speed-up column)"
@@ -170,6 +192,7 @@ for _, v in ipairs(variants) do
   local xs, ys = {}, {}
   for i, p in ipairs(v.curve) do xs[i], ys[i] = p.tokens, p.loss end
   series[#series + 1] = { name = v.continued and ("small d=%d continued (no growth)"):format(mc.width) or
+                            v.hyperclone and v.name or
                             ("lambda=%s sigma=%s%s"):format(util.num(v.shrink), util.num(v.recipe.sigma), v.cold and " (cold)" or ""),
                           x = xs, y = ys, points = true }
 end

@@ -204,6 +204,89 @@ static int a_hparams(lua_State *L)
     return 1;
 }
 
+/* Weight averaging (core/adamw.h): the five methods below are the whole Lua surface. */
+static const char *const average_kinds[] = { "none", "ema", "mean", NULL };
+
+/* opt:set_average{kind = "ema" | "mean" | "none", decay = 0.999, every = 1, start = 1,
+ * warmup = false}: select averaging; the count restarts at 0. */
+static int a_set_average(lua_State *L)
+{
+    kn_adamw *o = knL_check_adamw(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    static const char *const keys[] = { "kind", "decay", "every", "start", "warmup", NULL };
+    lua_pushnil(L);
+    while (lua_next(L, 2)) {
+        bool known = false;
+        for (const char *const *k = keys; *k && lua_type(L, -2) == LUA_TSTRING; k++)
+            if (strcmp(*k, lua_tostring(L, -2)) == 0) known = true;
+        if (!known)
+            return luaL_error(L, "set_average: unknown field '%s' (known: kind, decay, every, start, warmup)",
+                              lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?");
+        lua_pop(L, 1);
+    }
+    lua_getfield(L, 2, "kind");
+    const char *ks = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
+    int kind = -1;
+    for (int k = 0; average_kinds[k]; k++)
+        if (strcmp(ks, average_kinds[k]) == 0) kind = k;
+    if (kind < 0)
+        return luaL_error(L, "set_average: 'kind' must be \"ema\", \"mean\" or \"none\" (got %s)",
+                          luaL_tolstring(L, -1, NULL));
+    lua_pop(L, 1);
+    kn_average_cfg c = { .kind = (kn_average_kind)kind,
+                         .decay = knL_opt_number_field(L, 2, "decay", 0.999),
+                         .every = knL_opt_int_field(L, 2, "every", 1),
+                         .start = knL_opt_int_field(L, 2, "start", 1),
+                         .warmup = knL_opt_bool_field(L, 2, "warmup", 0) };
+    KNL_TRY(L, kn_adamw_set_average(o, &c));
+    return 0;
+}
+
+/* opt:average() -> {kind, decay, every, start, warmup, count, swapped} */
+static int a_average(lua_State *L)
+{
+    kn_adamw *o = knL_check_adamw(L, 1);
+    kn_average_cfg c = kn_adamw_average_cfg(o);
+    lua_createtable(L, 0, 7);
+    lua_pushstring(L, average_kinds[c.kind]); lua_setfield(L, -2, "kind");
+    lua_pushnumber(L, c.decay); lua_setfield(L, -2, "decay");
+    lua_pushinteger(L, c.every); lua_setfield(L, -2, "every");
+    lua_pushinteger(L, c.start); lua_setfield(L, -2, "start");
+    lua_pushboolean(L, c.warmup); lua_setfield(L, -2, "warmup");
+    lua_pushinteger(L, kn_adamw_average_count(o)); lua_setfield(L, -2, "count");
+    lua_pushboolean(L, kn_adamw_average_swapped(o)); lua_setfield(L, -2, "swapped");
+    return 1;
+}
+
+/* opt:average_of(name) -> a view of one parameter's average (read and write, e.g. to save
+ * or restore it); an error before set_average. */
+static int a_average_of(lua_State *L)
+{
+    kn_adamw *o = knL_check_adamw(L, 1);
+    kn_gpt *g = kn_adamw_model(o);
+    int i = check_param(L, g, 2);
+    float *avg = kn_adamw_average(o);
+    if (!avg) return luaL_error(L, "average_of: no averaging selected (call opt:set_average first)");
+    const kn_param_info *p = kn_gpt_param_info(g, i);
+    knL_push_borrowed(L, avg, kn_gpt_num_params(g), o, retain_adamw, release_adamw, p->offset, p->ndim, p->shape);
+    return 1;
+}
+
+/* opt:set_average_count(n): the count that goes with an average written back. */
+static int a_set_average_count(lua_State *L)
+{
+    kn_adamw *o = knL_check_adamw(L, 1);
+    KNL_TRY(L, kn_adamw_set_average_count(o, luaL_checkinteger(L, 2)));
+    return 0;
+}
+
+/* opt:swap_average(): exchange the model's weights and the average; call again to restore. */
+static int a_swap_average(lua_State *L)
+{
+    KNL_TRY(L, kn_adamw_swap_average(knL_check_adamw(L, 1)));
+    return 0;
+}
+
 /* opt:model() -> the model handle given to kiln.adamw; if that handle was closed, a new
  * handle on the same model (which the optimizer kept alive), remembered for next time. */
 static int a_model(lua_State *L)
@@ -222,6 +305,8 @@ static int a_model(lua_State *L)
 static const luaL_Reg adamw_methods[] = {
     {"step", a_step}, {"set_group", a_set_group}, {"group", a_group}, {"reset", a_reset},
     {"moments", a_moments}, {"hparams", a_hparams}, {"model", a_model},
+    {"set_average", a_set_average}, {"average", a_average}, {"average_of", a_average_of},
+    {"set_average_count", a_set_average_count}, {"swap_average", a_swap_average},
     {NULL, NULL}
 };
 

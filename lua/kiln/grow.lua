@@ -13,6 +13,7 @@
 --   config is μP) from `seed`; σ from `perturb`: "mup_init" (σ = 1, the default),
 --   "complement" (σ = 1 - λ), "none" (σ = 0) or a number. Which σ the paper uses is
 --   UNCONFIRMED (PAPERS §3.2); λ = 0 with σ = 1 is exactly a cold start of the big model.
+-- width with method = "hyperclone": HyperCloning, function-preserving (see hyperclone below).
 -- depth: stacking ([0..L-1, 0..L-1]) or interleaving ([0,0',1,1',...]) copies of blocks;
 --   with identity = true (default) each new block's attn.c_proj and mlp.c_proj weights and
 --   biases are 0, so it adds nothing to the residual stream and the grown model computes
@@ -99,7 +100,130 @@ local function sigma_of(perturb, lambda)
   fail("perturb must be \"mup_init\", \"complement\", \"none\" or a number >= 0 (got %s)", tostring(perturb))
 end
 
-local WIDTH_OPTS = { shrink = true, perturb = true, seed = true, norm = true, from = true }
+-- HyperCloning (Samragh et al. 2024, arXiv 2409.12903; docs/warmstart.md): the big model is
+-- n = n_embd_big / n_embd_small times wider and computes the small model's function. Every
+-- activation of width d becomes n copies side by side; a linear map whose input is such a
+-- tiled vector gets its weight tiled n x n and divided by n (y = Σ_b (W/n)·x = W·x in each
+-- output copy), biases and LayerNorm parameters are tiled (a tiled vector has the small
+-- vector's mean and variance), wte and wpe are tiled along d unscaled, and heads are cloned:
+-- n_head x n with the head size kept, so big head h computes small head h mod n_head.
+local function effective_scales(c)
+  -- the factor on the tied readout's logits, and the one on the attention scores' q·k
+  local hs = c.n_embd // c.n_head
+  if c.parametrization == "mup" then
+    return (c.output_mult or 1) / (c.n_embd / (c.base_width or c.n_embd)), (c.attn_mult or 1) / hs
+  end
+  return 1, 1 / math.sqrt(hs)
+end
+
+-- Copy small tensor ts into the rows x cols grid of blocks of big tensor tb, each block
+-- times `scale`; rows/cols count repetitions along each dimension (cols nil for 1-D), and
+-- row0 offsets the rows (a q/k/v third of c_attn).
+local function tile(ts, tb, rows, cols, scale, row0, rows_of_block)
+  local r = rows_of_block or ts:size(1)
+  for a = 0, rows - 1 do
+    local band = tb:narrow(1, (row0 or 0) + a * r + 1, r)
+    if not cols then
+      band:copy(ts):scale(scale)
+    else
+      local c = ts:size(2)
+      for b = 0, cols - 1 do band:narrow(2, b * c + 1, c):copy(ts):scale(scale) end
+    end
+  end
+end
+
+-- The paper's symmetry breaking: in each row band, pairs of column blocks get +N and -N, so
+-- a tiled input still sees Σ_b W_b = W (function preserved) while the copies now differ.
+-- N ~ N(0, σ²) with σ² = mean(block²)·10^(-snr_db/10).
+local function add_pair_noise(tb, ts, n, scale, row0, snr_db, rng)
+  local r, c = ts:size(1), ts:size(2)
+  local power = (ts:norm() * scale) ^ 2 / ts:numel()
+  local std = math.sqrt(power / 10 ^ (snr_db / 10))
+  for a = 0, n - 1 do
+    local band = tb:narrow(1, row0 + a * r + 1, r)
+    for b = 0, n - 2, 2 do
+      local noise = ts:clone()
+      noise:normal(rng, std)
+      band:narrow(2, b * c + 1, c):add(noise)
+      band:narrow(2, (b + 1) * c + 1, c):add(noise, -1)
+    end
+  end
+end
+
+local HYPERCLONE_OPTS = { method = true, noise = true, seed = true, from = true }
+
+local function hyperclone(small, big_config, opts)
+  for k in pairs(opts) do
+    if not HYPERCLONE_OPTS[k] then fail("width: option '%s' does not apply to method \"hyperclone\" (its options: noise, seed, from)", tostring(k)) end
+  end
+  local s = small:config()
+  local cfg = copy_table(s)
+  for k, v in pairs(big_config or {}) do cfg[k] = v end
+  if (big_config or {}).parametrization == "sp" then
+    cfg.base_width, cfg.output_mult, cfg.attn_mult, cfg.zero_query = nil, nil, nil, nil
+  end
+  cfg.seed = opts.seed or (big_config or {}).seed or 1
+  for _, k in ipairs { "vocab_size", "n_layer", "block_size" } do
+    if cfg[k] ~= s[k] then fail("width: hyperclone keeps %s (%d), got %s", k, s[k], tostring(cfg[k])) end
+  end
+  local n = cfg.n_embd // s.n_embd
+  if math.type(cfg.n_embd) ~= "integer" or n < 1 or n * s.n_embd ~= cfg.n_embd then
+    fail("width: hyperclone needs n_embd a multiple of the small model's %d (got %s)", s.n_embd, tostring(cfg.n_embd))
+  end
+  if cfg.n_head ~= n * s.n_head then
+    fail("width: hyperclone clones heads: n_head must be %d x %d = %d (head size kept), got %s",
+      n, s.n_head, n * s.n_head, tostring(cfg.n_head))
+  end
+  local snr = opts.noise
+  if snr ~= nil and snr ~= false and (type(snr) ~= "number" or snr ~= snr) then
+    fail("width: noise must be a signal-to-noise ratio in dB (a number) or false (got %s)", tostring(snr))
+  end
+  snr = snr or nil
+
+  local big = kiln.model(cfg)
+  -- what the tiling multiplies: the logits by n (n copies in the tied readout's dot product)
+  -- times the change of the readout multiplier; the attention scores by the change of scale
+  local out_s, att_s = effective_scales(s)
+  local out_b, att_b = effective_scales(big:config())
+  local logit_factor = n * out_b / out_s
+  local q_scale = att_s / att_b
+  local rng = snr and kiln.rng(cfg.seed)
+  local d, D = s.n_embd, cfg.n_embd
+  for _, p in ipairs(big:params()) do
+    local name = p.name
+    local ts, tb = small:param(name), big:param(name)
+    local kinds = dim_kinds(name)
+    if kinds[1] == "vocab" or kinds[1] == "pos" then
+      tile(ts, tb, 1, n, 1)
+    elseif kinds[1] == "qkv" then
+      for j = 0, 2 do
+        local third = ts:narrow(1, j * d + 1, d)
+        local sc = j == 0 and q_scale or 1
+        if #kinds == 1 then tile(third, tb, n, nil, sc, j * D)
+        else
+          tile(third, tb, n, n, sc / n, j * D)
+          if snr then add_pair_noise(tb, third, n, sc / n, j * D, snr, rng) end
+        end
+      end
+    elseif #kinds == 2 then
+      tile(ts, tb, n, n, 1 / n)
+      if snr then add_pair_noise(tb, ts, n, 1 / n, 0, snr, rng) end
+    else
+      -- biases and LayerNorm; ln_f also undoes the readout's logit factor
+      tile(ts, tb, n, nil, name:find("ln_f", 1, true) and 1 / logit_factor or 1)
+    end
+  end
+  local recipe = {
+    op = "width", method = "hyperclone", factor = n, noise_snr_db = snr, seed = cfg.seed,
+    readout_scale = 1 / logit_factor, query_scale = q_scale,
+    from_n_embd = s.n_embd, from_n_head = s.n_head, from_block_size = s.block_size,
+    to_n_embd = cfg.n_embd, to_n_head = cfg.n_head, parametrization = cfg.parametrization,
+    from = opts.from,
+  }
+  return big, recipe
+end
+
+local WIDTH_OPTS = { shrink = true, perturb = true, seed = true, norm = true, from = true, method = true }
 
 -- grow.width(small, big_config, opts) -> big, recipe
 -- big_config: a kiln.model config; missing fields come from the small model's config
@@ -111,6 +235,10 @@ local WIDTH_OPTS = { shrink = true, perturb = true, seed = true, norm = true, fr
 -- naming the source, e.g. its checkpoint path, recorded in the recipe).
 function M.width(small, big_config, opts)
   opts = opts or {}
+  if opts.method == "hyperclone" then return hyperclone(small, big_config, opts) end
+  if opts.method ~= nil and opts.method ~= "szp" then
+    fail("width: method must be \"szp\" (shrink, zero-pad, perturb; the default) or \"hyperclone\" (got %s)", tostring(opts.method))
+  end
   for k in pairs(opts) do if not WIDTH_OPTS[k] then fail("width: unknown option '%s'", tostring(k)) end end
   local s = small:config()
   local cfg = copy_table(s)
