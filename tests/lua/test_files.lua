@@ -1,3 +1,4 @@
+#!/usr/bin/env kiln
 -- kiln's file primitives from Lua: SHA-256, the core's atomic writer, stale temp cleanup and
 -- run-directory locks (the mechanism under run directories and fingerprints).
 local t = dofile("tests/lua/tap.lua")

@@ -1,3 +1,4 @@
+#!/usr/bin/env kiln
 -- kiln.fingerprint: what a run computes, as named settings and a digest; differences named
 -- with both values; a function schedule is identified by its values.
 local t = dofile("tests/lua/tap.lua")

@@ -1,3 +1,4 @@
+#!/usr/bin/env kiln
 -- kiln.stats: t quantiles against published tables, intervals on known data, the coverage of
 -- the paired interval on synthetic suites with a known effect, verdicts and argument errors.
 local t = dofile("tests/lua/tap.lua")
