@@ -365,7 +365,7 @@ function M.run(o)
     if not run_dir then return nil end
     local path = ("%s/checkpoints/step_%08d.safetensors"):format(run_dir, step)
     if rank == 0 then
-      kiln.save(path, { model = model, optimizer = opt, meta = {
+      kiln.save(path, { model = model, optimizer = opt, tokenizer = data[1].dataset:tokenizer(), meta = {
         step = step, tokens = tokens_seen, rng = rng:state(), lua_state = encode_state(state) } })
     end
     if nranks > 1 then mpi.barrier("checkpoint") end   -- the file exists on return, on every rank

@@ -1,10 +1,11 @@
 /* test_tokdata.c — token datasets and their tokenizers: the vocabulary comes from the
  * tokenizer (not the largest id), an id past it is refused at open naming the file and the
  * byte offset, a dataset keeps its tokenizer alive, the model-vocabulary check, and the
- * tokenizer's one-line JSON form round-trips (what checkpoints embed). */
+ * tokenizer's one-line JSON form round-trips, and checkpoints carry it (text + SHA-256). */
 #include "check.h"
 #include "tmpfiles.h"
 #include "data.h"
+#include "gpt_ckpt.h"
 #include "tokenizer.h"
 
 #include <stdint.h>
@@ -151,6 +152,52 @@ static void test_json_text(kn_tokenizer *t, const kn_ids *ids)
     free(json);
 }
 
+static void test_checkpoint(kn_tokenizer *t, const kn_ids *ids)
+{
+    kn_gpt_config cfg = {.vocab_size = 304, .block_size = 8, .n_layer = 1, .n_head = 1, .n_embd = 8};
+    kn_gpt *g = NULL;
+    CHECK_OK(kn_gpt_new(&g, &cfg), "a model of V = 304");
+    if (!g) return;
+    const char *p = in_dir("m.safetensors");
+    kn_gpt_save_opts o = {.tok_kind = KN_CKPT_TOK_BPE, .tokenizer = t};
+    CHECK_OK(kn_gpt_save_with(p, g, &o), "save with the tokenizer");
+    kn_ckpt *c = NULL;
+    CHECK_OK(kn_ckpt_open(&c, p), "open it");
+    kn_ckpt_tok_kind kind;
+    kn_tokenizer *back = NULL;
+    CHECK_OK(kn_gpt_ckpt_tokenizer(c, &kind, &back), "read the tokenizer back");
+    kn_ids again = {0};
+    if (back) kn_tok_encode(back, text, strlen(text), false, &again);
+    bool same = kind == KN_CKPT_TOK_BPE && back && again.n == ids->n;
+    for (size_t i = 0; same && i < again.n; i++) same = again.ids[i] == ids->ids[i];
+    CHECK(same, "it is a BPE tokenizer that encodes the text to the same ids");
+    free(again.ids);
+    kn_tok_release(back);
+    kn_ckpt_close(c);
+
+    o = (kn_gpt_save_opts){.tok_kind = KN_CKPT_TOK_BYTES};
+    CHECK_OK(kn_gpt_save_with(p, g, &o), "save with \"bytes\"");
+    CHECK_OK(kn_ckpt_open(&c, p), "open it");
+    CHECK(c && kn_gpt_ckpt_tokenizer(c, &kind, &back) == KN_OK && kind == KN_CKPT_TOK_BYTES && !back,
+          "bytes come back as bytes, no tokenizer object");
+    kn_ckpt_close(c);
+    CHECK_OK(kn_gpt_save(p, g, NULL, NULL, 0), "kn_gpt_save records none");
+    CHECK_OK(kn_ckpt_open(&c, p), "open it");
+    CHECK(c && kn_gpt_ckpt_tokenizer(c, &kind, &back) == KN_OK && kind == KN_CKPT_TOK_NONE && !back,
+          "none comes back as none");
+    kn_ckpt_close(c);
+    kn_gpt_free(g);
+
+    cfg.vocab_size = 299;
+    CHECK_OK(kn_gpt_new(&g, &cfg), "a model of V = 299");
+    o = (kn_gpt_save_opts){.tok_kind = KN_CKPT_TOK_BPE, .tokenizer = t};
+    CHECK_FAILS(kn_gpt_save_with(in_dir("small.safetensors"), g, &o), "the tokenizer has 300 tokens but "
+                "the model's vocab_size is 299", "a tokenizer larger than the model is refused");
+    CHECK(access(in_dir("small.safetensors"), F_OK) != 0, "  ... and nothing is written");
+    kn_gpt_free(g);
+    unlink(p);
+}
+
 int main(void)
 {
     tmp_dir_make("tokdata");
@@ -170,6 +217,7 @@ int main(void)
     test_lifetime(bin);
     test_bytes_refuse_tokenizer(t);
     test_json_text(t, &ids);
+    test_checkpoint(t, &ids);
 
     kn_tok_release(t);
     free(ids.ids);

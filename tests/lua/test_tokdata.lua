@@ -128,4 +128,66 @@ do
   t.eq(keep:text(1), expect, "a batch row keeps its tokenizer alive after the dataset is closed")
 end
 
+-- 6. Checkpoints carry their tokenizer.
+local m = kiln.model { vocab_size = 416, block_size = 8, n_layer = 1, n_head = 1, n_embd = 8, seed = 2 }
+local ck = dir .. "/bpe.safetensors"
+kiln.save(ck, { model = m, tokenizer = tok, meta = { note = "x" } })
+local m2, meta = kiln.load(ck)
+t.eq(tostring(meta.tokenizer), "kiln.Tokenizer(vocab 400, " .. tok:num_merges() .. " merges)",
+     "kiln.load returns the embedded tokenizer as meta.tokenizer")
+local sample = t.read("tests/data/tiny_other.txt")
+t.eq(meta.tokenizer:decode(tok:encode(sample)), sample, "  ... and it decodes what the original encodes")
+local same = true
+local a_ids, b_ids = tok:encode(sample), meta.tokenizer:encode(sample)
+for i = 1, math.max(#a_ids, #b_ids) do same = same and a_ids[i] == b_ids[i] end
+t.ok(same, "  ... and encodes to the same ids")
+t.eq(meta["kiln.tokenizer"], "bpe", "meta records the kind")
+t.ok(type(meta["kiln.tokenizer.sha256"]) == "string" and #meta["kiln.tokenizer.sha256"] == 64,
+     "  ... and the tokenizer text's SHA-256")
+t.eq(meta["kiln.tokenizer.vocab_size"], "400", "  ... and its size")
+t.eq(meta["kiln.tokenizer.json"], nil, "the embedded text itself is not copied into meta")
+t.eq(meta.note, "x", "user metadata still round-trips")
+m2:close()
+local info = kiln.checkpoint_info(ck)
+t.eq(info.meta["kiln.tokenizer"], "bpe", "checkpoint_info shows the kind")
+t.eq(info.meta["kiln.tokenizer.json"], nil, "  ... without the text")
+t.eq(kiln.load_tokenizer(ck):vocab_size(), 400, "kiln.load_tokenizer(path) without building the model")
+local _, nometa = kiln.load(ck, { tokenizer = false })
+t.eq(nometa.tokenizer, nil, "kiln.load{tokenizer = false} skips building it")
+
+local ckb = dir .. "/bytes.safetensors"
+kiln.save(ckb, { model = m, tokenizer = "bytes" })
+t.eq(select(2, kiln.load(ckb)).tokenizer, "bytes", "a byte model's tokenizer is recorded as \"bytes\"")
+t.eq(kiln.load_tokenizer(ckb), "bytes", "  ... kiln.load_tokenizer too")
+local ckn = dir .. "/none.safetensors"
+kiln.save(ckn, { model = m })
+t.eq(select(2, kiln.load(ckn)).tokenizer, nil, "no tokenizer given: none recorded (nil)")
+t.err("the tokenizer has 400 tokens but the model's vocab_size is 300", kiln.save, dir .. "/small.safetensors",
+      { model = kiln.model { vocab_size = 300, block_size = 8, n_layer = 1, n_head = 1, n_embd = 8 }, tokenizer = tok })
+t.err("tokenizer \"bytes\" has 256 tokens but the model's vocab_size is 200", kiln.save, dir .. "/small.safetensors",
+      { model = kiln.model { vocab_size = 200, block_size = 8, n_layer = 1, n_head = 1, n_embd = 8 }, tokenizer = "bytes" })
+t.ok(not t.read(dir .. "/small.safetensors"), "  ... and nothing is written")
+t.err("field 'tokenizer' must be a kiln.Tokenizer or \"bytes\"", kiln.save, ckn, { model = m, tokenizer = "gpt2" })
+t.err("meta key 'tokenizer' is reserved", kiln.save, ckn, { model = m, meta = { tokenizer = "gpt2" } })
+-- A changed byte in the embedded text is caught by its hash.
+local bytes_ck = t.read(ck)
+local at = bytes_ck:find('\\"version\\":\\"1.0\\"')
+t.ok(at ~= nil, "the embedded tokenizer text is in the header")
+if at then
+  local tampered = dir .. "/tampered.safetensors"
+  t.write(tampered, bytes_ck:sub(1, at - 1) .. ('\\"version\\":\\"1.1\\"') .. bytes_ck:sub(at + #'\\"version\\":\\"1.0\\"'))
+  t.err("tampered%.safetensors: the embedded tokenizer's SHA%-256 is %x+, the file records", kiln.load, tampered)
+end
+
+-- 7. A training run's checkpoints carry the tokenizer of its data.
+local run = dir .. "/run"
+local rs = kiln.train {
+  model = kiln.model { vocab_size = 400, block_size = 8, n_layer = 1, n_head = 1, n_embd = 8, seed = 1 },
+  optimizer = { lr = 1e-3 }, data = train, steps = 2, batch = 2, context = 8, seed = 1, quiet = true,
+  run_dir = run, checkpoint = { every = 2 },
+}
+t.eq(rs.status, "complete", "a run on BPE data completes")
+local run_tok = kiln.load_tokenizer(run .. "/checkpoints/step_00000002.safetensors")
+t.eq(run_tok and run_tok:decode(tok:encode("the cat")), "the cat", "its checkpoint decodes with the data's tokenizer")
+
 t.done()
