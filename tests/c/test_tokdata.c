@@ -152,6 +152,29 @@ static void test_json_text(kn_tokenizer *t, const kn_ids *ids)
     free(json);
 }
 
+/* The last line of defence: whatever fills a batch, the forward refuses an id outside the
+ * embedding rather than reading past it. */
+static void test_forward_refuses(void)
+{
+    kn_gpt_config cfg = {.vocab_size = 300, .block_size = 4, .n_layer = 1, .n_head = 1, .n_embd = 8};
+    kn_gpt *g = NULL;
+    CHECK_OK(kn_gpt_new(&g, &cfg), "a model of V = 300");
+    if (!g) return;
+    int32_t in[4] = {1, 2, 299, 3}, tg[4] = {2, 299, 3, 4};
+    float loss = 0;
+    CHECK_OK(kn_gpt_forward(g, in, tg, 1, 4, NULL, false, &loss), "ids up to V - 1 are fine");
+    in[2] = 300;
+    CHECK_FAILS(kn_gpt_forward(g, in, tg, 1, 4, NULL, false, &loss), "input token 300 at position [b=0, t=2] "
+                "is outside [0, 300)", "an input id == V is refused before any lookup");
+    in[2] = 299;
+    tg[3] = 65535;
+    CHECK_FAILS(kn_gpt_forward(g, in, tg, 1, 4, NULL, false, &loss), "target token 65535", "a target id past V too");
+    tg[3] = 4;
+    in[0] = -1;
+    CHECK_FAILS(kn_gpt_forward(g, in, tg, 1, 4, NULL, false, &loss), "input token -1", "a negative id too");
+    kn_gpt_free(g);
+}
+
 static void test_checkpoint(kn_tokenizer *t, const kn_ids *ids)
 {
     kn_gpt_config cfg = {.vocab_size = 304, .block_size = 8, .n_layer = 1, .n_head = 1, .n_embd = 8};
@@ -218,6 +241,7 @@ int main(void)
     test_bytes_refuse_tokenizer(t);
     test_json_text(t, &ids);
     test_checkpoint(t, &ids);
+    test_forward_refuses();
 
     kn_tok_release(t);
     free(ids.ids);
