@@ -116,6 +116,9 @@ kn_tokenizer *knL_check_tokenizer(lua_State *L, int arg);
 kn_tokenizer *knL_test_tokenizer(lua_State *L, int arg);
 /* Push t as a kiln.Tokenizer holding a new reference to it. */
 void knL_push_tokenizer(lua_State *L, kn_tokenizer *t);
+/* Push a closed kiln.Tokenizer and return where to store the one reference it will own
+ * (create the tokenizer into it after the push, so a Lua error in between leaks nothing). */
+kn_tokenizer **knL_new_tokenizer(lua_State *L);
 
 /* ---- module assembly (l_module.c) and the parts it assembles ------------------------ */
 

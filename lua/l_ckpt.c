@@ -151,16 +151,12 @@ static void push_meta(lua_State *L, const kn_ckpt *c)
 static void push_tokenizer(lua_State *L, const kn_ckpt *c)
 {
     kn_ckpt_tok_kind kind;
-    kn_tokenizer *tok;
-    if (kn_gpt_ckpt_tokenizer(c, &kind, &tok) != KN_OK) knL_error(L);
-    if (kind == KN_CKPT_TOK_BPE) {
-        knL_push_tokenizer(L, tok);   /* takes its own reference */
-        kn_tok_release(tok);
-    } else if (kind == KN_CKPT_TOK_BYTES) {
-        lua_pushliteral(L, "bytes");
-    } else {
-        lua_pushnil(L);
-    }
+    kn_tokenizer **slot = knL_new_tokenizer(L);
+    if (kn_gpt_ckpt_tokenizer(c, &kind, slot) != KN_OK) knL_error(L);
+    if (kind == KN_CKPT_TOK_BPE) return;
+    lua_pop(L, 1);
+    if (kind == KN_CKPT_TOK_BYTES) lua_pushliteral(L, "bytes");
+    else lua_pushnil(L);
 }
 
 /* kiln.load(path [, {model = m, optimizer = opt, n_head = n, activation = a,

@@ -38,8 +38,11 @@ static knL_Tokenizer *push_tok(lua_State *L)
 
 void knL_push_tokenizer(lua_State *L, kn_tokenizer *t)
 {
-    push_tok(L)->t = kn_tok_retain(t);
+    knL_Tokenizer *u = push_tok(L);   /* may raise: take the reference only after it */
+    u->t = kn_tok_retain(t);
 }
+
+kn_tokenizer **knL_new_tokenizer(lua_State *L) { return &push_tok(L)->t; }
 
 /* tok_load_json(path) */
 static int l_load_json(lua_State *L)
