@@ -33,6 +33,7 @@ struct kn_dataset {
     kn_file_stamp stamp;   /* size and mtime at open: a file changed under a run is refused */
     kn_data_format fmt;
     kn_split split;
+    kn_tokenizer *tok;     /* a reference, or NULL (bytes, or u16 without a tokenizer) */
     int vocab;
     int64_t n_tokens;      /* in the selected split */
     int64_t n_seg;
@@ -66,19 +67,23 @@ void kn_dataset_close(kn_dataset *d)
 {
     if (!d || --d->refs > 0) return;
     if (d->fd >= 0) close(d->fd);
+    kn_tok_release(d->tok);
     free(d->seg);
     free(d->prefix);
     free(d->path);
     free(d);
 }
 
-/* 1 + the largest u16 token of the whole file, read in chunks. */
+/* The vocabulary of a u16 file, from one pass over the whole file in chunks: with a
+ * tokenizer, its size, and the first id at or past it is refused with its byte offset;
+ * without one, 1 + the largest id. About 15 MB for a corpus: cheap next to a training run,
+ * and it means no id can reach the model that its tokenizer could not have made. */
 static kn_status scan_vocab(kn_dataset *d)
 {
     enum { CHUNK = 1 << 20 };
     uint8_t *buf = malloc(CHUNK);
     if (!buf) return kn_fail(KN_ERR_NOMEM, "data: '%s': out of memory scanning tokens", d->path);
-    int32_t mx = 0;
+    int32_t limit = d->tok ? kn_tok_vocab_size(d->tok) : 65536, mx = 0;
     kn_status st = KN_OK;
     for (uint64_t off = 0; off < d->file_bytes && !st; off += CHUNK) {
         size_t n = d->file_bytes - off < CHUNK ? (size_t)(d->file_bytes - off) : CHUNK;
@@ -86,10 +91,14 @@ static kn_status scan_vocab(kn_dataset *d)
         for (size_t i = 0; !st && i < n / 2; i++) {
             int32_t t = decode(buf, 2, (int64_t)i);
             if (t > mx) mx = t;
+            if (t >= limit)
+                st = kn_fail(KN_ERR_FORMAT, "data: '%s': token %d at byte offset %llu is >= the "
+                             "vocabulary size %d of its tokenizer", d->path, (int)t,
+                             (unsigned long long)(off + 2 * i), (int)limit);
         }
     }
     free(buf);
-    d->vocab = mx + 1;
+    d->vocab = d->tok ? limit : mx + 1;
     return st;
 }
 
@@ -152,6 +161,12 @@ static kn_status open_file(kn_dataset *d)
 
 kn_status kn_dataset_open(kn_dataset **out, const char *path, kn_data_format fmt, kn_split split)
 {
+    return kn_dataset_open_tok(out, path, fmt, split, NULL);
+}
+
+kn_status kn_dataset_open_tok(kn_dataset **out, const char *path, kn_data_format fmt, kn_split split,
+                              kn_tokenizer *tok)
+{
     if (!out) return kn_fail(KN_ERR_ARG, "data: output pointer is NULL");
     *out = NULL;
     if (!path) return kn_fail(KN_ERR_ARG, "data: path is NULL");
@@ -159,6 +174,12 @@ kn_status kn_dataset_open(kn_dataset **out, const char *path, kn_data_format fmt
         return kn_fail(KN_ERR_ARG, "data: '%s': unknown format %d (expected bytes or u16)", path, (int)fmt);
     if (split != KN_SPLIT_ALL && split != KN_SPLIT_TRAIN && split != KN_SPLIT_VAL)
         return kn_fail(KN_ERR_ARG, "data: '%s': unknown split %d (expected all, train or val)", path, (int)split);
+    if (tok && fmt != KN_DATA_U16)
+        return kn_fail(KN_ERR_ARG, "data: '%s': a tokenizer was given for a file of bytes; bytes are "
+                       "their own tokens (V = 256), a tokenizer's ids come as u16", path);
+    if (tok && kn_tok_vocab_size(tok) > 65536)
+        return kn_fail(KN_ERR_ARG, "data: '%s': the tokenizer has %d tokens, more than u16 ids can "
+                       "hold (65536)", path, kn_tok_vocab_size(tok));
 
     kn_dataset *d = calloc(1, sizeof *d);
     if (!d || !(d->path = strdup(path))) {
@@ -169,6 +190,7 @@ kn_status kn_dataset_open(kn_dataset **out, const char *path, kn_data_format fmt
     d->fmt = fmt;
     d->split = split;
     d->fd = -1;
+    d->tok = kn_tok_retain(tok);
     kn_status st = open_file(d);
     if (st) goto fail;
     int tok_bytes = token_bytes(d);
@@ -200,6 +222,22 @@ fail:
 const char *kn_dataset_path(const kn_dataset *d) { return d ? d->path : NULL; }
 int64_t kn_dataset_num_tokens(const kn_dataset *d) { return d ? d->n_tokens : 0; }
 int kn_dataset_vocab(const kn_dataset *d) { return d ? d->vocab : 0; }
+kn_tokenizer *kn_dataset_tokenizer(const kn_dataset *d) { return d ? d->tok : NULL; }
+kn_data_format kn_dataset_format(const kn_dataset *d) { return d ? d->fmt : KN_DATA_BYTES; }
+
+static const char *vocab_source(const kn_dataset *d)
+{
+    return d->fmt == KN_DATA_BYTES ? "bytes" : d->tok ? "its tokenizer's" : "no tokenizer: the largest id + 1";
+}
+
+kn_status kn_dataset_check_vocab(const kn_dataset *d, int model_vocab)
+{
+    if (!d) return kn_fail(KN_ERR_ARG, "data: dataset is NULL");
+    if (d->vocab <= model_vocab) return KN_OK;
+    return kn_fail(KN_ERR_ARG, "data: '%s': its vocabulary has %d tokens (%s) but the model's "
+                   "vocab_size is %d; ids >= %d would index past the embedding", d->path, d->vocab,
+                   vocab_source(d), model_vocab, model_vocab);
+}
 
 /* How many leading segments hold a window of T+1 tokens (lengths are non-increasing). */
 static int64_t segments_holding(const kn_dataset *d, int T)

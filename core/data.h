@@ -7,6 +7,7 @@
 
 #include "kn.h"
 #include "rng.h"
+#include "tokenizer.h"
 
 typedef enum { KN_DATA_BYTES, KN_DATA_U16 } kn_data_format;
 typedef enum { KN_SPLIT_ALL, KN_SPLIT_TRAIN, KN_SPLIT_VAL } kn_split;
@@ -21,6 +22,12 @@ typedef struct kn_dataset kn_dataset;
  * file when sampled; if its size or modification time changes meanwhile (truncated, rewritten
  * in place), sampling and evaluation fail with a message naming it. */
 kn_status kn_dataset_open(kn_dataset **out, const char *path, kn_data_format fmt, kn_split split);
+/* The same for a u16 file made by tok (may be NULL: as kn_dataset_open). The dataset holds a
+ * reference to tok, its vocabulary is tok's size, and the whole file is scanned at open: an id
+ * >= that size is refused, naming the file, the id and its byte offset. Bytes take no
+ * tokenizer. */
+kn_status kn_dataset_open_tok(kn_dataset **out, const char *path, kn_data_format fmt, kn_split split,
+                              kn_tokenizer *tok);
 /* Datasets are reference-counted (open gives the caller one reference): retain adds one,
  * close drops one and the last closes the file. */
 kn_dataset *kn_dataset_retain(kn_dataset *d);
@@ -29,9 +36,17 @@ int kn_dataset_refs(const kn_dataset *d);
 const char *kn_dataset_path(const kn_dataset *d);
 /* Tokens in the selected split. */
 int64_t kn_dataset_num_tokens(const kn_dataset *d);
-/* 256 for bytes; 1 + the largest token for U16 (scanned once at open, over the whole file
- * whatever the split, so train and val of one file agree). */
+/* 256 for bytes; for U16 its tokenizer's vocabulary size, or without one 1 + the largest
+ * token (scanned once at open, over the whole file whatever the split, so train and val of
+ * one file agree). */
 int kn_dataset_vocab(const kn_dataset *d);
+/* The tokenizer that made the file (borrowed; the dataset holds it), or NULL: bytes, or u16
+ * opened without one. */
+kn_tokenizer *kn_dataset_tokenizer(const kn_dataset *d);
+kn_data_format kn_dataset_format(const kn_dataset *d);
+/* Fail, naming the file and where its vocabulary comes from, unless every id the dataset
+ * can hold is < model_vocab (a model's vocab_size may exceed it: padded embeddings). */
+kn_status kn_dataset_check_vocab(const kn_dataset *d, int model_vocab);
 /* Fail (naming the file, its usable length and T) unless a window of T+1 tokens fits. */
 kn_status kn_dataset_check_window(const kn_dataset *d, int T);
 /* B random windows of T+1 tokens, uniform over all valid starts, drawn from r:

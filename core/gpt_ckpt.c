@@ -1,6 +1,7 @@
 /* gpt_ckpt.c — the mapping between a model (+ optimizer) and a checkpoint's tensors and
  * metadata. The file format itself (header, offsets, atomic writes) is core/ckpt.c's. */
 #include "gpt_ckpt.h"
+#include "hash.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -101,10 +102,52 @@ static void plan_meta(save_plan *p, const kn_gpt *g, const kn_adamw *o)
     if (o) add_meta(p, T_KEY, "%d", 0, kn_adamw_t(o));
 }
 
+/* The tokenizer's metadata: kind, and for BPE its JSON text (malloc'ed into *json), hash and
+ * size. Checked against the model first: ids the tokenizer makes must fit the embedding. */
+static kn_status plan_tokenizer(save_plan *p, const char *path, const kn_gpt *g,
+                                const kn_gpt_save_opts *opts, char **json, char *sha_hex)
+{
+    int V = kn_gpt_get_config(g)->vocab_size;
+    if (opts->tok_kind == KN_CKPT_TOK_NONE) return KN_OK;
+    if (opts->tok_kind == KN_CKPT_TOK_BYTES) {
+        if (V < 256)
+            return kn_fail(KN_ERR_ARG, "%s: tokenizer \"bytes\" has 256 tokens but the model's vocab_size "
+                           "is %d", path, V);
+        p->meta[p->n_meta++] = (kn_ckpt_meta){"kiln.tokenizer", "bytes"};
+        return KN_OK;
+    }
+    if (opts->tok_kind != KN_CKPT_TOK_BPE || !opts->tokenizer)
+        return kn_fail(KN_ERR_ARG, "%s: tokenizer kind %d without a tokenizer (expected bytes, or bpe "
+                       "with one)", path, (int)opts->tok_kind);
+    int tv = kn_tok_vocab_size(opts->tokenizer);
+    if (tv > V)
+        return kn_fail(KN_ERR_ARG, "%s: the tokenizer has %d tokens but the model's vocab_size is %d",
+                       path, tv, V);
+    kn_status st = kn_tok_to_json(opts->tokenizer, json);
+    if (st) return st;
+    uint8_t digest[KN_SHA256_BYTES];
+    kn_hash_sha256(*json, strlen(*json), digest);
+    kn_hash_hex(digest, KN_SHA256_BYTES, sha_hex);
+    p->meta[p->n_meta++] = (kn_ckpt_meta){"kiln.tokenizer", "bpe"};
+    p->meta[p->n_meta++] = (kn_ckpt_meta){"kiln.tokenizer.json", *json};
+    p->meta[p->n_meta++] = (kn_ckpt_meta){"kiln.tokenizer.sha256", sha_hex};
+    add_meta(p, "kiln.tokenizer.vocab_size", "%d", 0, tv);
+    return KN_OK;
+}
+
 kn_status kn_gpt_save(const char *path, kn_gpt *g, kn_adamw *o, const kn_ckpt_meta *meta,
                       int n_meta)
 {
-    if (!path || !g) return kn_fail(KN_ERR_ARG, "gpt_save: path or model is NULL");
+    kn_gpt_save_opts opts = {.optimizer = o, .meta = meta, .n_meta = n_meta};
+    return kn_gpt_save_with(path, g, &opts);
+}
+
+kn_status kn_gpt_save_with(const char *path, kn_gpt *g, const kn_gpt_save_opts *opts)
+{
+    if (!path || !g || !opts) return kn_fail(KN_ERR_ARG, "gpt_save: path, model or options is NULL");
+    kn_adamw *o = opts->optimizer;
+    const kn_ckpt_meta *meta = opts->meta;
+    int n_meta = opts->n_meta;
     if (n_meta < 0 || (n_meta > 0 && !meta))
         return kn_fail(KN_ERR_ARG, "%s: metadata count %d without metadata", path, n_meta);
     kn_status st = check_owner(path, g, o);
@@ -115,18 +158,21 @@ kn_status kn_gpt_save(const char *path, kn_gpt *g, kn_adamw *o, const kn_ckpt_me
                            path, meta[i].key ? meta[i].key : "(null)");
     int nt = kn_gpt_num_tensors(g);
     save_plan p = {0};
+    char *json = NULL, sha_hex[KN_SHA256_HEX];
     p.tensors = calloc((size_t)(1 + 3 * nt), sizeof *p.tensors);
-    p.meta = calloc((size_t)(16 + n_meta), sizeof *p.meta);
+    p.meta = calloc((size_t)(20 + n_meta), sizeof *p.meta);
     p.names = calloc((size_t)(2 * nt), sizeof *p.names);
-    p.values = calloc(16, sizeof *p.values);
+    p.values = calloc(20, sizeof *p.values);
     if (p.tensors && p.meta && p.names && p.values) {
         plan_tensors(&p, g, o);
         plan_meta(&p, g, o);
+        st = plan_tokenizer(&p, path, g, opts, &json, sha_hex);
         for (int i = 0; i < n_meta; i++) p.meta[p.n_meta++] = meta[i];
-        st = kn_ckpt_write(path, p.tensors, p.n_tensors, p.meta, p.n_meta);
+        if (!st) st = kn_ckpt_write(path, p.tensors, p.n_tensors, p.meta, p.n_meta);
     } else {
         st = kn_fail(KN_ERR_NOMEM, "%s: out of memory planning the checkpoint", path);
     }
+    free(json);
     free(p.tensors);
     free(p.meta);
     free(p.names);
@@ -415,4 +461,36 @@ kn_status kn_gpt_from_ckpt(kn_gpt **out, const kn_ckpt *c, const kn_gpt_ckpt_hin
     }
     *out = g;
     return KN_OK;
+}
+
+/* ---------------------------------------------------------------- the tokenizer */
+
+kn_status kn_gpt_ckpt_tokenizer(const kn_ckpt *c, kn_ckpt_tok_kind *kind, kn_tokenizer **tok)
+{
+    if (!c || !kind || !tok) return kn_fail(KN_ERR_ARG, "gpt_ckpt_tokenizer: NULL argument");
+    *kind = KN_CKPT_TOK_NONE;
+    *tok = NULL;
+    const char *path = kn_ckpt_path(c);
+    const char *k = kn_ckpt_meta_get(c, "kiln.tokenizer");
+    if (!k) return KN_OK;
+    if (strcmp(k, "bytes") == 0) { *kind = KN_CKPT_TOK_BYTES; return KN_OK; }
+    if (strcmp(k, "bpe") != 0)
+        return kn_fail(KN_ERR_FORMAT, "%s: metadata 'kiln.tokenizer' = '%s' (expected bytes or bpe)", path, k);
+    const char *json = kn_ckpt_meta_get(c, "kiln.tokenizer.json");
+    const char *want = kn_ckpt_meta_get(c, "kiln.tokenizer.sha256");
+    if (!json || !want)
+        return kn_fail(KN_ERR_FORMAT, "%s: records a bpe tokenizer but lacks '%s'", path,
+                       json ? "kiln.tokenizer.sha256" : "kiln.tokenizer.json");
+    uint8_t digest[KN_SHA256_BYTES];
+    char got[KN_SHA256_HEX];
+    kn_hash_sha256(json, strlen(json), digest);
+    kn_hash_hex(digest, KN_SHA256_BYTES, got);
+    if (strcmp(got, want) != 0)
+        return kn_fail(KN_ERR_FORMAT, "%s: the embedded tokenizer's SHA-256 is %s, the file records %s "
+                       "(the tokenizer text was changed)", path, got, want);
+    char origin[512];
+    snprintf(origin, sizeof origin, "%s (metadata kiln.tokenizer.json)", path);
+    kn_status st = kn_tok_load_json_text(tok, json, strlen(json), origin);
+    if (!st) *kind = KN_CKPT_TOK_BPE;
+    return st;
 }

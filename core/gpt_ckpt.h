@@ -11,6 +11,7 @@
 
 #include "adamw.h"
 #include "ckpt.h"
+#include "tokenizer.h"
 
 #define KN_GPT_CKPT_FORMAT "kiln-1"
 
@@ -18,6 +19,28 @@
  * (keys must not start with "kiln.") to path, atomically. o must be g's own optimizer. */
 kn_status kn_gpt_save(const char *path, kn_gpt *g, kn_adamw *o, const kn_ckpt_meta *meta,
                       int n_meta);
+
+/* A checkpoint carries the tokenizer of the model's ids, so that it can decode its own
+ * samples: "kiln.tokenizer" = "bytes" (V = 256) or "bpe", and for bpe the whole
+ * tokenizer.json as one line ("kiln.tokenizer.json", ~1.3 MB for GPT-2's), its SHA-256
+ * ("kiln.tokenizer.sha256") and vocabulary size ("kiln.tokenizer.vocab_size"). */
+typedef enum { KN_CKPT_TOK_NONE, KN_CKPT_TOK_BYTES, KN_CKPT_TOK_BPE } kn_ckpt_tok_kind;
+
+typedef struct {
+    kn_adamw *optimizer;            /* NULL: parameters only; else g's own optimizer */
+    kn_ckpt_tok_kind tok_kind;      /* NONE records nothing */
+    const kn_tokenizer *tokenizer;  /* for KN_CKPT_TOK_BPE; its size must be <= vocab_size */
+    const kn_ckpt_meta *meta;       /* the caller's metadata (keys not starting with "kiln.") */
+    int n_meta;
+} kn_gpt_save_opts;
+
+/* kn_gpt_save with a tokenizer: everything in opts. */
+kn_status kn_gpt_save_with(const char *path, kn_gpt *g, const kn_gpt_save_opts *opts);
+
+/* The tokenizer c records: its kind, and for BPE a new tokenizer (one reference, the
+ * caller's) built from the embedded text after checking its SHA-256. Files without one
+ * (older kiln, nanoGPT) give KN_CKPT_TOK_NONE and *tok = NULL. */
+kn_status kn_gpt_ckpt_tokenizer(const kn_ckpt *c, kn_ckpt_tok_kind *kind, kn_tokenizer **tok);
 
 /* What a file without kiln metadata (nanoGPT's) cannot say about itself. */
 typedef struct {

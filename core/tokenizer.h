@@ -22,6 +22,11 @@ kn_status kn_tok_load_gpt2(kn_tokenizer **out, const char *encoder_json, const c
 kn_status kn_tok_load_json(kn_tokenizer **out, const char *path);
 /* Write tokenizer.json (temporary file, then rename). */
 kn_status kn_tok_save_json(const kn_tokenizer *t, const char *path);
+/* The same tokenizer.json as one line of text (no line breaks; *text freed with free()).
+ * Deterministic: the same tokenizer always gives the same bytes, so its hash identifies it. */
+kn_status kn_tok_to_json(const kn_tokenizer *t, char **text);
+/* A tokenizer from tokenizer.json text held in memory; origin names it in messages. */
+kn_status kn_tok_load_json_text(kn_tokenizer **out, const char *text, size_t len, const char *origin);
 kn_tokenizer *kn_tok_retain(kn_tokenizer *t);
 void kn_tok_release(kn_tokenizer *t);           /* frees at the last release; NULL is a no-op */
 

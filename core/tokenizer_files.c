@@ -450,15 +450,15 @@ static kn_status write_whole_bytes(const char *path, const void *data, size_t le
     return KN_OK;
 }
 
-kn_status kn_tok_save_json(const kn_tokenizer *t, const char *path)
+/* The tokenizer.json tree of t, or NULL (out of memory; the message names `what`). */
+static cJSON *tokenizer_tree(const kn_tokenizer *t, const char *what, kn_status *st)
 {
     char **names = calloc(t->n_vocab, sizeof *names);
-    kn_status st = names ? KN_OK : kn_fail(KN_ERR_NOMEM, "%s: out of memory", path);
-    for (uint32_t id = 0; st == KN_OK && id < t->n_vocab; id++)
-        if (!(names[id] = token_name(t, id))) st = kn_fail(KN_ERR_NOMEM, "%s: out of memory", path);
+    *st = names ? KN_OK : kn_fail(KN_ERR_NOMEM, "%s: out of memory", what);
+    for (uint32_t id = 0; *st == KN_OK && id < t->n_vocab; id++)
+        if (!(names[id] = token_name(t, id))) *st = kn_fail(KN_ERR_NOMEM, "%s: out of memory", what);
     cJSON *root = NULL;
-    char *text = NULL;
-    if (st == KN_OK) {
+    if (*st == KN_OK) {
         root = cJSON_CreateObject();
         cJSON_AddStringToObject(root, "version", "1.0");
         cJSON_AddNullToObject(root, "truncation");
@@ -469,14 +469,49 @@ kn_status kn_tok_save_json(const kn_tokenizer *t, const char *path)
         cJSON_AddNullToObject(root, "post_processor");
         cJSON_AddItemToObject(root, "decoder", byte_level_json(true));
         cJSON_AddItemToObject(root, "model", model_json(t, names));
-        text = cJSON_Print(root);
-        if (!text) st = kn_fail(KN_ERR_NOMEM, "%s: out of memory formatting the JSON", path);
     }
+    for (uint32_t id = 0; names && id < t->n_vocab; id++) free(names[id]);
+    free(names);
+    return root;
+}
+
+kn_status kn_tok_save_json(const kn_tokenizer *t, const char *path)
+{
+    kn_status st;
+    cJSON *root = tokenizer_tree(t, path, &st);
+    char *text = NULL;
+    if (st == KN_OK && !(text = cJSON_Print(root)))
+        st = kn_fail(KN_ERR_NOMEM, "%s: out of memory formatting the JSON", path);
     if (st == KN_OK) st = write_whole(path, text);
     cJSON_free(text);
     cJSON_Delete(root);
-    for (uint32_t id = 0; names && id < t->n_vocab; id++) free(names[id]);
-    free(names);
+    return st;
+}
+
+kn_status kn_tok_to_json(const kn_tokenizer *t, char **text)
+{
+    if (!t || !text) return kn_fail(KN_ERR_ARG, "tokenizer: to_json needs a tokenizer and an output");
+    *text = NULL;
+    kn_status st;
+    cJSON *root = tokenizer_tree(t, "tokenizer.json", &st);
+    if (st == KN_OK && !(*text = cJSON_PrintUnformatted(root)))
+        st = kn_fail(KN_ERR_NOMEM, "tokenizer.json: out of memory formatting the JSON");
+    cJSON_Delete(root);
+    return st;
+}
+
+kn_status kn_tok_load_json_text(kn_tokenizer **out, const char *text, size_t len, const char *origin)
+{
+    if (!out || !text || !origin) return kn_fail(KN_ERR_ARG, "tokenizer: load_json_text: NULL argument");
+    *out = NULL;
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+    if (!root) {
+        size_t at = end ? (size_t)(end - text) : 0;
+        return kn_fail(KN_ERR_FORMAT, "%s: not valid JSON (near byte %zu)", origin, at);
+    }
+    kn_status st = load_json_tree(out, root, origin);
+    cJSON_Delete(root);
     return st;
 }
 

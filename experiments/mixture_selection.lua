@@ -14,10 +14,14 @@ local kiln = require "kiln"
 local util = require "kiln.util"
 local tsl = require "kiln.tsl"
 
+local here = (arg and arg[0] or "experiments/mixture_selection.lua"):match("^(.*)/[^/]*$") or "."
+local setup = dofile(here .. "/lib/setup.lua")
 local cfg = kiln.config.resolve({
   out = "runs/mixture_selection",
   upstream = "data/techdocs/train.txt", upstream_val = "data/techdocs/val.txt",
   downstream = "data/austen/train.txt", downstream_val = "data/austen/val.txt",
+  tokenizer = "bytes",        -- bytes (V = 256), gpt2 or bpe8k: the token files `make data` built
+  check_data = false,         -- true: open the data, print what would be read, and stop
   weights = { 0.9, 0.7, 0.5, 0.3 },       -- upstream share of each candidate mixture
   steps = 1200, prefix = 0.3, batch = 32, context = 64, lr = 3e-3, warmup = 60, floor_frac = 0.1,
   n_layer = 2, n_head = 4, n_embd = 64, eval_windows = 512, evals = 40, target = "mean", seed = 1,
@@ -26,16 +30,15 @@ local cfg = kiln.config.resolve({
   weights = { min = 0, max = 1 }, steps = { min = 1 }, prefix = { above = 0, max = 1 }, batch = { min = 1 },
   context = { min = 1 }, lr = { above = 0 }, warmup = { min = 0 }, floor_frac = { min = 0, max = 1 },
   n_layer = { min = 1 }, n_head = { min = 1 }, n_embd = { min = 1 }, eval_windows = { min = 1 },
-  evals = { min = 2 }, target = { one_of = { "mean", "up", "down" } },
+  evals = { min = 2 }, target = { one_of = { "mean", "up", "down" } }, tokenizer = setup.tokenizer_rule,
 } })
-for _, key in ipairs { "upstream", "upstream_val", "downstream", "downstream_val" } do
-  if not util.exists(cfg[key]) then
-    kiln.config.fail("mixture_selection: %s (%s) is missing: run `make data` first to build the corpora", cfg[key], key)
-  end
-end
+local data, V = setup.open_data("mixture_selection", cfg.tokenizer, { upstream = cfg.upstream,
+  upstream_val = cfg.upstream_val, downstream = cfg.downstream, downstream_val = cfg.downstream_val },
+  "to build the corpora")
+setup.report_data("mixture_selection", cfg, data, V)
 
-local up, down = kiln.dataset(cfg.upstream), kiln.dataset(cfg.downstream)
-local sets = { up = kiln.dataset(cfg.upstream_val), down = kiln.dataset(cfg.downstream_val) }
+local up, down = data.upstream, data.downstream
+local sets = { up = data.upstream_val, down = data.downstream_val }
 local prefix_steps = math.floor(cfg.prefix * cfg.steps + 0.5)
 -- Dense evaluations inside the prefix (log-spaced), sparser after it.
 local at, seen = {}, {}
@@ -51,7 +54,7 @@ end
 local function train(w, stop_at)
   local run_dir = ("%s/up%g"):format(cfg.out, w)
   local o = {
-    model = { vocab_size = 256, block_size = cfg.context, n_layer = cfg.n_layer, n_head = cfg.n_head, n_embd = cfg.n_embd, seed = cfg.seed },
+    model = { vocab_size = V, block_size = cfg.context, n_layer = cfg.n_layer, n_head = cfg.n_head, n_embd = cfg.n_embd, seed = cfg.seed },
     optimizer = { lr = cfg.lr }, steps = cfg.steps, batch = cfg.batch, context = cfg.context, seed = cfg.seed,
     data = { { name = "up", dataset = up, weight = w }, { name = "down", dataset = down, weight = 1 - w } },
     schedule = kiln.schedule.cosine { peak = cfg.lr, floor_frac = cfg.floor_frac, steps = cfg.steps, warmup = cfg.warmup },

@@ -21,15 +21,18 @@ local cfg = setup.config(here, "mutransfer", arg, {
   ["mup.base_width"] = P, parametrizations = { one_of = { "mup", "sp" } }, lrs = R,
   ["train.steps"] = P, ["train.batch"] = P, ["train.warmup"] = N, ["train.weight_decay"] = { min = 0 },
   ["train.clip"] = { min = 0 }, ["train.eval_windows"] = P, ["train.eval_last"] = P, ["train.eval_spacing"] = P,
+  tokenizer = setup.tokenizer_rule,
 })
-setup.require_data("mutransfer", cfg, { "train", "val" })
+local data, V = setup.open_data("mutransfer", cfg.tokenizer, cfg.data)
+setup.report_data("mutransfer", cfg, data, V)
+local unit = setup.loss_unit(cfg.tokenizer)
 
-local train_ds, val_ds = kiln.dataset(cfg.data.train), kiln.dataset(cfg.data.val)
+local train_ds, val_ds = data.train, data.val
 local tc, mc, T = cfg.train, cfg.model, cfg.model.context
 util.mkdir(cfg.out)
 
 local function model_config(param, width)
-  local c = { vocab_size = 256, block_size = T, n_layer = mc.n_layer, n_embd = width,
+  local c = { vocab_size = V, block_size = T, n_layer = mc.n_layer, n_embd = width,
               n_head = width // mc.head_size, seed = tc.seed }
   if param == "mup" then
     c.parametrization, c.base_width = "mup", cfg.mup.base_width
@@ -116,8 +119,8 @@ end
 
 -- Tables --------------------------------------------------------------------------------
 local md = { ("# μTransfer sweep%s\n"):format(cfg.quick and " (quick setting)" or ""),
-  ("Validation loss (nats/byte, %d windows of %d tokens of %s; mean of the last %d evaluations, %d steps apart) after %d steps of %d x %d tokens, %d warmup steps then constant LR; AdamW wd %s, clip %s; μP base width %d, attn_mult %s, output_mult %s.\n"):format(
-    tc.eval_windows, T, cfg.data.val, tc.eval_last, tc.eval_spacing, tc.steps, tc.batch, T, tc.warmup, util.num(tc.weight_decay), util.num(tc.clip),
+  ("Validation loss (%s, %d windows of %d tokens of %s; mean of the last %d evaluations, %d steps apart) after %d steps of %d x %d tokens, %d warmup steps then constant LR; AdamW wd %s, clip %s; μP base width %d, attn_mult %s, output_mult %s.\n"):format(
+    unit, tc.eval_windows, T, val_ds:path(), tc.eval_last, tc.eval_spacing, tc.steps, tc.batch, T, tc.warmup, util.num(tc.weight_decay), util.num(tc.clip),
     cfg.mup.base_width, util.num(cfg.mup.attn_mult), util.num(cfg.mup.output_mult)) }
 local head = { "| param | width |" }
 local sep = { "|---|---|" }
@@ -164,6 +167,6 @@ for _, param in ipairs(cfg.parametrizations) do
   end
   local p = kiln.plot.lines { path = ("%s/mutransfer_%s"):format(cfg.out, param), series = series, logx = true,
     title = ("%s: validation loss vs learning rate"):format(param == "mup" and "muP" or "SP"),
-    xlabel = "learning rate", ylabel = "val loss (nats/byte)" }
+    xlabel = "learning rate", ylabel = "val loss (" .. unit .. ")" }
   print(("plot: %s"):format(p.png or p.gp))
 end

@@ -14,15 +14,19 @@ local here = (arg and arg[0] or "experiments/reweighting.lua"):match("^(.*)/[^/]
 local setup = dofile(here .. "/lib/setup.lua")
 local P, N, R, F = setup.positive, setup.count, setup.rate, setup.fraction
 local cfg = setup.config(here, "reweighting", arg, {
-  threads = N, seeds = N, parallel = { one_of = { "data", "runs" } },
+  threads = N, seeds = N, parallel = { one_of = { "data", "runs" } }, tokenizer = setup.tokenizer_rule,
   ["model.n_layer"] = P, ["model.n_head"] = P, ["model.n_embd"] = P, ["model.context"] = P,
   ["train.steps"] = P, ["train.batch"] = P, ["train.lr"] = R, ["train.warmup"] = N,
   ["train.floor_frac"] = F, ["train.weight_decay"] = { min = 0 }, ["train.clip"] = { min = 0 },
   ["train.eval_every"] = P, ["train.eval_windows"] = P, ["weighting.factor"] = { min = 0 },
   ["weighting.head_fraction"] = F, ["weighting.middle_fraction"] = F, ["weighting.tail_fraction"] = F,
 })
-setup.require_data("reweighting", cfg, { "train", "val", "ood" },
-                   "it builds data/ from Debian packages, see docs/data.md")
+local data, V = setup.open_data("reweighting", cfg.tokenizer, cfg.data,
+                                 "it builds data/ from Debian packages, see docs/data.md")
+setup.report_data("reweighting", cfg, data, V)
+local train_ds, val_ds, ood_ds = data.train, data.val, data.ood
+-- Losses are per token; bits per byte divide by the validation text's bytes per token.
+local val_bytes_per_token = setup.bytes_per_token(cfg.data.val, val_ds)
 
 local T = cfg.model.context
 local w = cfg.weighting
@@ -37,7 +41,6 @@ local variants = {
 local ranges = {}
 ranges.head, ranges.middle, ranges.tail = kiln.weighting.split(T, w.head_fraction)
 
-local train_ds, val_ds, ood_ds = kiln.dataset(cfg.data.train), kiln.dataset(cfg.data.val), kiln.dataset(cfg.data.ood)
 local tc = cfg.train
 
 local function range_mean(per, r)
@@ -57,7 +60,7 @@ local results = kiln.suite {
   parallel = cfg.parallel,
   run = function(v, seed, run_dir)
     return kiln.train {
-      model = { vocab_size = 256, block_size = T, n_layer = cfg.model.n_layer, n_head = cfg.model.n_head,
+      model = { vocab_size = V, block_size = T, n_layer = cfg.model.n_layer, n_head = cfg.model.n_head,
                 n_embd = cfg.model.n_embd, seed = seed },
       optimizer = { lr = tc.lr, weight_decay = tc.weight_decay, clip = tc.clip },
       data = train_ds, steps = tc.steps, batch = tc.batch, context = T, seed = seed,
@@ -73,7 +76,7 @@ local results = kiln.suite {
       id_loss = s.eval.id, ood_loss = s.eval.ood,
       head_loss = range_mean(per, ranges.head), middle_loss = range_mean(per, ranges.middle),
       tail_loss = range_mean(per, ranges.tail),
-      id_bpb = s.eval.id / math.log(2), tokens_per_s = s.tokens_per_s,
+      id_bpb = s.eval.id / math.log(2) / val_bytes_per_token, tokens_per_s = s.tokens_per_s,
     }
   end,
   columns = { "id_loss", "ood_loss", "head_loss", "middle_loss", "tail_loss", "id_bpb", "tokens_per_s" },
@@ -81,6 +84,7 @@ local results = kiln.suite {
 
 print()
 io.write(results.table)
-print(("\nhead = positions 1..%d, middle = %d..%d, tail = %d..%d of %d (1-based); losses in nats per byte."):format(
-  ranges.head.count, ranges.middle.first + 1, ranges.middle.last + 1, ranges.tail.first + 1, ranges.tail.last + 1, T))
+print(("\nhead = positions 1..%d, middle = %d..%d, tail = %d..%d of %d (1-based); losses in nats per %s."):format(
+  ranges.head.count, ranges.middle.first + 1, ranges.middle.last + 1, ranges.tail.first + 1, ranges.tail.last + 1, T,
+  cfg.tokenizer == "bytes" and "byte" or (cfg.tokenizer .. " token")))
 print(("tables: %s/results.md, %s/results.csv; per run: %s/runs.csv"):format(cfg.out, cfg.out, cfg.out))

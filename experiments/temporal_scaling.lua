@@ -16,19 +16,18 @@ local util = require "kiln.util"
 local tsl = require "kiln.tsl"
 
 local here = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
+local setup = dofile(here .. "/lib/setup.lua")
 local P = { min = 1 }
 local cfg = kiln.config.resolve(here .. "/temporal_scaling.yaml", arg, { rules = {
   steps = P, batch = P, context = P, lr = { above = 0 }, warmup = { min = 0 }, floor_frac = { min = 0, max = 1 },
   eval_windows = P, evals_log = P, evals_uniform = P, log_until = { above = 0, max = 1 },
-  cuts = { above = 0, max = 1 }, threads = { min = 0 },
+  cuts = { above = 0, max = 1 }, threads = { min = 0 }, tokenizer = setup.tokenizer_rule,
 } })
 if cfg.threads > 0 then kiln.set_threads(cfg.threads) end
 
-for _, key in ipairs { "train", "id", "ood" } do
-  if not util.exists(cfg[key]) then
-    kiln.config.fail("temporal_scaling: %s (%s) is missing: run `make data` first to build the corpora", cfg[key], key)
-  end
-end
+local data, V = setup.open_data("temporal_scaling", cfg.tokenizer, { train = cfg.train, id = cfg.id, ood = cfg.ood },
+                                 "to build the corpora")
+setup.report_data("temporal_scaling", cfg, data, V)
 
 -- Evaluation steps: log-spaced early, uniform over the whole run.
 local function eval_steps(steps)
@@ -48,8 +47,8 @@ local function fit_from()
   return math.tointeger(tonumber(cfg.fit_from)) or tonumber(cfg.fit_from)
 end
 
-local train_ds = kiln.dataset(cfg.train)
-local sets = { val = kiln.dataset(cfg.id), ood = kiln.dataset(cfg.ood) }
+local train_ds = data.train
+local sets = { val = data.id, ood = data.ood }
 local at = eval_steps(cfg.steps)
 print(("temporal_scaling: %d evaluations per run (steps %d..%d), %d windows of %d tokens per set; %d threads"):format(
   #at, at[1], at[#at], cfg.eval_windows, cfg.context, kiln.get_threads()))
@@ -64,7 +63,7 @@ end)
 for _, size in ipairs(size_names) do
   local mc = cfg.sizes[size]
   local run_dir = cfg.out .. "/" .. size
-  local model = kiln.model { vocab_size = 256, block_size = cfg.context, n_layer = mc.n_layer, n_head = mc.n_head,
+  local model = kiln.model { vocab_size = V, block_size = cfg.context, n_layer = mc.n_layer, n_head = mc.n_head,
                              n_embd = mc.n_embd, seed = cfg.seed }
   local n_params = model:num_params()
   print(("== %s: %d layers, d=%d, %d parameters -> %s"):format(size, mc.n_layer, mc.n_embd, n_params, run_dir))

@@ -29,16 +29,18 @@ local cfg = setup.config(here, "warmstart", arg, {
   threads = N, ["model.width"] = P, ["model.head_size"] = P, ["model.factor"] = P, ["model.n_layer"] = P,
   ["model.context"] = P, lr = R, ["small.steps"] = P, batch = P, warmup = N, weight_decay = { min = 0 },
   clip = { min = 0 }, ["big.steps"] = P, ["big.eval_every"] = P, ["big.eval_at"] = P, ["big.eval_windows"] = P,
-  shrinks = setup.fraction, norm = { one_of = { "szp", "copy" } },
+  shrinks = setup.fraction, norm = { one_of = { "szp", "copy" } }, tokenizer = setup.tokenizer_rule,
 })
-setup.require_data("warmstart", cfg, { "train", "val" })
+local data, V = setup.open_data("warmstart", cfg.tokenizer, cfg.data)
+setup.report_data("warmstart", cfg, data, V)
+local unit = setup.loss_unit(cfg.tokenizer)
 
-local train_ds, val_ds = kiln.dataset(cfg.data.train), kiln.dataset(cfg.data.val)
+local train_ds, val_ds = data.train, data.val
 local mc, T = cfg.model, cfg.model.context
 util.mkdir(cfg.out)
 
 local small_cfg = {
-  vocab_size = 256, block_size = T, n_layer = mc.n_layer, n_embd = mc.width, n_head = mc.width // mc.head_size,
+  vocab_size = V, block_size = T, n_layer = mc.n_layer, n_embd = mc.width, n_head = mc.width // mc.head_size,
   parametrization = "mup", base_width = mc.width, output_mult = cfg.mup.output_mult,
   attn_mult = cfg.mup.attn_mult, zero_query = cfg.mup.zero_query, seed = cfg.seed,
 }
@@ -146,10 +148,10 @@ local function tokens_to(curve, target)
 end
 
 local md = { ("# Warm-starting a %sx wider μP model%s\n"):format(util.num(mc.factor), cfg.quick and " (quick setting)" or ""),
-  ("Small model d=%d (%d params without position embeddings), trained %d tokens to val loss %.4f. Big model d=%d (%d params), every variant trained %d tokens (%d steps of %d x %d), %d warmup steps then constant LR %s (the same global μP LR as the small model), AdamW wd %s, fresh optimizer; validation loss (nats/byte) on %d fixed windows of %s. Growth: kiln.grow.width, norm = %s.\n"):format(
+  ("Small model d=%d (%d params without position embeddings), trained %d tokens to val loss %.4f. Big model d=%d (%d params), every variant trained %d tokens (%d steps of %d x %d), %d warmup steps then constant LR %s (the same global μP LR as the small model), AdamW wd %s, fresh optimizer; validation loss (%s) on %d fixed windows of %s. Growth: kiln.grow.width, norm = %s.\n"):format(
     mc.width, n_small, small_tokens, s_small.eval.val, big_shape.n_embd, n_big, cfg.big.steps * cfg.batch * T,
-    cfg.big.steps, cfg.batch, T, cfg.warmup, util.num(cfg.lr), util.num(cfg.weight_decay), cfg.big.eval_windows,
-    cfg.data.val, cfg.norm) }
+    cfg.big.steps, cfg.batch, T, cfg.warmup, util.num(cfg.lr), util.num(cfg.weight_decay), unit, cfg.big.eval_windows,
+    val_ds:path(), cfg.norm) }
 local csv = { util.csv_line { "variant", "shrink", "sigma", "loss_after_growth", "final_loss", "tokens_to_target", "speedup", "speedup_with_small_cost", "tokens_to_control_final" } }
 -- a second target for variants that start below the cold start's final loss (function-
 -- preserving growth): the no-growth control's final loss, i.e. "did growing beat continuing"
@@ -198,5 +200,5 @@ for _, v in ipairs(variants) do
 end
 local p = kiln.plot.lines { path = cfg.out .. "/warmstart", series = series,
   title = ("warm-start d=%d -> d=%d (muP, lr %s)"):format(mc.width, big_shape.n_embd, util.num(cfg.lr)),
-  xlabel = "tokens (big model)", ylabel = "val loss (nats/byte)" }
+  xlabel = "tokens (big model)", ylabel = "val loss (" .. unit .. ")" }
 print(("plot: %s"):format(p.png or p.gp))

@@ -16,6 +16,7 @@
 #include "rng.h"
 #include "adamw.h"
 #include "data.h"
+#include "tokenizer.h"
 
 /* ---- l_util.c ---------------------------------------------------------------------- */
 
@@ -78,12 +79,20 @@ kn_tensor *knL_push_borrowed(lua_State *L, float *base, size_t n, void *owner,
 /* l_rng.c */
 kn_rng *knL_check_rng(lua_State *L, int arg);
 
-/* l_batch.c: token windows [cap_B, T] (inputs and targets), the first rows filled. */
+/* l_batch.c: token windows [cap_B, T] (inputs and targets), the first rows filled. Each
+ * row remembers where its tokens came from, so that b:text can decode it: set by hand,
+ * bytes, a u16 dataset without a tokenizer, or a tokenizer (the row holds a reference). */
+typedef enum { KNL_ROW_HAND, KNL_ROW_BYTES, KNL_ROW_U16_UNKNOWN, KNL_ROW_TOKENIZER } knL_row_kind;
 typedef struct {
     int32_t *inputs, *targets;
     int cap_B, T, rows;
+    uint8_t *row_kind;          /* [cap_B] knL_row_kind */
+    kn_tokenizer **row_tok;     /* [cap_B] a reference for KNL_ROW_TOKENIZER rows, else NULL */
 } knL_batch;
 knL_batch *knL_check_batch(lua_State *L, int arg);
+/* Record that rows first .. first+count-1 (0-based) were filled from d. No allocation:
+ * it runs in the training step. */
+void knL_batch_rows_from(knL_batch *b, int first, int count, const kn_dataset *d);
 
 /* l_model.c */
 extern const knL_type knL_model_type;
@@ -100,6 +109,16 @@ kn_adamw *knL_check_adamw(lua_State *L, int arg);
 
 /* l_data.c */
 kn_dataset *knL_check_dataset(lua_State *L, int arg);
+
+/* l_tokenizer.c */
+kn_tokenizer *knL_check_tokenizer(lua_State *L, int arg);
+/* The kiln.Tokenizer at arg, or NULL if it is something else (never raises). */
+kn_tokenizer *knL_test_tokenizer(lua_State *L, int arg);
+/* Push t as a kiln.Tokenizer holding a new reference to it. */
+void knL_push_tokenizer(lua_State *L, kn_tokenizer *t);
+/* Push a closed kiln.Tokenizer and return where to store the one reference it will own
+ * (create the tokenizer into it after the push, so a Lua error in between leaks nothing). */
+kn_tokenizer **knL_new_tokenizer(lua_State *L);
 
 /* ---- module assembly (l_module.c) and the parts it assembles ------------------------ */
 

@@ -52,6 +52,9 @@ static kn_ckpt_meta *user_meta(lua_State *L, int idx, int *n_out)
             const char *k = lua_tostring(L, -2);
             if (strncmp(k, "kiln.", 5) == 0)
                 luaL_error(L, "kiln.save: meta key '%s' uses the reserved prefix 'kiln.'", k);
+            if (strcmp(k, "tokenizer") == 0)
+                luaL_error(L, "kiln.save: meta key 'tokenizer' is reserved (kiln.load returns the "
+                           "checkpoint's tokenizer under it); pass the tokenizer as tokenizer = ...");
             char buf[64];
             lua_pushstring(L, meta_string(L, -1, k, buf, sizeof buf));
             meta[i].key = k;
@@ -65,7 +68,23 @@ static kn_ckpt_meta *user_meta(lua_State *L, int idx, int *n_out)
     return meta;
 }
 
-/* kiln.save(path, {model = m, optimizer = opt?, meta = {key = string|number|boolean}}) */
+/* The tokenizer option at idx: nil (none recorded), "bytes", or a kiln.Tokenizer. */
+static void save_tokenizer(lua_State *L, int idx, kn_gpt_save_opts *opts)
+{
+    if (lua_isnil(L, idx)) return;
+    if (lua_type(L, idx) == LUA_TSTRING && strcmp(lua_tostring(L, idx), "bytes") == 0) {
+        opts->tok_kind = KN_CKPT_TOK_BYTES;
+        return;
+    }
+    opts->tokenizer = knL_test_tokenizer(L, idx);
+    if (!opts->tokenizer)
+        luaL_error(L, "kiln.save: field 'tokenizer' must be a kiln.Tokenizer or \"bytes\" (got %s)",
+                   luaL_typename(L, idx));
+    opts->tok_kind = KN_CKPT_TOK_BPE;
+}
+
+/* kiln.save(path, {model = m, optimizer = opt?, tokenizer = tok | "bytes" | nil,
+ *                  meta = {key = string|number|boolean}}) */
 static int l_save(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
@@ -73,13 +92,15 @@ static int l_save(lua_State *L)
     lua_settop(L, 2);
     lua_getfield(L, 2, "model");
     if (lua_isnil(L, 3)) return luaL_error(L, "kiln.save: field 'model' is required");
+    kn_gpt_save_opts opts = {0};
     kn_gpt *g = knL_check_model(L, 3);
     lua_getfield(L, 2, "optimizer");
-    kn_adamw *o = lua_isnil(L, 4) ? NULL : knL_check_adamw(L, 4);
+    opts.optimizer = lua_isnil(L, 4) ? NULL : knL_check_adamw(L, 4);
+    lua_getfield(L, 2, "tokenizer");
+    save_tokenizer(L, 5, &opts);
     lua_getfield(L, 2, "meta");
-    int n_meta;
-    const kn_ckpt_meta *meta = user_meta(L, 5, &n_meta);
-    KNL_TRY(L, kn_gpt_save(path, g, o, meta, n_meta));
+    opts.meta = user_meta(L, 6, &opts.n_meta);
+    KNL_TRY(L, kn_gpt_save_with(path, g, &opts));
     return 0;
 }
 
@@ -113,20 +134,38 @@ static void close_ckpt(lua_State *L, int idx)
     kn_ckpt_close(c);
 }
 
+/* The metadata as a table of strings, without the embedded tokenizer text (a megabyte
+ * for GPT-2's: kiln.load returns the tokenizer itself, kiln.load_tokenizer too). */
 static void push_meta(lua_State *L, const kn_ckpt *c)
 {
     lua_createtable(L, 0, kn_ckpt_num_meta(c));
     for (int i = 0; i < kn_ckpt_num_meta(c); i++) {
         const kn_ckpt_meta *m = kn_ckpt_meta_at(c, i);
+        if (strcmp(m->key, "kiln.tokenizer.json") == 0) continue;
         lua_pushstring(L, m->value);
         lua_setfield(L, -2, m->key);
     }
 }
 
-/* kiln.load(path [, {model = m, optimizer = opt, n_head = n, activation = a}]) -> model, meta
+/* Push the checkpoint's tokenizer: a kiln.Tokenizer, "bytes", or nil (none recorded). */
+static void push_tokenizer(lua_State *L, const kn_ckpt *c)
+{
+    kn_ckpt_tok_kind kind;
+    kn_tokenizer **slot = knL_new_tokenizer(L);
+    if (kn_gpt_ckpt_tokenizer(c, &kind, slot) != KN_OK) knL_error(L);
+    if (kind == KN_CKPT_TOK_BPE) return;
+    lua_pop(L, 1);
+    if (kind == KN_CKPT_TOK_BYTES) lua_pushliteral(L, "bytes");
+    else lua_pushnil(L);
+}
+
+/* kiln.load(path [, {model = m, optimizer = opt, n_head = n, activation = a,
+ *                    tokenizer = false}]) -> model, meta
  * Without `model` a new model is built from the file's config; with it, the file must
  * match that model's shapes exactly. With `optimizer` (the model's own), the AdamW moments
- * and step count are loaded too. The file is checked in full before anything changes. */
+ * and step count are loaded too. The file is checked in full before anything changes.
+ * meta.tokenizer is the recorded tokenizer (kiln.Tokenizer or "bytes"; not built when
+ * tokenizer = false). */
 static int l_load(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
@@ -149,6 +188,7 @@ static int l_load(lua_State *L)
             return luaL_error(L, "kiln.load: field 'activation' must be \"gelu_tanh\" or \"gelu\"");
     }
     lua_pop(L, 1);   /* the string stays alive in the options table */
+    bool want_tok = knL_opt_bool_field(L, 2, "tokenizer", 1);
     kn_ckpt *c = open_ckpt(L, path);                        /* 5 */
     if (g) {
         KNL_TRY(L, kn_gpt_load(c, g, o));
@@ -159,8 +199,23 @@ static int l_load(lua_State *L)
         knL_model_opened(L, h, g);
     }
     push_meta(L, c);
+    if (want_tok) {
+        push_tokenizer(L, c);
+        lua_setfield(L, -2, "tokenizer");
+    }
     close_ckpt(L, 5);
     return 2;
+}
+
+/* kiln.load_tokenizer(path) -> kiln.Tokenizer | "bytes" | nil: the tokenizer a checkpoint
+ * carries, without building the model. */
+static int l_load_tokenizer(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    kn_ckpt *c = open_ckpt(L, path);
+    push_tokenizer(L, c);
+    close_ckpt(L, 2);
+    return 1;
 }
 
 /* kiln.checkpoint_info(path) -> {tensors = {{name=, shape={}}...}, meta = {...}} */
@@ -197,4 +252,6 @@ void knL_open_ckpt(lua_State *L)
     lua_setfield(L, -2, "load");
     lua_pushcfunction(L, l_checkpoint_info);
     lua_setfield(L, -2, "checkpoint_info");
+    lua_pushcfunction(L, l_load_tokenizer);
+    lua_setfield(L, -2, "load_tokenizer");
 }

@@ -19,6 +19,14 @@ static kn_tokenizer *check_tok(lua_State *L, int arg)
     return u->t;
 }
 
+kn_tokenizer *knL_check_tokenizer(lua_State *L, int arg) { return check_tok(L, arg); }
+
+kn_tokenizer *knL_test_tokenizer(lua_State *L, int arg)
+{
+    knL_Tokenizer *u = luaL_testudata(L, arg, TOKENIZER_MT);
+    return u ? u->t : NULL;
+}
+
 /* The userdata exists before the core object, so a failed load leaks nothing. */
 static knL_Tokenizer *push_tok(lua_State *L)
 {
@@ -27,6 +35,14 @@ static knL_Tokenizer *push_tok(lua_State *L)
     luaL_setmetatable(L, TOKENIZER_MT);
     return u;
 }
+
+void knL_push_tokenizer(lua_State *L, kn_tokenizer *t)
+{
+    knL_Tokenizer *u = push_tok(L);   /* may raise: take the reference only after it */
+    u->t = kn_tok_retain(t);
+}
+
+kn_tokenizer **knL_new_tokenizer(lua_State *L) { return &push_tok(L)->t; }
 
 /* tok_load_json(path) */
 static int l_load_json(lua_State *L)

@@ -18,6 +18,7 @@ local protocol = require "kiln.protocol"
 local M = {}
 local here = (arg and arg[0] and arg[0]:match("^(.*)/[^/]*$")) or "experiments/continual"
 M.here = here
+local data_setup = dofile(here .. "/../lib/setup.lua")
 
 local PAPER_BUDGET_B = 297
 
@@ -35,8 +36,11 @@ M.rules = {
   upstream_peak = { above = 0 }, upstream_warmup_frac = F, floor_frac = F, decay_frac = F,
   window_frac = { above = 0, max = 1 }, replay = F, checkpoint_every = P,
   optimizer = { one_of = { "carry", "reset" } }, ["eval.windows"] = P, ["eval.points_window"] = P,
-  ["eval.points_rest"] = P, ["eval.points_upstream"] = P,
+  ["eval.points_rest"] = P, ["eval.points_upstream"] = P, tokenizer = data_setup.tokenizer_rule,
 }
+
+-- The file of corpus folder `dir`'s split ("train" / "val") under the tokenizer setting.
+function M.file(cfg, dir, split) return data_setup.token_file(dir .. "/" .. split .. ".txt", cfg.tokenizer) end
 
 -- Settings for one experiment (or "all"): defaults from common.yaml + <name>.yaml, then
 -- kiln.config's layers (config=FILE, quick profile, key=value).
@@ -81,13 +85,13 @@ function M.protocol(cfg, dir)
   local P = protocol {
     dir = dir, model = m, batch = cfg.batch, context = cfg.context, seed = cfg.seed,
     optimizer = cfg.optimizer_hparams,
-    eval = { sets = { upstream = cfg.upstream .. "/val.txt", downstream = cfg.downstream .. "/val.txt",
-                      ood = cfg.ood .. "/val.txt" }, at = at, windows = cfg.eval.windows },
+    eval = { sets = { upstream = M.file(cfg, cfg.upstream, "val"), downstream = M.file(cfg, cfg.downstream, "val"),
+                      ood = M.file(cfg, cfg.ood, "val") }, at = at, windows = cfg.eval.windows },
     checkpoint_every = cfg.checkpoint_every, quiet = cfg.quiet, log_every = 100,
   }
   local ck = {}
   for k, v in pairs(cfg.checkpoints) do ck[k] = v end
-  P:phase { name = "upstream", data = cfg.upstream .. "/train.txt", tokens = cfg.upstream_tokens,
+  P:phase { name = "upstream", data = M.file(cfg, cfg.upstream, "train"), tokens = cfg.upstream_tokens,
             schedule = { kind = "cosine", peak = cfg.upstream_peak, warmup_frac = cfg.upstream_warmup_frac,
                          floor_frac = cfg.floor_frac },
             checkpoints = ck }
@@ -105,7 +109,7 @@ end
 function M.arm(P, cfg, a)
   local short = not a.full
   local tokens = short and cfg.budget_tokens * cfg.window_frac or cfg.budget_tokens
-  local data_path = (a.data == "same" and cfg.upstream or cfg.downstream) .. "/train.txt"
+  local data_path = M.file(cfg, a.data == "same" and cfg.upstream or cfg.downstream, "train")
   local name, sched
   if a.constant then
     name = ("%s_const_%s"):format(a.src, a.data)
@@ -224,7 +228,7 @@ function M.report(P, cfg, exp, name, outdir)
   head[#head + 1] = "at"
   head[#head + 1] = "OOD end"
   local md = { ("### %s\n\n"):format(exp.title),
-    ("Losses in nats/byte on the validation sets; `@xB` = the paper's x billion of 297B tokens = %s of our %s-token budget. " ..
+    ("Losses in " .. data_setup.loss_unit(cfg.tokenizer) .. " on the validation sets; `@xB` = the paper's x billion of 297B tokens = %s of our %s-token budget. " ..
      "Rise = max over evaluations of (upstream loss − its value at the start of the phase), and the continuation tokens where it happened.\n\n")
       :format(table.concat((function() local t = {} for i, b in ipairs(exp.points_B) do t[i] = util.num(b) .. "B→" .. mtok(points[i]) end return t end)(), ", "),
               mtok(cfg.budget_tokens)),
@@ -247,13 +251,13 @@ function M.report(P, cfg, exp, name, outdir)
   local text = table.concat(md)
   util.write_atomic(outdir .. "/results.md", text)
   util.write_atomic(outdir .. "/results.csv", table.concat(csv))
-  M.plot(rows, exp, name, outdir)
+  M.plot(rows, exp, name, outdir, data_setup.loss_unit(cfg.tokenizer))
   return text, rows
 end
 
 -- losses.dat: one block per arm (tokens in millions, downstream, upstream, ood); losses.gp
 -- draws both losses against continuation tokens, one line per arm.
-function M.plot(rows, exp, name, outdir)
+function M.plot(rows, exp, name, outdir, unit)
   local dat = {}
   for i, r in ipairs(rows) do
     dat[#dat + 1] = ("# %d %s (phase %s)\n# Mtokens downstream upstream ood\n"):format(i - 1, r.arm.label, r.arm.phase)
@@ -294,9 +298,9 @@ function M.plot(rows, exp, name, outdir)
     "set output 'losses.png'",
     "set multiplot layout 1,3 title " .. ("%q"):format(exp.title),
     "set grid", "set key top right font ',9'", "set xlabel 'continuation tokens (M)'",
-    "set ylabel 'downstream val loss (nats/byte)'", "set title 'downstream (learning)'",
+    "set ylabel 'downstream val loss (" .. unit .. ")'", "set title 'downstream (learning)'",
     yrange("downstream"), plots("1:2"),
-    "set ylabel 'upstream val loss (nats/byte)'", "set title 'upstream (forgetting)'",
+    "set ylabel 'upstream val loss (" .. unit .. ")'", "set title 'upstream (forgetting)'",
     yrange("upstream"), plots("1:3"),
     "set xlabel 'upstream val loss'", "set ylabel 'downstream val loss'",
     "set title 'downstream vs upstream (the trade-off)'", yrange("upstream", "x"), yrange("downstream"),
@@ -308,16 +312,24 @@ function M.plot(rows, exp, name, outdir)
   end
 end
 
-local function setup(cfg)
+-- Threads, and the data: every file the protocol reads must exist and share one tokenizer;
+-- the model's vocab_size becomes at least that tokenizer's size.
+function M.setup(cfg)
   kiln.set_threads(cfg.threads)
-  for _, d in ipairs { cfg.upstream, cfg.downstream, cfg.ood } do
-    if not util.exists(d .. "/train.txt") then kiln.config.fail("continual: %s/train.txt is missing (run `make data`)", d) end
+  local files = {}
+  for _, role in ipairs { "upstream", "downstream" } do
+    files[role .. "_train"] = cfg[role] .. "/train.txt"
+    files[role .. "_val"] = cfg[role] .. "/val.txt"
   end
+  files.ood_val = cfg.ood .. "/val.txt"
+  local sets, V = data_setup.open_data("continual", cfg.tokenizer, files, "see docs/data.md")
+  cfg.model.vocab_size = math.max(cfg.model.vocab_size or 0, V)
+  data_setup.report_data("continual", cfg, sets, cfg.model.vocab_size)
 end
 
 function M.main(name, args)
   local cfg = M.settings(name, args)
-  setup(cfg)
+  M.setup(cfg)
   local dir = cfg.out
   local P = M.protocol(cfg, dir)
   local exp = M.define[name](P, cfg)
@@ -330,7 +342,7 @@ end
 
 function M.main_all(args)
   local cfg = M.settings("all", args)
-  setup(cfg)
+  M.setup(cfg)
   local dir = cfg.out
   local P = M.protocol(cfg, dir)
   local exps = {}

@@ -7,6 +7,8 @@ local core = require "kiln.core"
 local kiln = {}
 for k, v in pairs(core) do kiln[k] = v end
 kiln.core = core
+-- Datasets open with their tokenizer (given, or the tokenizer.json beside a token file).
+kiln.dataset = function(path, opts) return require("kiln.data").open(path, opts) end
 
 -- kiln.try_load(path [, opts]) -> model, meta | nil, message  (kiln.load raises instead)
 function kiln.try_load(path, opts)

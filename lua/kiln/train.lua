@@ -219,14 +219,12 @@ function M.run(o)
 
   local data = normalize_data(o.data)
   for _, d in ipairs(data) do
-    if d.dataset:vocab() > mcfg.vocab_size then
-      fail("%s has tokens up to %d but the model's vocab_size is %d", d.dataset:path(), d.dataset:vocab() - 1, mcfg.vocab_size)
-    end
+    d.dataset:check_vocab(mcfg.vocab_size)
     d.dataset:check_window(T)
   end
   local eval_opts = o.eval or {}
   local sets = normalize_sets(eval_opts.sets)
-  for _, s in ipairs(sets) do s.dataset:check_window(T) end
+  for _, s in ipairs(sets) do s.dataset:check_window(T); s.dataset:check_vocab(mcfg.vocab_size) end
   local eval_steps = step_set(eval_opts, "eval", steps)
   if #sets > 0 and o.final_eval ~= false then eval_steps[steps] = true end
   local ckpt_steps = step_set(o.checkpoint, "checkpoint", steps)
@@ -367,7 +365,7 @@ function M.run(o)
     if not run_dir then return nil end
     local path = ("%s/checkpoints/step_%08d.safetensors"):format(run_dir, step)
     if rank == 0 then
-      kiln.save(path, { model = model, optimizer = opt, meta = {
+      kiln.save(path, { model = model, optimizer = opt, tokenizer = data[1].dataset:tokenizer(), meta = {
         step = step, tokens = tokens_seen, rng = rng:state(), lua_state = encode_state(state) } })
     end
     if nranks > 1 then mpi.barrier("checkpoint") end   -- the file exists on return, on every rank
