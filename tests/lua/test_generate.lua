@@ -149,4 +149,16 @@ t.ok(ncode ~= 0 and none:find("usage: kiln sample"), "kiln sample without a chec
 local missing, mcode = t.sh(kiln_bin .. " sample " .. dir .. "/nope.safetensors")
 t.ok(mcode ~= 0 and missing:find("nope.safetensors"), "a missing checkpoint is named")
 
+-- A checkpoint that carries a BPE tokenizer: kiln sample encodes the prompt and decodes the
+-- continuation with it (a tokenizer trained here on the test text, so no corpus is needed).
+local tok = kiln.tokenizer.train { files = "tests/data/tiny_en.txt", vocab_size = 300 }
+local bm = kiln.model { vocab_size = tok:vocab_size(), block_size = 16, n_layer = 1, n_head = 2, n_embd = 16 }
+local bpe_ckpt = dir .. "/bpe.safetensors"
+kiln.save(bpe_ckpt, { model = bm, tokenizer = tok })
+local prompt = "the quick brown"
+local out_b, code_b = t.sh(("%s sample %s %q n=12 temperature=0"):format(kiln_bin, bpe_ckpt, prompt))
+local direct = bm:generate(tok:encode(prompt), { max_new_tokens = 12, temperature = 0 })
+t.ok(code_b == 0 and out_b == prompt .. tok:decode(direct) .. "\n",
+     "kiln sample decodes a BPE checkpoint's continuation with the tokenizer it carries")
+
 t.done()

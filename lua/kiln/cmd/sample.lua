@@ -16,9 +16,10 @@ local DEFAULTS = {
   threads = 0, prompt = "\n",
 }
 
--- The tokenizer that turns text into the model's ids and back: none for a byte-level model
--- (the bytes are the ids). A checkpoint that carries its own tokenizer plugs in here.
+-- The tokenizer that turns text into the model's ids and back: the one the checkpoint
+-- carries, or none for a byte-level model (the bytes are the ids).
 local function tokenizer_for(model, meta)
+  if type(meta.tokenizer) == "userdata" then return meta.tokenizer end
   return nil
 end
 
