@@ -362,8 +362,24 @@ function M.run(o)
     return false
   end
 
+  -- The newest checkpoint known to be good: saved with finite parameters, and before any
+  -- non-finite loss or evaluation (the run stops at the first one, so none is saved after).
+  local last_good = nil
+  local function diverged(fmtstr, ...)
+    status = "failed"
+    local good = last_good or (run_dir and start_step > 0 and newest_checkpoint(run_dir)) or "none"
+    local args = table.pack(...)
+    args[args.n + 1] = good
+    fail("diverged: " .. fmtstr .. "; stopped (last good checkpoint: %s)", table.unpack(args, 1, args.n + 1))
+  end
+
   local function save_checkpoint(step)
     if not run_dir then return nil end
+    local bad = model:flat_params():first_nonfinite()
+    if bad then
+      diverged("step %d: parameter %d of the model is %s, not saved as a checkpoint", step, bad,
+        util.num(model:flat_params():get(bad)))
+    end
     local path = ("%s/checkpoints/step_%08d.safetensors"):format(run_dir, step)
     if rank == 0 then
       kiln.save(path, { model = model, optimizer = opt, meta = {
@@ -377,6 +393,9 @@ function M.run(o)
     local row = {}
     for _, s in ipairs(sets) do
       local mean, per = M.evaluate(model, s.dataset, T, eval_opts.windows or 64, eval_opts.batch or local_B, nranks > 1)
+      if mean ~= mean or mean == math.huge or mean == -math.huge then
+        diverged("step %d: the evaluation loss on '%s' is %s", step, s.name, util.num(mean))
+      end
       row[s.name] = { loss = mean, positions = per }
       if positions_f then
         local fields = { step, s.name }
@@ -462,9 +481,7 @@ function M.run(o)
       fill_batch()
       local l = model:forward(batch, weights, normalize)
       if l ~= l or l == math.huge or l == -math.huge then
-        status = "failed"
-        fail("step %d: the loss is %s; stopped before the update (last good checkpoint: %s)",
-          step, tostring(l), last_ckpt or newest_checkpoint(run_dir or "") or "none")
+        diverged("step %d: the loss is %s, before the update", step, util.num(l))
       end
       model:backward(1 / accum)
       loss = loss + l / accum
@@ -477,10 +494,7 @@ function M.run(o)
     end
     step_hp.lr = lr
     local ok, norm = pcall(opt.step, opt, step_hp)
-    if not ok then
-      fail("step %d: %s (stopped before the update; last good checkpoint: %s)", step, tostring(norm),
-        last_ckpt or (run_dir and newest_checkpoint(run_dir)) or "none")
-    end
+    if not ok then diverged("step %d: %s, before the update", step, tostring(norm)) end
     step = step + 1
     tokens_seen = tokens_seen + tokens_per_step
     local dt = kiln.clock() - t0
@@ -527,6 +541,7 @@ function M.run(o)
     if evaluated and info then stop = call_hook("on_eval", info) or stop end
     if ckpt_steps[step] or (stop and run_dir) then
       last_ckpt = save_checkpoint(step)
+      last_good = last_ckpt or last_good
       if info then
         info.checkpoint = last_ckpt
         stop = call_hook("on_checkpoint", info) or stop
@@ -560,6 +575,12 @@ function M.run(o)
   if nranks > 1 then mpi.barrier() end   -- rank 0's files are complete when any rank returns
   summary.model, summary.optimizer, summary.state = model, opt, state
   return summary
+end
+
+-- is_divergence(err): whether an error raised by kiln.train is a run stopped by a
+-- non-finite loss, evaluation or parameter (a result of the experiment, not a mistake in it).
+function M.is_divergence(err)
+  return type(err) == "string" and err:find("^kiln%.train: diverged: ") ~= nil
 end
 
 return setmetatable(M, { __call = function(_, o) return M.run(o) end })
