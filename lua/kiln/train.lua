@@ -31,6 +31,7 @@
 -- same results as an uninterrupted run; one whose summary.yaml exists returns it at once.
 local kiln = require "kiln"
 local util = require "kiln.util"
+local check = require "kiln.check"
 local schedule_mod = require "kiln.schedule"
 local weighting_mod = require "kiln.weighting"
 
@@ -199,11 +200,15 @@ function M.run(o)
   local B = o.batch or 16
   local T = o.context or mcfg.block_size
   local accum = o.accumulate or 1
-  if math.type(B) ~= "integer" or B < 1 then fail("'batch' must be a positive integer") end
+  if math.type(B) ~= "integer" or B < 1 or B > check.MAX_BATCH then
+    fail("'batch' must be an integer in 1..%d (got %s)", check.MAX_BATCH, check.describe(B))
+  end
   if math.type(T) ~= "integer" or T < 1 or T > mcfg.block_size then
     fail("'context' must be an integer in 1..%d (the model's block_size), got %s", mcfg.block_size, tostring(T))
   end
-  if math.type(accum) ~= "integer" or accum < 1 then fail("'accumulate' must be a positive integer") end
+  if math.type(accum) ~= "integer" or accum < 1 or accum > check.MAX_ACCUMULATE then
+    fail("'accumulate' must be an integer in 1..%d (got %s)", check.MAX_ACCUMULATE, check.describe(accum))
+  end
   local mpi = kiln.mpi
   local nranks, rank = mpi.size(), mpi.rank()
   if B % nranks ~= 0 then fail("'batch' (%d) must be a multiple of the number of processes (%d)", B, nranks) end
