@@ -32,6 +32,7 @@
 -- other error from `run` or `report` stops the suite.
 local kiln = require "kiln"
 local util = require "kiln.util"
+local check = require "kiln.check"
 local train_mod = require "kiln.train"
 
 local M = {}
@@ -106,7 +107,7 @@ function M.run(o)
   if type(o.dir) ~= "string" then fail("'dir' (the suite's directory) is required") end
   if type(o.variants) ~= "table" or #o.variants == 0 then fail("'variants' must be a non-empty list") end
   if type(o.run) ~= "function" then fail("'run' must be a function(variant, seed, run_dir)") end
-  local seeds = o.seeds or { 1 }
+  local seeds = check.arg("kiln.suite", "seeds", o.seeds, "?table") or { 1 }
   local seen = {}
   for i, v in ipairs(o.variants) do
     if type(v) ~= "table" or type(v.name) ~= "string" or not v.name:match("^[%w_%-%.]+$") then
@@ -118,6 +119,12 @@ function M.run(o)
   for i, s in ipairs(seeds) do
     if math.type(s) ~= "integer" then fail("seeds[%d] must be an integer", i) end
   end
+  local who = "kiln.suite"
+  check.arg(who, "report", o.report, "?callable")
+  if o.columns ~= nil then check.list(who, "columns", o.columns, "string") end
+  check.arg(who, "title", o.title, "?string")
+  check.arg(who, "quiet", o.quiet, "?boolean")
+  if o.digits ~= nil then check.integer(who, "digits", o.digits, 0, 17) end
   local report = o.report or default_report
   local digits = o.digits or 4
   local parallel = o.parallel or "data"

@@ -62,7 +62,8 @@ local function normalize_data(data)
     local ds = d.dataset or d[1]
     local w = d.weight or d[2] or 1
     if not is_userdata_of(ds, "kiln.Dataset") then fail("data[%d].dataset must be a kiln.dataset", i) end
-    if type(w) ~= "number" or w < 0 or w ~= w then fail("data[%d].weight must be a number >= 0", i) end
+    if not check.isfinite(w) or w < 0 then fail("data[%d].weight must be a finite number >= 0", i) end
+    if d.name ~= nil and type(d.name) ~= "string" then fail("data[%d].name must be a string", i) end
     out[i] = { name = d.name or ("data" .. i), dataset = ds, weight = w }
     total = total + w
   end
@@ -109,6 +110,13 @@ end
 -- With split = true (a collective: every rank must call it) each rank evaluates its share
 -- of the windows and the sums are combined with kiln.mpi.allreduce.
 function M.evaluate(model, ds, T, windows, B, split)
+  local who = "kiln.train.evaluate"
+  check.arg(who, "model", model, "kiln.Model")
+  check.arg(who, "dataset", ds, "kiln.Dataset")
+  T = check.integer(who, "T", T, 1, check.MAX_POSITIONS)
+  if windows ~= nil then windows = check.integer(who, "windows", windows, 1) end
+  if B ~= nil then B = check.integer(who, "batch", B, 1, check.MAX_BATCH) end
+  check.arg(who, "split", split, "?boolean")
   B = B or 16
   local total = ds:num_eval_windows(T)
   if total < 1 then error(("%s: no evaluation window of %d tokens fits"):format(ds:path(), T + 1), 0) end
@@ -177,6 +185,33 @@ local function format_eta(seconds)
   return ("%ds"):format(seconds)
 end
 
+-- The types of the options that are not checked where they are used.
+local function check_option_types(o)
+  local who = "kiln.train"
+  if o.log_every ~= nil then check.integer(who, "log_every", o.log_every, 1) end
+  if o.seed ~= nil then check.integer(who, "seed", o.seed) end
+  if o.run_dir ~= nil then check.string(who, "run_dir", o.run_dir, true) end
+  for _, k in ipairs { "quiet", "progress", "final_eval" } do check.arg(who, k, o[k], "?boolean") end
+  for _, k in ipairs { "on_step", "on_eval", "on_checkpoint" } do check.arg(who, k, o[k], "?callable") end
+  check.arg(who, "config", o.config, "?table")
+  check.arg(who, "state", o.state, "?table")
+  check.arg(who, "command", o.command, "?string")
+  if o.resume ~= nil and o.resume ~= true and o.resume ~= false and o.resume ~= "force" then
+    check.fail(who, "resume", 'true, false or "force"', o.resume)
+  end
+  if o.steps ~= nil then check.integer(who, "steps", o.steps, 0) end
+  if o.tokens ~= nil then check.positive(who, "tokens", o.tokens) end
+  if o.eval ~= nil then
+    check.fields(who, "eval", o.eval, { "every", "at", "sets", "windows", "batch" })
+    if o.eval.windows ~= nil then check.integer(who, "eval.windows", o.eval.windows, 1) end
+    if o.eval.batch ~= nil then check.integer(who, "eval.batch", o.eval.batch, 1, check.MAX_BATCH) end
+  end
+  if o.checkpoint ~= nil then check.fields(who, "checkpoint", o.checkpoint, { "every", "at" }) end
+  for _, k in ipairs { "eval", "checkpoint" } do
+    if o[k] ~= nil and o[k].at ~= nil then check.list(who, k .. ".at", o[k].at, "integer") end
+  end
+end
+
 function M.run(o)
   if type(o) ~= "table" then error("kiln.train: expected a table of options", 2) end
   for k in pairs(o) do
@@ -185,6 +220,8 @@ function M.run(o)
       fail("unknown option '%s' (known: %s)", tostring(k), table.concat(names, ", "))
     end
   end
+
+  check_option_types(o)
 
   -- Model and optimizer ----------------------------------------------------------------
   local model = o.model
