@@ -78,6 +78,18 @@ local function is_kind(v, k)
   return type(v) == k
 end
 
+-- A cheap method of each binding class that fails on a closed object: a check for the class
+-- also refuses a closed one, so the error names the caller rather than the inner call.
+local PROBE = { ["kiln.Model"] = "num_params", ["kiln.Tensor"] = "numel", ["kiln.Dataset"] = "vocab",
+                ["kiln.AdamW"] = "hparams", ["kiln.Batch"] = "size" }
+
+local function is_closed(v, k)
+  local probe = PROBE[k]
+  if not probe then return false end
+  local ok, f = pcall(function() return v[probe] end)
+  return not (ok and type(f) == "function" and pcall(f, v))
+end
+
 local kind_text = {
   table = "a table", number = "a number", integer = "an integer", string = "a string",
   ["function"] = "a function", callable = "a function", boolean = "true or false", ["nil"] = "nil",
@@ -94,7 +106,10 @@ function M.arg(who, arg, v, kinds)
   end
   local texts = {}
   for k in kinds:gmatch("[^|]+") do
-    if is_kind(v, k) then return v end
+    if is_kind(v, k) then
+      if is_closed(v, k) then error(("%s: %s is a closed %s"):format(who, argname(arg), k), 0) end
+      return v
+    end
     texts[#texts + 1] = kind_text[k] or ("a " .. k)
   end
   local expected = #texts == 1 and texts[1] or (table.concat(texts, ", ", 1, #texts - 1) .. " or " .. texts[#texts])
@@ -215,6 +230,17 @@ function M.option(who, arg, v, choices)
   local quoted = {}
   for i, c in ipairs(choices) do quoted[i] = ("%q"):format(c) end
   M.fail(who, arg, "one of " .. table.concat(quoted, ", "), v)
+end
+
+-- check.call(who, f, ...): f(...)'s results; an error from f (a binding function given the
+-- caller's options, say) is raised again as "who: message", without the position of the
+-- library line that made the call.
+function M.call(who, f, ...)
+  local r = table.pack(pcall(f, ...))
+  if r[1] then return table.unpack(r, 2, r.n) end
+  local msg = r[2]
+  if type(msg) == "string" then msg = msg:gsub("^%[?[^%s:]*%]?[^%s:]*:%d+: ", "") end
+  error(who .. ": " .. tostring(msg), 0)
 end
 
 return M

@@ -153,7 +153,7 @@ function M.width(small, big_config, opts)
     fail("width: head size %d is smaller than the small model's %d", cfg.n_embd // cfg.n_head, s.n_embd // s.n_head)
   end
 
-  local big = kiln.model(cfg)                        -- θ_init(big), μP-scaled under μP
+  local big = check.call(who, kiln.model, cfg)       -- θ_init(big), μP-scaled under μP
   for _, p in ipairs(big:params()) do
     local name = p.name
     local tb = big:param(name)
@@ -209,7 +209,7 @@ function M.depth(small, opts)
   if new_blocks ~= "copy" and new_blocks ~= "init" then fail("depth: new_blocks must be \"copy\" or \"init\"") end
   local cfg = copy_table(s)
   cfg.n_layer, cfg.seed = Lb, opts.seed or 1
-  local big = kiln.model(cfg)
+  local big = check.call(who, kiln.model, cfg)
   -- source[i] = small block copied into big block i; is_new[i] = it is an added block
   local source, is_new = {}, {}
   for i = 0, Lb - 1 do
@@ -261,7 +261,7 @@ function M.recipe_from_meta(meta)
   check.arg("kiln.grow.recipe_from_meta", "meta", meta, "table")
   local r
   for k, v in pairs(meta) do
-    local field = k:match("^grow%.([%w_]+)$")
+    local field = type(k) == "string" and k:match("^grow%.([%w_]+)$")
     if field and field ~= "steps" then
       r = r or {}
       r[field] = tonumber(v) or (v == "true" and true) or (v == "false" and false) or v

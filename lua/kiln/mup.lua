@@ -107,7 +107,7 @@ function M.optimizer(model, hparams)
   check.arg(who, "hparams.decoupled_wd", hparams.decoupled_wd, "?boolean")
   local h = {}
   for k, v in pairs(hparams) do if k ~= "decoupled_wd" then h[k] = v end end
-  local opt = kiln.adamw(model, h)
+  local opt = check.call(who, kiln.adamw, model, h)
   for _, row in ipairs(M.table(model, hparams)) do
     if row.role == "hidden" and (row.lr_scale ~= 1 or row.wd_scale ~= 1) then
       opt:set_group("^" .. row.name:gsub("%p", "%%%0") .. "$", { lr_scale = row.lr_scale, wd_scale = row.wd_scale })
@@ -129,7 +129,7 @@ function M.widen(cfg, k)
   for key, v in pairs(cfg) do out[key] = v end
   local d, h = cfg.n_embd * k, cfg.n_head * k
   if d ~= math.floor(d) or h ~= math.floor(h) or h < 1 then
-    error(("kiln.mup.widen: %d x %s is not a whole width with whole heads"):format(cfg.n_embd, tostring(k)), 2)
+    error(("kiln.mup.widen: %d x %s is not a whole width with whole heads"):format(cfg.n_embd, tostring(k)), 0)
   end
   out.n_embd, out.n_head = math.tointeger(d), math.tointeger(h)
   return out

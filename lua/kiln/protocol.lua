@@ -66,11 +66,11 @@ local function is_dataset(x) return type(x) == "userdata" and (getmetatable(x) o
 
 local dataset_cache = {}
 local function dataset(x, what)
-  if is_dataset(x) then return x end
+  if is_dataset(x) then return check.arg("kiln.protocol", what, x, "kiln.Dataset") end
   if type(x) == "string" then
     if not dataset_cache[x] then
       if not util.exists(x) then fail("%s: no such file '%s'", what, x) end
-      dataset_cache[x] = kiln.dataset(x)
+      dataset_cache[x] = check.call("kiln.protocol: " .. what, kiln.dataset, x)
     end
     return dataset_cache[x]
   end

@@ -123,7 +123,7 @@ end
 -- ---------------------------------------------------------------------------------------
 local function check_step(step)
   if not isnum(step) or step < 0 then
-    error(("schedule: step must be a non-negative number (got %s)"):format(show(step)), 3)
+    error(("kiln.schedule: step must be a non-negative number (got %s)"):format(show(step)), 0)
   end
 end
 
@@ -165,10 +165,10 @@ function S:sample(n, total_steps)
   n = check.integer("kiln.schedule:sample", "n", n, 1, check.MAX_SAMPLES)
   total_steps = total_steps or self._length
   if total_steps == nil then
-    error(("schedule:sample: 'total_steps' is required for %s (it has no natural length)"):format(self:describe()), 2)
+    error(("schedule:sample: 'total_steps' is required for %s (it has no natural length)"):format(self:describe()), 0)
   end
   if not (isnum(total_steps) and total_steps >= 0) then
-    error(("schedule:sample: 'total_steps' must be a number >= 0 (got %s)"):format(show(total_steps)), 2)
+    error(("schedule:sample: 'total_steps' must be a number >= 0 (got %s)"):format(show(total_steps)), 0)
   end
   local pts = {}
   for i = 1, n do

@@ -53,15 +53,19 @@ end
 
 -- A list of {name=, dataset=, weight=} from the `data` option.
 local function normalize_data(data)
-  if is_userdata_of(data, "kiln.Dataset") then return { { name = "train", dataset = data, weight = 1 } } end
+  if is_userdata_of(data, "kiln.Dataset") then
+    return { { name = "train", dataset = check.arg("kiln.train", "data", data, "kiln.Dataset"), weight = 1 } }
+  end
   if type(data) ~= "table" or #data == 0 then
     fail("'data' must be a kiln.dataset or a list of {dataset = ..., weight = ...} (got %s)", type(data))
   end
   local out, total = {}, 0
   for i, d in ipairs(data) do
+    check.arg("kiln.train", ("data[%d]"):format(i), d, "table")
     local ds = d.dataset or d[1]
     local w = d.weight or d[2] or 1
     if not is_userdata_of(ds, "kiln.Dataset") then fail("data[%d].dataset must be a kiln.dataset", i) end
+    check.arg("kiln.train", ("data[%d].dataset"):format(i), ds, "kiln.Dataset")
     if not check.isfinite(w) or w < 0 then fail("data[%d].weight must be a finite number >= 0", i) end
     if d.name ~= nil and type(d.name) ~= "string" then fail("data[%d].name must be a string", i) end
     out[i] = { name = d.name or ("data" .. i), dataset = ds, weight = w }
@@ -75,13 +79,16 @@ end
 local function normalize_sets(sets)
   local out = {}
   if sets == nil then return out end
-  if is_userdata_of(sets, "kiln.Dataset") then return { { name = "val", dataset = sets } } end
+  if is_userdata_of(sets, "kiln.Dataset") then
+    return { { name = "val", dataset = check.arg("kiln.train", "eval.sets", sets, "kiln.Dataset") } }
+  end
   if type(sets) ~= "table" then fail("eval.sets must be a table of name = kiln.dataset") end
   for _, name in ipairs(util.sorted_keys(sets)) do
     local ds = sets[name]
     if type(name) ~= "string" then fail("eval.sets keys must be names (strings)") end
     if not name:match("^[%w_]+$") then fail("eval set name '%s' must be letters, digits or _", name) end
     if not is_userdata_of(ds, "kiln.Dataset") then fail("eval.sets.%s must be a kiln.dataset", name) end
+    check.arg("kiln.train", "eval.sets." .. name, ds, "kiln.Dataset")
     out[#out + 1] = { name = name, dataset = ds }
   end
   return out
@@ -225,12 +232,14 @@ function M.run(o)
 
   -- Model and optimizer ----------------------------------------------------------------
   local model = o.model
-  if type(model) == "table" then model = kiln.model(model)
+  if type(model) == "table" then model = check.call("kiln.train: 'model'", kiln.model, model)
   elseif not is_userdata_of(model, "kiln.Model") then fail("'model' must be a kiln.model or a config table") end
+  check.arg("kiln.train", "model", model, "kiln.Model")
   local mcfg = model:config()
   local opt = o.optimizer
-  if opt == nil or type(opt) == "table" then opt = kiln.adamw(model, opt)
+  if opt == nil or type(opt) == "table" then opt = check.call("kiln.train: 'optimizer'", kiln.adamw, model, opt)
   elseif not is_userdata_of(opt, "kiln.AdamW") then fail("'optimizer' must be a kiln.adamw or a table of hyperparameters") end
+  check.arg("kiln.train", "optimizer", opt, "kiln.AdamW")
   if opt:model() ~= model then fail("the optimizer belongs to another model") end
 
   -- Shapes and budget --------------------------------------------------------------------

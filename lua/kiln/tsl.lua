@@ -71,7 +71,7 @@ function M.fit_positions(losses, opts)
   opts = util.copy(opts or {})
   if opts.lower == nil then opts.lower = { a0 = 0, a1 = 0, a2 = 0 } end
   if opts.upper == nil then opts.upper = { a1 = M.position_a1_max } end
-  local r = kiln.fit.curve("position", xs, losses, nil, opts)
+  local r = check.call("kiln.tsl.fit_positions", kiln.fit.curve, "position", xs, losses, nil, opts)
   return { a0 = r.p[1], a1 = r.p[2], a2 = r.p[3], r2 = r.r2, mse = r.mse, n = n, converged = r.converged }
 end
 

@@ -54,7 +54,7 @@ end
 local function check_T(T, who)
   if not (isnum(T) and T == floor(T) and T >= 1 and T <= check.MAX_POSITIONS) then
     error(("%s: T (the context length) must be a whole number in 1..%d (got %s)")
-      :format(who or "weighting", check.MAX_POSITIONS, show(T)), 3)
+      :format(who or "weighting", check.MAX_POSITIONS, show(T)), 0)
   end
   return math.tointeger(T)
 end
@@ -113,24 +113,24 @@ end
 -- ---------------------------------------------------------------------------------------
 
 -- vector(T): a fresh Lua array of T weights (v[i] for token position i-1), each finite and >= 0.
-function W:vector(T)
+function W:vector(T, who)
   is_self("vector", self)
-  T = check_T(T, "weighting:vector")
+  T = check_T(T, type(who) == "string" and who or "weighting:vector")
   local v = self._fill(T)
   if #v ~= T then
-    error(("weighting: expected %d weights (one per position), got %d"):format(T, #v), 2)
+    error(("weighting: expected %d weights (one per position), got %d"):format(T, #v), 0)
   end
   local sum = 0
   for i = 1, T do
     local x = v[i]
     if not (isnum(x) and x >= 0) then
       error(("weighting: %s: weight at position %d (0-based) is %s (expected a finite number >= 0)")
-        :format(self:describe(), i - 1, show(x)), 2)
+        :format(self:describe(), i - 1, show(x)), 0)
     end
     sum = sum + x
   end
   if self.normalize and sum == 0 then
-    error(("weighting: %s: all %d weights are 0, cannot normalize (mean(w) = 0)"):format(self:describe(), T), 2)
+    error(("weighting: %s: all %d weights are 0, cannot normalize (mean(w) = 0)"):format(self:describe(), T), 0)
   end
   return v
 end
@@ -138,7 +138,7 @@ end
 -- mean(T): mean of vector(T) (the divisor of the loss when normalize is set).
 function W:mean(T)
   is_self("mean", self)
-  local v = self:vector(T)
+  local v = self:vector(T, "weighting:mean")
   local s = 0
   for i = 1, #v do s = s + v[i] end
   return s / #v
@@ -148,7 +148,7 @@ end
 -- B*T: vector(T), divided by its mean when normalize is set (so they average to 1).
 function W:loss_weights(T)
   is_self("loss_weights", self)
-  local v = self:vector(T)
+  local v = self:vector(T, "weighting:loss_weights")
   if not self.normalize then return v end
   local s = 0
   for i = 1, #v do s = s + v[i] end

@@ -179,7 +179,7 @@ t.err(lit("weighting:vector: T (the context length) must be a whole number in 1.
 t.err(lit("weighting:vector: T (the context length) must be a whole number in 1..1048576 (got 2.5)"), function() return W.uniform():vector(2.5) end)
 -- Huge context lengths are refused before anything is allocated.
 t.err(lit("weighting:vector: T (the context length) must be a whole number in 1..1048576 (got 2147483648)"), function() return W.uniform():vector(2 ^ 31) end)
-t.err(lit("weighting:vector: T (the context length) must be a whole number in 1..1048576 (got 1048577)"), function() return W.head():mean(1048577) end)
+t.err(lit("weighting:mean: T (the context length) must be a whole number in 1..1048576 (got 1048577)"), function() return W.head():mean(1048577) end)
 t.err(lit("weighting.split: T (the context length) must be a whole number in 1..1048576"), W.split, math.maxinteger)
 t.eq(#W.uniform():vector(1048576), 1048576, "the largest context length is accepted")
 t.err(lit("kiln.weighting:vector: called on number, expected a kiln.weighting (use value:method(...))"), W.uniform().vector, 5)
