@@ -40,6 +40,17 @@ local function argname(arg)
   return "argument '" .. tostring(arg) .. "'"
 end
 
+-- The library's own use of these functions: `who` and the other control arguments must be
+-- what they say, or the check itself reports the mistake.
+local function own(fname, who, name, v, ty)
+  if type(who) ~= "string" then
+    error(("kiln.check.%s: argument 'who' must be a string, got %s"):format(fname, type(who)), 0)
+  end
+  if name and type(v) ~= ty then
+    error(("kiln.check.%s: argument '%s' must be a %s, got %s"):format(fname, name, ty, type(v)), 0)
+  end
+end
+
 -- The metatable name of a userdata or table value (kiln.Model, kiln.schedule, ...), or nil.
 local function class_of(v)
   local mt = getmetatable(v)
@@ -55,12 +66,16 @@ end
 
 -- Raises "who: argument 'name' must be <expected>, got <number or type>".
 function M.fail(who, arg, expected, v)
+  own("fail", who, "expected", expected, "string")
   error(("%s: %s must be %s, got %s"):format(who, argname(arg), expected, given(v)), 0)
 end
 
 -- Raises "who: <message>" (formatted).
 function M.error(who, fmt, ...)
-  error(who .. ": " .. fmt:format(...), 0)
+  own("error", who, "fmt", fmt, "string")
+  local ok, msg = pcall(string.format, fmt, ...)
+  if not ok then error(("kiln.check.error: the format %q does not fit its arguments"):format(fmt), 0) end
+  error(who .. ": " .. msg, 0)
 end
 
 -- Whether v is of kind `k`: a Lua type name, "integer", "callable", "any", or a class name
@@ -99,6 +114,7 @@ local kind_text = {
 -- check.arg(who, arg, v, "number|table", ...) -> v: v must be one of the kinds (separated by
 -- "|"). Kinds as is_kind above; "?" in front ("?table") also allows nil.
 function M.arg(who, arg, v, kinds)
+  own("arg", who, "kinds", kinds, "string")
   local optional = kinds:sub(1, 1) == "?"
   if optional then
     if v == nil then return v end
@@ -118,6 +134,7 @@ end
 
 -- check.self(who, v, class): the receiver of a method (s:sample() called as s.sample(5)).
 function M.self(who, v, class)
+  own("self", who, "class", class, "string")
   if class_of(v) ~= class then
     error(("%s: called on %s, expected a %s (use value:method(...))"):format(who, class_of(v) or type(v), class), 0)
   end
@@ -136,6 +153,7 @@ end
 
 -- check.number(who, arg, v [, min [, max]]) -> v: a finite number within [min, max].
 function M.number(who, arg, v, min, max)
+  own("number", who)
   if not isfinite(v) or (min and v < min) or (max and v > max) then
     M.fail(who, arg, "a finite number" .. range_text(min, max), v)
   end
@@ -145,6 +163,7 @@ end
 -- check.integer(who, arg, v [, min [, max]]) -> v as an integer: a whole number (2.0 is 2)
 -- within [min, max].
 function M.integer(who, arg, v, min, max)
+  own("integer", who)
   local i = type(v) == "number" and math.tointeger(v) or nil
   if i == nil or (min and i < min) or (max and i > max) then
     M.fail(who, arg, "a whole number" .. range_text(min, max), v)
@@ -154,23 +173,27 @@ end
 
 -- check.count(who, arg, v, max): an integer in 1..max (a size something is allocated for).
 function M.count(who, arg, v, max)
+  own("count", who)
   return M.integer(who, arg, v, 1, max)
 end
 
 -- check.positive(who, arg, v): a finite number > 0.
 function M.positive(who, arg, v)
+  own("positive", who)
   if not (isfinite(v) and v > 0) then M.fail(who, arg, "a finite number > 0", v) end
   return v
 end
 
 -- check.finite(who, arg, v): a finite number.
 function M.finite(who, arg, v)
+  own("finite", who)
   if not isfinite(v) then M.fail(who, arg, "a finite number", v) end
   return v
 end
 
 -- check.string(who, arg, v [, nonempty]): a string (non-empty when asked).
 function M.string(who, arg, v, nonempty)
+  own("string", who)
   if type(v) ~= "string" or (nonempty and v == "") then
     M.fail(who, arg, nonempty and "a non-empty string" or "a string", v)
   end
@@ -180,6 +203,7 @@ end
 -- check.list(who, arg, v, kind): a plain table whose entries 1..#v are all of kind `kind`
 -- (nothing else in it is looked at).
 function M.list(who, arg, v, kind)
+  own("list", who, "kind", kind, "string")
   M.arg(who, arg, v, "table")
   for i = 1, #v do
     if not is_kind(v[i], kind) then
@@ -192,6 +216,7 @@ end
 
 -- check.numbers(who, arg, v [, finite]): a list of numbers (finite ones when asked).
 function M.numbers(who, arg, v, finite)
+  own("numbers", who)
   M.arg(who, arg, v, "table")
   for i = 1, #v do
     local x = v[i]
@@ -206,6 +231,7 @@ end
 -- check.fields(who, arg, t, known): a plain table with no field outside `known` (a set or a
 -- list of names). Returns t.
 function M.fields(who, arg, t, known)
+  own("fields", who, "known", known, "table")
   M.arg(who, arg, t, "table")
   local set = known
   if known[1] ~= nil then
@@ -226,6 +252,7 @@ end
 
 -- check.option(who, arg, v, {"a", "b"}): one of the given strings.
 function M.option(who, arg, v, choices)
+  own("option", who, "choices", choices, "table")
   for _, c in ipairs(choices) do if v == c then return v end end
   local quoted = {}
   for i, c in ipairs(choices) do quoted[i] = ("%q"):format(c) end
@@ -236,6 +263,8 @@ end
 -- caller's options, say) is raised again as "who: message", without the position of the
 -- library line that made the call.
 function M.call(who, f, ...)
+  own("call", who)
+  if not is_kind(f, "callable") then error(("kiln.check.call: argument 'f' must be a function, got %s"):format(type(f)), 0) end
   local r = table.pack(pcall(f, ...))
   if r[1] then return table.unpack(r, 2, r.n) end
   local msg = r[2]

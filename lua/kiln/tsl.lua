@@ -158,6 +158,7 @@ function M.read_run(run_dir, opts)
   local config = util.exists(run_dir .. "/config.yaml") and kiln.yaml.load(run_dir .. "/config.yaml") or {}
   local train = config.train or {}
   run.tokens_per_step = opts.tokens_per_step or train.tokens_per_step
+  if type(run.tokens_per_step) == "number" then run.tokens_per_step = run.tokens_per_step + 0.0 end
   run.total_steps = opts.total_steps or train.steps
   local metrics = util.exists(run_dir .. "/metrics.csv") and util.read_csv(run_dir .. "/metrics.csv") or nil
   local lr_col, tok_col
@@ -452,12 +453,13 @@ function M.fit_baseline(name, steps, losses, tokens_per_step, unit)
   check.positive(who, "tokens_per_step", tokens_per_step)
   if unit ~= nil then check.positive(who, "unit", unit) end
   unit = unit or 1e6
+  tokens_per_step = tokens_per_step + 0.0   -- floats: step x tokens never wraps around
   local b
   for _, x in ipairs(M.baselines) do if x.name == name then b = x end end
   if not b then fail("unknown baseline '%s' (power, reciprocal, log)", tostring(name)) end
   local xs = {}
   for k, st in ipairs(steps) do xs[k] = st * tokens_per_step / unit end
-  local r = kiln.fit.curve(b.law, xs, losses)
+  local r = check.call(who, kiln.fit.curve, b.law, xs, losses)
   local p, law = r.p, b.law
   return { name = name, formula = b.formula, p = r.p, named = r.named, r2 = r.r2, mse = r.mse,
            at = function(step) return kiln.fit.eval(law, p, step * tokens_per_step / unit) end }

@@ -24,7 +24,7 @@ local EXCLUDED = {
 
 -- Modules of the library, enumerated from their tables.
 local MODULES = { "schedule", "weighting", "train", "suite", "protocol", "grow", "mup", "tsl",
-                  "util", "plot", "config", "yaml", "fit", "mpi", "repl" }
+                  "util", "plot", "config", "yaml", "fit", "mpi", "repl", "check" }
 
 local function build(root)
   local kiln = require "kiln"
@@ -136,6 +136,10 @@ local function build(root)
       else
         case(("%s(%s)"):format(name, label), tg.fn, v)
         case(("%s(%s, %s)"):format(name, label, label), tg.fn, v, v)
+        -- a plausible first argument, then the bad one
+        case(("%s(model, %s)"):format(name, label), tg.fn, inst.model, v)
+        case(('%s("x", %s)'):format(name, label), tg.fn, "x", v)
+        case(("%s({}, %s)"):format(name, label), tg.fn, {}, v)
       end
     end
     if tg.self ~= nil and closed[tg.self_name] then
@@ -198,6 +202,45 @@ local function build(root)
     { "kiln.tsl.fit_positions", pos = 2, args = function() return { { 4, 3, 2.5, 2.2, 2.1, 2 } } end,
       fields = { "lower", "upper", "starts" }, base = function() return {} end },
   }
+  -- Functions with several positional arguments: a valid call, each argument in turn bad.
+  local POSITIONAL = {
+    ["kiln.train.evaluate"] = function() return { inst.model, inst.dataset, 8, 4, 2 } end,
+    ["kiln.grow.blocks"] = function() return { inst.model, inst.other_model, "transformer.wte.weight" } end,
+    ["kiln.grow.width"] = function() return { inst.model, { n_embd = 16, n_head = 2 }, { shrink = 0.5 } } end,
+    ["kiln.grow.depth"] = function() return { inst.model, { factor = 2 } } end,
+    ["kiln.tsl.position_curve"] = function() return { 1, 0.5, 2, 8 } end,
+    ["kiln.tsl.fit_baseline"] = function() return { "power", { 1, 2, 3, 4, 5 }, { 3, 2.5, 2.2, 2.1, 2 }, 100, 1e3 } end,
+    ["kiln.protocol.summarize"] = function() return { { { tokens = 0, val = 2 }, { tokens = 10, val = 1 } }, "val", { 5 } } end,
+    ["kiln.util.csv_line"] = function() return { { 1, "a" }, 2 } end,
+    ["kiln.util.write_atomic"] = function() return { "file.txt", "text" } end,
+    ["kiln.util.list_dir"] = function() return { ".", "%.txt$" } end,
+    ["kiln.mup.widen"] = function() return { { n_embd = 8, n_head = 1 }, 2 } end,
+    ["kiln.weighting.split"] = function() return { 10, 0.1 } end,
+    ["kiln.weighting.custom"] = function() return { { 1, 2 }, { normalize = true } } end,
+    ["kiln.schedule.from"] = function() return { function() return 1 end, { describe = "f", steps = 3 } } end,
+    ["kiln.yaml.dump"] = function() return { { a = 1 }, "out.yaml" } end,
+    ["kiln.yaml.decode"] = function() return { "a: 1", "name.yaml" } end,
+  }
+  for _, name in ipairs(names) do
+    local mk = POSITIONAL[name]
+    if mk then
+      local tg = targets[name]
+      local short = name:match("([%w_]+)$")
+      local f = load(("local h = ...; return function(...) return h.%s(...) end"):format(short))({ [short] = tg.fn })
+      local n = #mk()
+      for pos = 1, n do
+        for _, pv in ipairs(values) do
+          local label, v = pv[1], pv[2]
+          cases[#cases + 1] = { label = ("%s(valid arguments, #%d = %s)"):format(name, pos, label), call = function()
+            local args = mk()
+            args[pos] = v
+            return f(table.unpack(args, 1, n))
+          end }
+        end
+      end
+    end
+  end
+
   local sched_fields = { "lr", "peak", "floor", "floor_frac", "steps", "warmup", "warmup_frac", "start", "stable",
                          "decay", "shape", "from", "before" }
   local sched_base = {
