@@ -220,7 +220,31 @@ local function build(root)
     ["kiln.schedule.from"] = function() return { function() return 1 end, { describe = "f", steps = 3 } } end,
     ["kiln.yaml.dump"] = function() return { { a = 1 }, "out.yaml" } end,
     ["kiln.yaml.decode"] = function() return { "a: 1", "name.yaml" } end,
+    -- the binding's methods (self first)
+    ["kiln.Tensor:narrow"] = function() return { kiln.tensor(4, 4), 1, 2, 2 } end,
+    ["kiln.Tensor:view"] = function() return { kiln.tensor(4), 2, 2 } end,
+    ["kiln.Tensor:get"] = function() return { kiln.tensor(2, 2), 1, 2 } end,
+    ["kiln.Tensor:set"] = function() return { kiln.tensor(2, 2), 1, 2, 5 } end,
+    ["kiln.Tensor:add"] = function() return { kiln.tensor(3), kiln.tensor(3), 2 } end,
+    ["kiln.Tensor:copy"] = function() return { kiln.tensor(3), kiln.tensor(3) } end,
+    ["kiln.Tensor:normal"] = function() return { kiln.tensor(3), kiln.rng(1), 0.5, 0 } end,
+    ["kiln.Dataset:sample"] = function() return { inst.dataset, kiln.batch(2, 8), kiln.rng(1), 1, 2 } end,
+    ["kiln.Dataset:eval_batch"] = function() return { inst.dataset, kiln.batch(2, 8), 1, 2, 1 } end,
+    ["kiln.Model:forward"] = function() return { inst.model, inst.batch, kiln.tensor(8), true } end,
+    ["kiln.Model:reserve"] = function() return { inst.model, 2, 8 } end,
+    ["kiln.Model:add_position_losses"] = function() return { inst.model, kiln.tensor(8) } end,
+    ["kiln.Batch:set"] = function() return { kiln.batch(2, 8), 1, 2, 65, 66 } end,
+    ["kiln.Batch:get"] = function() return { inst.batch, 1, 2 } end,
+    ["kiln.AdamW:set_group"] = function() return { inst.adamw, ".*", { lr_scale = 1 } } end,
+    ["kiln.AdamW:moments"] = function() return { inst.adamw, "transformer.wte.weight" } end,
+    ["kiln.Rng:integer"] = function() return { kiln.rng(1), 10 } end,
+    ["kiln.save"] = function() return { "c.safetensors", { model = inst.model, optimizer = inst.adamw, meta = { a = "1" } } } end,
+    ["kiln.load"] = function() return { "sweep.safetensors", { model = new_model(), optimizer = inst.adamw } } end,
+    ["kiln.fit.curve"] = function() return { "power", { 1, 2, 3, 4, 5 }, { 3, 2.5, 2.2, 2.1, 2 }, nil, {} } end,
+    ["kiln.fit.eval"] = function() return { "power", { 1, 1, 0.5 }, 2 } end,
+    ["kiln.tensor_from"] = function() return { { 1, 2, 3 } } end,
   }
+  kiln.save("sweep.safetensors", { model = inst.model, optimizer = inst.adamw })
   for _, name in ipairs(names) do
     local mk = POSITIONAL[name]
     if mk then
@@ -285,6 +309,39 @@ local function build(root)
       end
     end
   end
+  -- Sequences: a valid object used after a call that changes its sizes or ownership.
+  local function seq(label, f) cases[#cases + 1] = { label = label, call = f } end
+  for _, pv in ipairs(values) do
+    local label, v = pv[1], pv[2]
+    seq(("losses() view, then Model:reserve(%s, 8), then the view"):format(label), function()
+      local m = new_model()
+      m:forward(inst.batch)
+      local l = m:losses()
+      pcall(m.reserve, m, v, 8)
+      return l:sum(), m:forward(inst.batch)
+    end)
+    seq(("Model:param view, then Model:close(), then the view with %s"):format(label), function()
+      local m = new_model()
+      local p = m:param("transformer.wte.weight")
+      m:close()
+      return p:fill(v)
+    end)
+    seq(("Tensor:narrow view of a closed tensor, then fill(%s)"):format(label), function()
+      local t = kiln.tensor(4)
+      local view = t:narrow(1, 1, 2)
+      t:close()
+      return view:fill(v)
+    end)
+  end
+  seq("kiln.save with the optimizer of another model", function()
+    return kiln.save("mismatch.safetensors", { model = inst.model, optimizer = inst.other_adamw })
+  end)
+  seq("kiln.load with the optimizer of another model", function()
+    return kiln.load("sweep.safetensors", { model = new_model(), optimizer = inst.other_adamw })
+  end)
+  seq("kiln.load into a model of another shape", function()
+    return kiln.load("sweep.safetensors", { model = new_model(16, 2) })
+  end)
   return cases, names
 end
 
@@ -300,7 +357,7 @@ local RAW = {
   "string slice too long", "not enough memory", "C stack overflow",
   -- Any error raised at a line of the library itself (error() with a position inside a
   -- module, or a binding error passed through): it names a line, not the function called.
-  "^%[kiln%]/lua/kiln/[%w_/]+%.lua:%d+:", "^[^ ]*lua/kiln/[%w_/]+%.lua:%d+:", "on bad self",
+  "^%[kiln%]/lua/kiln/[%w_/]+%.lua:%d+:", "^[^ ]*lua/kiln/[%w_/]+%.lua:%d+:",
 }
 
 local function classify(ok, err)
@@ -348,11 +405,17 @@ local LIMIT = tonumber(os.getenv("SWEEP_TIMEOUT")) or (sanitize and 600 or 240)
 -- A TAP "not ok ... # TODO": shown by prove, not counted as a failure.
 local function todo(what)
   t.n = t.n + 1
-  io.write("not ok ", t.n, " - ", (what:gsub("\n", " ")), " # TODO\n")
+  io.write("not ok ", t.n, " - ", (what:gsub("\n", " "):gsub("#", "\\#")), " # TODO\n")
 end
 
 -- Binding faults being fixed elsewhere: "call label" -> what happens. Reported as TODO.
-local KNOWN_BINDING_FAULTS = {}
+-- (In the sanitizer build UBSan stops the process at these signed overflows; elsewhere they
+-- are silent undefined behaviour.)
+local KNOWN_BINDING_FAULTS = {
+  ["kiln.Tensor:narrow(valid arguments, #3 = mininteger)"] = "signed overflow in t_narrow, lua/l_tensor.c (start - 1)",
+  ["kiln.Dataset:sample(valid arguments, #4 = mininteger)"] = "signed overflow in d_sample, lua/l_data.c (rows - first)",
+  ["kiln.Dataset:eval_batch(valid arguments, #5 = maxinteger)"] = "signed overflow in d_eval_batch, lua/l_data.c (1 + stride)",
+}
 -- Modules rewritten on another branch at the time of writing (their raw errors are TODO).
 local ELSEWHERE = { ["kiln.config."] = "owned by branch fresh (kiln.config)" }
 
@@ -403,7 +466,10 @@ while first <= total do
       if tonumber(ms) >= 100 then slow[#slow + 1] = { j, tonumber(ms) } end
     end
   end
-  if err_text:find("ERROR: AddressSanitizer") or err_text:find("runtime error:") or err_text:find("LeakSanitizer") then
+  -- A report that ended the chunk is the crash's (below); one from a chunk that finished (a
+  -- leak found at exit, a report that did not stop the process) is counted here.
+  local reported = err_text:find("ERROR: AddressSanitizer") or err_text:find("runtime error:") or err_text:find("LeakSanitizer")
+  if reported and finished >= last then
     sanitizer[#sanitizer + 1] = { first, last, err_text:sub(1, 2000) }
   end
   if finished < last then
@@ -440,13 +506,16 @@ for _, c in ipairs(crashes) do
     unknown_crashes[#unknown_crashes + 1] = label .. ": " .. c[2]
   end
 end
-t.ok(#unknown_crashes == 0, "no call crashes the process" .. (#unknown_crashes > 0 and ("\n" .. table.concat(unknown_crashes, "\n")) or ""))
+t.ok(#unknown_crashes == 0, "no call crashes the process")
+for _, line in ipairs(unknown_crashes) do t.note("crash: " .. line) end
 local hang_list = {}
 for _, h in ipairs(hangs) do hang_list[#hang_list + 1] = name_of(h[1]) end
-t.ok(#hangs == 0, "no call hangs (" .. LIMIT .. " s a chunk)" .. (#hangs > 0 and ("\n" .. table.concat(hang_list, "\n")) or ""))
+t.ok(#hangs == 0, "no call hangs (" .. LIMIT .. " s a chunk)")
+for _, line in ipairs(hang_list) do t.note("hang: " .. line) end
 local san_list = {}
 for _, s in ipairs(sanitizer) do san_list[#san_list + 1] = ("calls %d..%d: %s"):format(s[1], s[2], s[3]) end
-t.ok(#sanitizer == 0, "no sanitizer report" .. (#sanitizer > 0 and ("\n" .. table.concat(san_list, "\n")) or ""))
+t.ok(#sanitizer == 0, "no sanitizer report")
+for _, line in ipairs(san_list) do t.note((line:gsub("\n", "\n# "))) end
 -- Raw errors grouped by function: how many, and the first call with its message.
 local raw_list, by_target, order = {}, {}, {}
 for _, r in ipairs(raws) do
@@ -471,6 +540,6 @@ end
 for _, x in ipairs(todos) do
   todo(("raw errors in a module %s: %s"):format(x[2], x[1]))
 end
-t.ok(#mine == 0, "every error is a clean one (no raw Lua runtime error from inside the library)" ..
-  (#mine > 0 and ("\n" .. table.concat(mine, "\n")) or ""))
+t.ok(#mine == 0, "every error is a clean one (no raw Lua runtime error from inside the library)")
+for _, line in ipairs(mine) do t.note("raw: " .. line) end
 t.done()
