@@ -428,7 +428,7 @@ end
 -- is), a function (schedule.from), a number (schedule.constant) or a config table
 -- {kind = "cosine", peak = ..., ...} as written by s:config() or read from YAML.
 function M.make(spec, who)
-  who = who or "schedule"
+  who = check.arg("kiln.schedule.make", "who", who, "?string") or "schedule"
   if getmetatable(spec) == MT then return spec end
   local ty = type(spec)
   if ty == "function" then return M.from(spec) end

@@ -378,6 +378,11 @@ if arg and arg[1] == "--child" then
   local log = assert(io.open(log_path, "ab"))
   local cases = build(root)
   if first == 0 then log:write("N ", #cases, "\n"); log:flush(); os.exit(0) end
+  if first == -1 then   -- the labels, for the report
+    for i, c in ipairs(cases) do log:write("L ", i, " ", c.label, "\n") end
+    log:close()
+    os.exit(0)
+  end
   for i = first, math.min(last, #cases) do
     log:write("> ", i, "\n"); log:flush()
     local t0 = os.clock()
@@ -489,8 +494,10 @@ end
 -- Labels of the calls worth naming.
 local labels = {}
 if #raws + #crashes + #hangs > 0 or os.getenv("SWEEP_SLOW") then
-  local cases = build(root)
-  for i, c in ipairs(cases) do labels[i] = c.label end
+  -- from a child too: building the cases writes files, which belong in the scratch directory
+  os.remove(log_path)
+  run_child(-1, -1, log_path)
+  for i, label in (util.read_file(log_path) or ""):gmatch("L (%d+) ([^\n]*)") do labels[tonumber(i)] = label end
 end
 local function name_of(i) return labels[i] or ("call " .. i) end
 
