@@ -75,14 +75,16 @@ local function run_one(o, report, v, seed, run_dir, by_runs)
   else ok, summary = pcall(o.run, v, seed, run_dir) end
   local r = { variant = v.name, seed = seed, run_dir = run_dir, status = "complete", metrics = {} }
   if not ok then
-    if not train_mod.is_divergence(summary) then error(summary, 0) end
+    if not train_mod.is_divergence(summary) then
+      error(("kiln.suite: run(%s, %d): %s"):format(v.name, seed, tostring(summary)), 0)
+    end
     r.status, r.message = "failed", tostring(summary)
   elseif type(summary) ~= "table" then
     fail("run(%s, %d) returned %s, expected a summary table", v.name, seed, type(summary))
   elseif summary.status == "failed" then
     r.status, r.message = "failed", tostring(summary.message or "the run reports status failed")
   else
-    local metrics = report(summary, v, seed, run_dir)
+    local metrics = check.call(("kiln.suite: report(%s, %d)"):format(v.name, seed), report, summary, v, seed, run_dir)
     if type(metrics) ~= "table" then
       fail("report(%s, %d) returned %s, expected a table of metrics", v.name, seed, type(metrics))
     end
@@ -104,7 +106,7 @@ function M.run(o)
   for k in pairs(o) do
     if not KNOWN[k] then fail("unknown option '%s' (known: %s)", tostring(k), table.concat(util.sorted_keys(KNOWN), ", ")) end
   end
-  if type(o.dir) ~= "string" then fail("'dir' (the suite's directory) is required") end
+  if type(o.dir) ~= "string" or o.dir == "" then fail("'dir' (the suite's directory) is required") end
   if type(o.variants) ~= "table" or #o.variants == 0 then fail("'variants' must be a non-empty list") end
   if type(o.run) ~= "function" then fail("'run' must be a function(variant, seed, run_dir)") end
   local seeds = check.arg("kiln.suite", "seeds", o.seeds, "?table") or { 1 }

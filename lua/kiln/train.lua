@@ -283,11 +283,12 @@ function M.run(o)
 
   -- Schedule and weighting -------------------------------------------------------------
   local base_lr = opt:hparams().lr
-  local sched = o.schedule ~= nil and schedule_mod.make(o.schedule, "kiln.train: schedule") or function() return base_lr end
+  local sched = o.schedule ~= nil and check.call("kiln.train: 'schedule'", schedule_mod.make, o.schedule, "schedule")
+                or function() return base_lr end
   local weights, normalize = nil, false
   if o.weighting ~= nil then
-    local w = weighting_mod.make(o.weighting)
-    local vec = w:vector(T)
+    local w = check.call("kiln.train: 'weighting'", weighting_mod.make, o.weighting)
+    local vec = check.call("kiln.train: 'weighting'", w.vector, w, T)
     if #vec ~= T then fail("weighting: expected %d weights (one per position), got %d", T, #vec) end
     weights, normalize = kiln.tensor_from(vec), w.normalize and true or false
   end
@@ -409,7 +410,10 @@ function M.run(o)
 
   local function call_hook(name, info)
     local h = o[name]
-    if h and h(info) == "stop" then status, stop_reason = "stopped", name; return true end
+    if not h then return false end
+    local ok, r = pcall(h, info)
+    if not ok then fail("the %s hook failed at step %d: %s", name, info.step, tostring(r)) end
+    if r == "stop" then status, stop_reason = "stopped", name; return true end
     return false
   end
 
@@ -521,7 +525,8 @@ function M.run(o)
   local last_ckpt = nil
   local step = start_step
   while step < steps do
-    local lr = sched(step)
+    local sched_ok, lr = pcall(sched, step)
+    if not sched_ok then fail("the schedule failed at step %d: %s", step, tostring(lr)) end
     if type(lr) ~= "number" or lr ~= lr or lr < 0 then
       fail("the schedule gave lr = %s at step %d (expected a number >= 0)", tostring(lr), step)
     end

@@ -25,7 +25,7 @@ function M.mkdir(path)
   check.string("kiln.util.mkdir", "path", path, true)
   if M.is_dir(path) then return end
   local ok = os.execute("mkdir -p " .. M.shell_quote(path))
-  if not ok then error(("cannot create directory '%s'"):format(path), 0) end
+  if not ok then error(("kiln.util.mkdir: cannot create directory '%s'"):format(path), 0) end
 end
 
 function M.read_file(path)
@@ -44,12 +44,12 @@ function M.write_atomic(path, text)
   check.string("kiln.util.write_atomic", "text", text)
   local tmp = path .. ".tmp"
   local f, err = io.open(tmp, "wb")
-  if not f then error(("cannot write '%s': %s"):format(path, err), 0) end
+  if not f then error(("kiln.util.write_atomic: cannot write '%s': %s"):format(path, err), 0) end
   local ok, werr = f:write(text)
-  if not ok then f:close(); os.remove(tmp); error(("cannot write '%s': %s"):format(path, werr), 0) end
+  if not ok then f:close(); os.remove(tmp); error(("kiln.util.write_atomic: cannot write '%s': %s"):format(path, werr), 0) end
   f:close()
   local rok, rerr = os.rename(tmp, path)
-  if not rok then os.remove(tmp); error(("cannot rename '%s' to '%s': %s"):format(tmp, path, rerr), 0) end
+  if not rok then os.remove(tmp); error(("kiln.util.write_atomic: cannot rename '%s' to '%s': %s"):format(tmp, path, rerr), 0) end
 end
 
 -- Files in a directory matching a Lua pattern, sorted.
@@ -172,7 +172,7 @@ function M.read_csv(path)
         local j, buf = i + 1, {}
         while true do
           local q = line:find('"', j, true)
-          if not q then error(("%s: unterminated quote"):format(path), 0) end
+          if not q then error(("kiln.util.read_csv: %s: unterminated quote"):format(path), 0) end
           buf[#buf + 1] = line:sub(j, q - 1)
           if line:sub(q + 1, q + 1) == '"' then buf[#buf + 1] = '"'; j = q + 2 else i = q + 2; break end
         end

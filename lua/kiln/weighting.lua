@@ -113,9 +113,9 @@ end
 -- ---------------------------------------------------------------------------------------
 
 -- vector(T): a fresh Lua array of T weights (v[i] for token position i-1), each finite and >= 0.
-function W:vector(T, who)
-  is_self("vector", self)
-  T = check_T(T, type(who) == "string" and who or "weighting:vector")
+-- vector(T) for the methods that build on it, naming `who` in a T error.
+local function vector_of(self, T, who)
+  T = check_T(T, who)
   local v = self._fill(T)
   if #v ~= T then
     error(("weighting: expected %d weights (one per position), got %d"):format(T, #v), 0)
@@ -135,10 +135,15 @@ function W:vector(T, who)
   return v
 end
 
+function W:vector(T)
+  is_self("vector", self)
+  return vector_of(self, T, "weighting:vector")
+end
+
 -- mean(T): mean of vector(T) (the divisor of the loss when normalize is set).
 function W:mean(T)
   is_self("mean", self)
-  local v = self:vector(T, "weighting:mean")
+  local v = vector_of(self, T, "weighting:mean")
   local s = 0
   for i = 1, #v do s = s + v[i] end
   return s / #v
@@ -148,7 +153,7 @@ end
 -- B*T: vector(T), divided by its mean when normalize is set (so they average to 1).
 function W:loss_weights(T)
   is_self("loss_weights", self)
-  local v = self:vector(T, "weighting:loss_weights")
+  local v = vector_of(self, T, "weighting:loss_weights")
   if not self.normalize then return v end
   local s = 0
   for i = 1, #v do s = s + v[i] end

@@ -360,12 +360,21 @@ local RAW = {
   "^%[kiln%]/lua/kiln/[%w_/]+%.lua:%d+:", "^[^ ]*lua/kiln/[%w_/]+%.lua:%d+:",
 }
 
-local function classify(ok, err)
+-- The Lua library's modules whose errors must name them (kiln.check and util.fail raise with
+-- the name their caller gives; yaml, fit and mpi are the binding's).
+local NAMED = { schedule = true, weighting = true, train = true, suite = true, protocol = true, grow = true,
+                mup = true, tsl = true, util = true, plot = true, repl = true, config = true }
+
+local function classify(ok, err, label)
   if ok then return "ok", "" end
   if type(err) ~= "string" then return "raw", "a non-string error: " .. tostring(err) end
   local msg = err:gsub("\n", " | ")
   for _, pat in ipairs(RAW) do
     if msg:find(pat) then return "raw", msg end
+  end
+  local mod = label and label:match("^kiln%.([%w_]+)[.:(]")
+  if mod and NAMED[mod] and not label:match("^kiln%.util%.fail%(") and not msg:find(mod, 1, true) then
+    return "raw", "the message does not name kiln." .. mod .. ": " .. msg
   end
   return "clean", msg
 end
@@ -387,7 +396,7 @@ if arg and arg[1] == "--child" then
     log:write("> ", i, "\n"); log:flush()
     local t0 = os.clock()
     local ok, err = pcall(cases[i].call)
-    local class, msg = classify(ok, err)
+    local class, msg = classify(ok, err, cases[i].label)
     log:write("< ", i, " ", class, " ", ("%.0f"):format((os.clock() - t0) * 1000), " ", msg:sub(1, 300),
               os.getenv("SWEEP_LABELS") and ("\t" .. cases[i].label) or "", "\n"); log:flush()
   end
