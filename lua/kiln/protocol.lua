@@ -483,14 +483,14 @@ function P:run_phase(ph, opts)
   end
   local data = {}
   for i, d in ipairs(ph.data) do data[i] = { name = d.name, dataset = d.dataset, weight = d.weight } end
-  local summary = train.run {
+  local summary = check.call("kiln.protocol: phase " .. ph.name, train.run, {
     model = model, optimizer = opt, data = data, steps = ph.steps, batch = self.batch,
     context = self.context, schedule = ph.schedule, eval = self:eval_spec(), checkpoint = ck,
     run_dir = dir, seed = ph.seed, log_every = self.log_every, quiet = quiet,
     config = { protocol = self.dir, phase = describe_phase(ph), source = source_path or "scratch" },
     command = opts.command or "kiln.protocol",
     on_step = wrap(opts.on_step or hooks.on_step), on_eval = wrap(hooks.on_eval),
-  }
+  })
   if hooks.on_phase_end then hooks.on_phase_end(ph.name, summary) end
   return { name = ph.name, dir = dir, summary = summary, start = kiln.yaml.load(dir .. "/start.yaml"),
            curve = self:curve(ph.name) }

@@ -636,7 +636,7 @@ end
 -- is_divergence(err): whether an error raised by kiln.train is a run stopped by a
 -- non-finite loss, evaluation or parameter (a result of the experiment, not a mistake in it).
 function M.is_divergence(err)
-  return type(err) == "string" and err:find("^kiln%.train: diverged: ") ~= nil
+  return type(err) == "string" and err:find("kiln.train: diverged: ", 1, true) ~= nil
 end
 
 return setmetatable(M, { __call = function(_, o) return M.run(o) end })

@@ -97,8 +97,13 @@ local function build(root)
     local idx = mt and (mt.__methods or mt.__index)
     return type(idx) == "table" and idx or {}, mt and mt.__name or type(x)
   end
-  local proto = kiln.protocol { dir = "protocol", model = { n_layer = 1, n_head = 1, n_embd = 8, block_size = 8 },
-                                eval = { sets = { val = inst.dataset } }, batch = 2, context = 8, quiet = true }
+  -- A protocol keeps the phases added to it and P:run trains them, so every call on a
+  -- protocol gets a fresh one (no call depends on what an earlier one added).
+  local function new_protocol()
+    return kiln.protocol { dir = "protocol", model = { n_layer = 1, n_head = 1, n_embd = 8, block_size = 8 },
+                           eval = { sets = { val = inst.dataset } }, batch = 2, context = 8, quiet = true }
+  end
+  local proto = new_protocol()
   inst.protocol = proto
   for _, key in ipairs { "tensor", "model", "batch", "adamw", "dataset", "rng", "schedule", "weighting", "protocol" } do
     local obj = inst[key]
@@ -120,7 +125,10 @@ local function build(root)
   local function case(label, _, ...)
     local args, f = table.pack(...), fn
     cases[#cases + 1] = { label = label, target = label:match("^[^(% ]+"),
-                          call = function() return f(table.unpack(args, 1, args.n)) end }
+                          call = function()
+                            if args[1] == proto then args[1] = new_protocol() end
+                            return f(table.unpack(args, 1, args.n))
+                          end }
   end
   for _, name in ipairs(names) do
     local tg = targets[name]
@@ -293,6 +301,7 @@ local function build(root)
           for _, based in ipairs { false, true } do
             if not (based and sh.skip and sh.skip[field] and sh.skip[field][label]) then
               local f, self = fn, sh.self and inst[sh.self]
+              if self == proto then self = nil end
               local text = ("%s(%s{%s%s = %s})"):format(sh[1], pos > 1 and "..., " or "", based and "valid, " or "", field, label)
               cases[#cases + 1] = { label = text, call = function()
                 local args = sh.args and sh.args() or {}
@@ -300,6 +309,7 @@ local function build(root)
                 t[field] = v
                 args[pos] = t
                 for i, a in ipairs(sh.after or {}) do args[pos + i] = a end
+                if sh.self == "protocol" then return f(new_protocol(), table.unpack(args, 1, pos + #(sh.after or {}))) end
                 if self then return f(self, table.unpack(args, 1, pos + #(sh.after or {}))) end
                 return f(table.unpack(args, 1, pos + #(sh.after or {})))
               end }
