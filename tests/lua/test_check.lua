@@ -40,4 +40,21 @@ t.eq(select(2, check.call(who, function(a) return 1, a end, 7)), 7, "call return
 t.err("^" .. lit("kiln.demo.f: boom"), check.call, who, function() error("boom") end)
 t.err(lit("kiln.check.arg: argument 'who' must be a string, got nil"), check.arg, nil, "x", 1, "number")
 t.err(lit("kiln.check.arg: argument 'kinds' must be a string, got nil"), check.arg, who, "x", 1)
+-- The documented limits, where kiln.train and friends use them.
+local ds = kiln.dataset("tests/data/tiny_en.txt")
+local function run(extra)
+  local o = { model = { vocab_size = 256, block_size = 8, n_layer = 1, n_head = 1, n_embd = 8 }, data = ds,
+              steps = 1, batch = 2, context = 8, quiet = true }
+  for k, v in pairs(extra) do o[k] = v end
+  return kiln.train(o)
+end
+t.err(lit("kiln.train: 'accumulate' must be an integer in 1..65536 (got 2147483648)"), run, { accumulate = 2 ^ 31 })
+t.err(lit("kiln.train: 'batch' must be an integer in 1..1048576 (got " .. math.maxinteger .. ")"), run, { batch = math.maxinteger })
+t.err(lit("kiln.train: argument 'eval.batch' must be a whole number in 1..1048576, got 4294967296"), run, { eval = { batch = 2 ^ 32 } })
+t.err(lit("kiln.train: argument 'log_every' must be a whole number >= 1, got 0"), run, { log_every = 0 })
+t.err(lit("kiln.train: 'optimizer': field 'lr' must be a number"), run, { optimizer = { lr = "x" } })
+t.err(lit("kiln.train: the on_step hook failed at step 1: boom"), run, { on_step = function() error("boom", 0) end })
+t.ok(run({ accumulate = 2 }).status == "complete", "a run within the limits trains")
+t.err(lit("kiln.train.evaluate: argument 'T' must be a whole number in 1..1048576, got 2147483648"),
+  kiln.train.evaluate, kiln.model { vocab_size = 256, block_size = 8, n_layer = 1, n_head = 1, n_embd = 8 }, ds, 2 ^ 31)
 t.done()
