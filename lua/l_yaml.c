@@ -2,7 +2,8 @@
  *
  *   yaml.load(path)            -> value      (the file's one document)
  *   yaml.decode(text [, name]) -> value      (name is used in error messages, default "<string>")
- *   yaml.dump(value, path)                   (atomic: temp file in the same directory, fsync, rename)
+ *   yaml.dump(value, path)                   (atomic: temp file in the same directory, fsync, rename;
+ *                                             mode 0666 less the umask, as any new file)
  *   yaml.encode(value)         -> text
  *
  * Decoding (YAML 1.2 core schema, plain scalars only; quoted and block scalars are strings):
@@ -15,7 +16,9 @@
  *   !!str forces a string; !!int/!!float/!!bool/!!null check the value; other tags are errors.
  *   sequences -> arrays (1-based), mappings -> tables; keys resolve like values (`1: x` gives the
  *   integer key 1); duplicate keys and sequence/mapping keys are errors. Anchors and aliases are
- *   supported: an alias is the same Lua table as its anchor (no copy). Merge keys (`<<: *base`,
+ *   supported: an alias is the same Lua table as its anchor (no copy); an alias inside its own
+ *   anchor (a recursive structure) is an error, and so is a document that would hold more than
+ *   MAX_NODES (10^7) nodes if every alias were a copy of its anchor. Merge keys (`<<: *base`,
  *   or a list of them) fill in the keys the mapping does not set itself; earlier ones win.
  *   A stream without a document, or whose document is null, decodes to an empty table; a second
  *   document is an error. Nesting deeper than 256 levels is an error.
@@ -29,7 +32,10 @@
  *   so every number round-trips with its Lua subtype; inf/nan as .inf/-.inf/.nan. Strings that
  *   would read back as something else (e.g. "true", "1.5", "null", "") or hold control
  *   characters are double-quoted. Sequences of scalars are written in flow style [a, b].
- *   Cycles, functions, userdata and non-UTF-8 strings are errors naming the path (a.b[3]).
+ *   A table referred to more than once is written once with an anchor (&t1, &t2, ... in the
+ *   order written) and as an alias (*t1) after, so shared tables cost their size once and
+ *   decode back shared. Cycles, functions, userdata and non-UTF-8 strings are errors naming
+ *   the path (a.b[3]).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -38,7 +44,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <yaml.h>
@@ -46,6 +51,11 @@
 #include "binding.h"
 
 #define MAX_DEPTH 256
+/* A decoded document may hold at most this many nodes when every alias is counted as a copy
+ * of its anchor: an alias is the same Lua table, but code walking the result (a deep copy, an
+ * encoder that expands) would see the copies, and a few kilobytes of nested aliases can
+ * stand for billions of nodes. */
+#define MAX_NODES 10000000
 #define DEC_MT "kiln.yaml.decoder"
 #define ENC_MT "kiln.yaml.encoder"
 
@@ -75,8 +85,15 @@ typedef struct {
     const char *input;
     size_t len;
     int anchors;    /* stack index: anchor name -> value (the anchors table itself marks null) */
+    int sizes;      /* stack index: finished table -> its node count with aliases expanded */
     int depth;
 } dctx;
+
+/* Node counts saturate just past the limit, so a billion-laughs document cannot overflow them. */
+static size_t add_nodes(size_t a, size_t b) {
+    size_t s = a + b;
+    return (s < a || s > MAX_NODES) ? MAX_NODES + 1 : s;
+}
 
 static int fail_at(dctx *c, yaml_mark_t m, const char *fmt, ...) {
     lua_State *L = c->L;
@@ -244,31 +261,53 @@ static void register_anchor(dctx *c, const yaml_char_t *anchor) {
     lua_setfield(L, c->anchors, (const char *)anchor);
 }
 
-static void parse_node(dctx *c);
+static size_t parse_node(dctx *c);
 
-static void parse_sequence(dctx *c) {
+static void check_nodes(dctx *c, size_t nodes, yaml_mark_t m) {
+    if (nodes > MAX_NODES)
+        fail_at(c, m, "the document expands to more than %d nodes when aliases are counted as copies "
+                      "of their anchors (refused: nested aliases)", MAX_NODES);
+}
+
+/* Record a finished table's expanded node count (an alias to it counts that many). */
+static void set_size(dctx *c, size_t nodes) {
+    lua_State *L = c->L;
+    lua_pushvalue(L, -1);
+    lua_pushinteger(L, (lua_Integer)nodes);
+    lua_rawset(L, c->sizes);
+}
+
+static size_t parse_sequence(dctx *c) {
     lua_State *L = c->L;
     lua_newtable(L);
     register_anchor(c, c->d->event.data.sequence_start.anchor);
+    yaml_mark_t start = c->d->event.start_mark;
+    size_t nodes = 1;
     lua_Integer i = 0;
     for (;;) {
         next_event(c);
         if (c->d->event.type == YAML_SEQUENCE_END_EVENT) break;
         yaml_mark_t m = c->d->event.start_mark;
-        parse_node(c);
+        nodes = add_nodes(nodes, parse_node(c));
+        check_nodes(c, nodes, m);
         if (lua_isnil(L, -1))
             fail_at(c, m, "null in a sequence (item %d) is not supported: a Lua array cannot hold nil", (int)(i + 1));
         lua_rawseti(L, -2, ++i);
     }
+    check_nodes(c, nodes, start);
+    set_size(c, nodes);
+    return nodes;
 }
 
-static void parse_mapping(dctx *c) {
+static size_t parse_mapping(dctx *c) {
     lua_State *L = c->L;
     lua_newtable(L);
     int t = lua_gettop(L);
     register_anchor(c, c->d->event.data.mapping_start.anchor);
     lua_newtable(L);                      /* t+1: merge sources, in order */
     int merges = t + 1;
+    yaml_mark_t start = c->d->event.start_mark;
+    size_t nodes = 1;
     for (;;) {
         next_event(c);
         yaml_event_t *ev = &c->d->event;
@@ -278,7 +317,7 @@ static void parse_mapping(dctx *c) {
             fail_at(c, km, "a sequence or mapping as a mapping key is not supported");
         int is_merge = ev->type == YAML_SCALAR_EVENT && ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE
                     && !ev->data.scalar.tag && eq((const char *)ev->data.scalar.value, ev->data.scalar.length, "<<");
-        parse_node(c);                    /* key */
+        nodes = add_nodes(nodes, parse_node(c));   /* key */
         int kt = lua_type(L, -1);
         if (kt == LUA_TNIL) fail_at(c, km, "a null mapping key is not supported");
         if (kt == LUA_TTABLE) fail_at(c, km, "a sequence or mapping as a mapping key is not supported");
@@ -293,7 +332,8 @@ static void parse_mapping(dctx *c) {
         lua_pop(L, 1);
         next_event(c);
         yaml_mark_t vm = c->d->event.start_mark;
-        parse_node(c);                    /* value */
+        nodes = add_nodes(nodes, parse_node(c));   /* value (a merge source counts in full) */
+        check_nodes(c, nodes, vm);
         if (is_merge) {
             if (!lua_istable(L, -1))
                 fail_at(c, vm, "a merge key '<<' needs a mapping or a list of mappings");
@@ -339,31 +379,52 @@ static void parse_mapping(dctx *c) {
         lua_pop(L, 1);
     }
     lua_settop(L, t);
+    check_nodes(c, nodes, start);
+    set_size(c, nodes);
+    return nodes;
 }
 
-static void parse_node(dctx *c) {
+/* An alias: its anchor's value, and how many nodes it stands for. */
+static size_t push_alias(dctx *c) {
     lua_State *L = c->L;
     yaml_event_t *ev = &c->d->event;
+    const char *name = (const char *)ev->data.alias.anchor;
+    lua_getfield(L, c->anchors, name);
+    if (lua_isnil(L, -1))
+        fail_at(c, ev->start_mark, "unknown anchor '%s' (an alias must follow its anchor)", name);
+    if (lua_rawequal(L, -1, c->anchors)) { lua_pop(L, 1); lua_pushnil(L); return 1; }
+    if (!lua_istable(L, -1)) return 1;
+    lua_pushvalue(L, -1);
+    lua_rawget(L, c->sizes);
+    int known;
+    lua_Integer nodes = lua_tointegerx(L, -1, &known);
+    lua_pop(L, 1);
+    if (!known)
+        fail_at(c, ev->start_mark, "alias '*%s' inside its own anchor: recursive structures are not supported", name);
+    return (size_t)nodes;
+}
+
+/* Parse the node starting at the current event, push its value and return its node count
+ * with aliases expanded. */
+static size_t parse_node(dctx *c) {
+    lua_State *L = c->L;
+    yaml_event_t *ev = &c->d->event;
+    size_t nodes = 1;
     if (++c->depth > MAX_DEPTH) fail_at(c, ev->start_mark, "nesting deeper than %d levels", MAX_DEPTH);
     luaL_checkstack(L, 10, "YAML nesting");
     switch (ev->type) {
-    case YAML_ALIAS_EVENT:
-        lua_getfield(L, c->anchors, (const char *)ev->data.alias.anchor);
-        if (lua_isnil(L, -1))
-            fail_at(c, ev->start_mark, "unknown anchor '%s' (an alias must follow its anchor)",
-                    (const char *)ev->data.alias.anchor);
-        if (lua_rawequal(L, -1, c->anchors)) { lua_pop(L, 1); lua_pushnil(L); }
-        break;
+    case YAML_ALIAS_EVENT: nodes = push_alias(c); break;
     case YAML_SCALAR_EVENT:
         push_scalar(c);
         register_anchor(c, ev->data.scalar.anchor);
         break;
-    case YAML_SEQUENCE_START_EVENT: parse_sequence(c); break;
-    case YAML_MAPPING_START_EVENT: parse_mapping(c); break;
+    case YAML_SEQUENCE_START_EVENT: nodes = parse_sequence(c); break;
+    case YAML_MAPPING_START_EVENT: nodes = parse_mapping(c); break;
     default:
         fail_at(c, ev->start_mark, "unexpected YAML event");
     }
     c->depth--;
+    return nodes;
 }
 
 /* Decode input[0..len) (NUL-terminated) and push the value. */
@@ -376,7 +437,8 @@ static int decode_buffer(lua_State *L, const char *input, size_t len, const char
     d->parser_ok = 1;
     yaml_parser_set_input_string(&d->parser, (const unsigned char *)input, len);
     lua_newtable(L);
-    dctx c = { L, d, name, input, len, lua_gettop(L), 0 };
+    lua_newtable(L);
+    dctx c = { L, d, name, input, len, lua_gettop(L) - 1, lua_gettop(L), 0 };
 
     next_event(&c);                                   /* STREAM-START */
     next_event(&c);
@@ -468,6 +530,9 @@ typedef struct {
     lua_State *L;
     yenc *e;
     int visiting;          /* stack index: tables on the current path */
+    int refs;              /* stack index: table -> how many times the value refers to it */
+    int anchors;           /* stack index: shared table already written -> its anchor name */
+    int next_anchor;
     int depth;
     char path[512];
     size_t plen;
@@ -567,6 +632,58 @@ static void encode_value(ectx *c, int idx);
 
 static int is_scalar_type(int t) { return t == LUA_TNUMBER || t == LUA_TSTRING || t == LUA_TBOOLEAN; }
 
+/* First pass: how many times each table is referred to (a table's contents are walked once,
+ * so shared tables cost nothing extra and a cycle ends the walk). Depth is capped at the
+ * encoder's limit, which the second pass reports. */
+static void count_refs(ectx *c, int idx, int depth) {
+    lua_State *L = c->L;
+    lua_pushvalue(L, idx);
+    lua_rawget(L, c->refs);
+    lua_Integer n = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    lua_pushvalue(L, idx);
+    lua_pushinteger(L, n + 1);
+    lua_rawset(L, c->refs);
+    if (n > 0 || depth > MAX_DEPTH) return;
+    luaL_checkstack(L, 6, "YAML nesting");
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        if (lua_istable(L, -1)) count_refs(c, lua_gettop(L), depth + 1);
+        lua_pop(L, 1);
+    }
+}
+
+/* A table referred to more than once: the anchor to write with it the first time (or NULL
+ * when it is not shared), or, once written, an alias event instead of the table (returns 1). */
+static int anchor_or_alias(ectx *c, int idx, const char **anchor) {
+    lua_State *L = c->L;
+    *anchor = NULL;
+    lua_pushvalue(L, idx);
+    lua_rawget(L, c->anchors);
+    if (lua_isstring(L, -1)) {
+        yaml_event_t ev;
+        yaml_alias_event_initialize(&ev, (yaml_char_t *)lua_tostring(L, -1));
+        emit(c, &ev);
+        lua_pop(L, 1);
+        return 1;
+    }
+    lua_pop(L, 1);
+    lua_pushvalue(L, idx);
+    lua_rawget(L, c->refs);
+    lua_Integer n = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    if (n > 1) {
+        lua_pushvalue(L, idx);
+        *anchor = lua_pushfstring(L, "t%d", ++c->next_anchor);
+        lua_rawset(L, c->anchors);        /* the string stays alive in the anchors table */
+        lua_pushvalue(L, idx);
+        lua_rawget(L, c->anchors);
+        *anchor = lua_tostring(L, -1);
+        lua_pop(L, 1);
+    }
+    return 0;
+}
+
 static void encode_table(ectx *c, int idx) {
     lua_State *L = c->L;
     yaml_event_t ev;
@@ -574,6 +691,8 @@ static void encode_table(ectx *c, int idx) {
     lua_rawget(L, c->visiting);
     if (!lua_isnil(L, -1)) enc_fail(c, "a cycle (a table that contains itself)");
     lua_pop(L, 1);
+    const char *anchor;
+    if (anchor_or_alias(c, idx, &anchor)) return;
     if (++c->depth > MAX_DEPTH) enc_fail(c, "nesting deeper than 256 levels");
     luaL_checkstack(L, 10, "YAML nesting");
     lua_pushvalue(L, idx);
@@ -595,7 +714,7 @@ static void encode_table(ectx *c, int idx) {
     if (count == 0 || maxk != count) seq = 0;
 
     if (seq) {
-        yaml_sequence_start_event_initialize(&ev, NULL, NULL, 1, all_scalar ? YAML_FLOW_SEQUENCE_STYLE : YAML_BLOCK_SEQUENCE_STYLE);
+        yaml_sequence_start_event_initialize(&ev, (yaml_char_t *)anchor, NULL, 1, all_scalar ? YAML_FLOW_SEQUENCE_STYLE : YAML_BLOCK_SEQUENCE_STYLE);
         emit(c, &ev);
         for (lua_Integer i = 1; i <= count; i++) {
             size_t saved;
@@ -632,7 +751,7 @@ static void encode_table(ectx *c, int idx) {
             k++;
         }
         qsort(keys, (size_t)count, sizeof *keys, key_cmp);
-        yaml_mapping_start_event_initialize(&ev, NULL, NULL, 1, count ? YAML_BLOCK_MAPPING_STYLE : YAML_FLOW_MAPPING_STYLE);
+        yaml_mapping_start_event_initialize(&ev, (yaml_char_t *)anchor, NULL, 1, count ? YAML_BLOCK_MAPPING_STYLE : YAML_FLOW_MAPPING_STYLE);
         emit(c, &ev);
         for (lua_Integer i = 0; i < count; i++) {
             /* Number keys go back in as numbers; integer-valued floats index like integers. */
@@ -707,11 +826,16 @@ static yenc *encode_to_buffer(lua_State *L) {
     yaml_emitter_set_indent(&e->em, 2);
     yaml_emitter_set_width(&e->em, 100);
     lua_newtable(L);
+    lua_newtable(L);
+    lua_newtable(L);
     ectx c;
     memset(&c, 0, sizeof c);
     c.L = L;
     c.e = e;
-    c.visiting = lua_gettop(L);
+    c.visiting = lua_gettop(L) - 2;
+    c.refs = lua_gettop(L) - 1;
+    c.anchors = lua_gettop(L);
+    if (lua_istable(L, 1)) count_refs(&c, 1, 0);
     yaml_event_t ev;
     yaml_stream_start_event_initialize(&ev, YAML_UTF8_ENCODING);
     emit(&c, &ev);
@@ -734,6 +858,53 @@ static int l_encode(lua_State *L) {
     return 1;
 }
 
+/* Write buf to path atomically: a new file next to it (created with mode 0666, which the
+ * process umask narrows as for any file), written, fsync'ed, renamed over path, and the
+ * directory synced. On failure nothing is left under either name and err says what failed.
+ * The one place a YAML file reaches the disk: a core atomic writer can replace its body. */
+static int write_file_atomic(const char *path, const char *buf, size_t len, char *err, size_t errcap) {
+    size_t plen = strlen(path);
+    char *tmp = malloc(plen + 48);
+    if (!tmp) { snprintf(err, errcap, "out of memory"); return -1; }
+    int fd = -1;
+    for (int attempt = 0; attempt < 100 && fd < 0; attempt++) {
+        snprintf(tmp, plen + 48, "%s.tmp.%ld.%d", path, (long)getpid(), attempt);
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (fd < 0 && errno != EEXIST) break;
+    }
+    if (fd < 0) {
+        snprintf(err, errcap, "cannot create a temporary file: %s", strerror(errno));
+        free(tmp);
+        return -1;
+    }
+    const char *what = NULL;
+    size_t off = 0;
+    while (off < len) {
+        ssize_t w = write(fd, buf + off, len - off);
+        if (w < 0) { if (errno == EINTR) continue; what = "cannot write"; break; }
+        off += (size_t)w;
+    }
+    if (!what && fsync(fd) != 0) what = "cannot sync";
+    int e_saved = errno;
+    if (close(fd) != 0 && !what) { what = "cannot close"; e_saved = errno; }
+    if (!what && rename(tmp, path) != 0) { what = "cannot rename the temporary file"; e_saved = errno; }
+    if (what) {
+        unlink(tmp);
+        free(tmp);
+        snprintf(err, errcap, "%s: %s", what, strerror(e_saved));
+        return -1;
+    }
+    free(tmp);
+    /* Make the rename itself durable (best effort). */
+    const char *slash = strrchr(path, '/');
+    char dir[4096];
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else snprintf(dir, sizeof dir, "%.*s", (int)(slash == path ? 1 : slash - path), path);
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) { fsync(dfd); close(dfd); }
+    return 0;
+}
+
 static int l_dump(lua_State *L) {
     const char *path = luaL_checkstring(L, 2);
     luaL_checkany(L, 1);
@@ -741,35 +912,9 @@ static int l_dump(lua_State *L) {
     lua_pushvalue(L, 1);
     lua_replace(L, 1);                                  /* value stays at 1 */
     yenc *e = encode_to_buffer(L);                      /* fails before any file is touched */
-
-    const char *tmp = lua_pushfstring(L, "%s.tmpXXXXXX", path);
-    char *name = (char *)lua_newuserdatauv(L, strlen(tmp) + 1, 0);
-    strcpy(name, tmp);
-    int fd = mkstemp(name);
-    if (fd < 0) return luaL_error(L, "yaml.dump: %s: cannot create a temporary file: %s", path, strerror(errno));
-    const char *what = NULL;
-    size_t off = 0;
-    while (off < e->len) {
-        ssize_t w = write(fd, e->buf + off, e->len - off);
-        if (w < 0) { if (errno == EINTR) continue; what = "cannot write"; break; }
-        off += (size_t)w;
-    }
-    mode_t um = umask(0);
-    umask(um);
-    if (!what && fchmod(fd, 0666 & ~um) != 0) what = "cannot set permissions";
-    if (!what && fsync(fd) != 0) what = "cannot sync";
-    int e_saved = errno;
-    if (close(fd) != 0 && !what) { what = "cannot close"; e_saved = errno; }
-    if (!what && rename(name, path) != 0) { what = "cannot rename the temporary file"; e_saved = errno; }
-    if (what) {
-        unlink(name);
-        return luaL_error(L, "yaml.dump: %s: %s: %s", path, what, strerror(e_saved));
-    }
-    /* Make the rename itself durable (best effort). */
-    const char *slash = strrchr(path, '/');
-    lua_pushlstring(L, slash ? path : ".", slash ? (size_t)(slash - path) + (slash == path) : 1);
-    int dfd = open(lua_tostring(L, -1), O_RDONLY | O_DIRECTORY);
-    if (dfd >= 0) { fsync(dfd); close(dfd); }
+    char err[512];
+    if (write_file_atomic(path, e->buf ? e->buf : "", e->len, err, sizeof err) != 0)
+        return luaL_error(L, "yaml.dump: %s: %s", path, err);
     return 0;
 }
 

@@ -19,6 +19,7 @@
 --   biases are 0, so it adds nothing to the residual stream and the grown model computes
 --   exactly the small model's function.
 local kiln = require "kiln"
+local check = require "kiln.check"
 
 local M = {}
 
@@ -73,8 +74,17 @@ end
 -- The regions of big's tensor `name` that hold small's values: a list of
 -- {small_view, big_view} pairs. Exposed for tests and for researchers' own operators.
 function M.blocks(small, big, name)
+  local who = "kiln.grow.blocks"
+  check.arg(who, "small", small, "kiln.Model")
+  check.arg(who, "big", big, "kiln.Model")
+  check.string(who, "name", name)
   local s, b = small:config(), big:config()
-  local ts, tb = small:param(name), big:param(name)
+  for _, k in ipairs { "n_embd", "n_head", "vocab_size", "block_size" } do
+    if b[k] < s[k] then check.error(who, "the big model's %s %d is smaller than the small model's %d", k, b[k], s[k]) end
+  end
+  local okp, ts = pcall(small.param, small, name)
+  local okb, tb = pcall(big.param, big, name)
+  if not (okp and okb) then check.error(who, "no parameter named %s in both models", check.describe(name)) end
   local kinds = dim_kinds(name)
   local out = {}
   if #kinds == 1 then
@@ -96,8 +106,8 @@ local function sigma_of(perturb, lambda)
   if perturb == nil or perturb == "mup_init" or perturb == "init" then return 1, "mup_init" end
   if perturb == "complement" then return 1 - lambda, "complement" end
   if perturb == "none" or perturb == false then return 0, "none" end
-  if type(perturb) == "number" and perturb >= 0 and perturb == perturb then return perturb, "sigma" end
-  fail("perturb must be \"mup_init\", \"complement\", \"none\" or a number >= 0 (got %s)", tostring(perturb))
+  if type(perturb) == "number" and perturb >= 0 and perturb < math.huge then return perturb, "sigma" end
+  check.fail("kiln.grow.width", "opts.perturb", '"mup_init", "complement", "none" or a finite number >= 0', perturb)
 end
 
 -- HyperCloning (Samragh et al. 2024, arXiv 2409.12903; docs/warmstart.md): the big model is
@@ -223,7 +233,7 @@ local function hyperclone(small, big_config, opts)
   return big, recipe
 end
 
-local WIDTH_OPTS = { shrink = true, perturb = true, seed = true, norm = true, from = true, method = true }
+local WIDTH_OPTS = { shrink = true, perturb = true, seed = true, norm = true, from = true, method = true, noise = true }
 
 -- grow.width(small, big_config, opts) -> big, recipe
 -- big_config: a kiln.model config; missing fields come from the small model's config
@@ -233,13 +243,24 @@ local WIDTH_OPTS = { shrink = true, perturb = true, seed = true, norm = true, fr
 -- LayerNorm weight is σ·1 and a copied one λ·w + σ; "copy": LayerNorm weights and biases are
 -- copied unshrunk and unperturbed, new coordinates get weight 1 and bias 0), from (a string
 -- naming the source, e.g. its checkpoint path, recorded in the recipe).
+local CONFIG_INTS = { "vocab_size", "block_size", "n_layer", "n_head", "n_embd", "seed" }
+
 function M.width(small, big_config, opts)
-  opts = opts or {}
+  local who = "kiln.grow.width"
+  check.arg(who, "small", small, "kiln.Model")
+  check.arg(who, "big_config", big_config, "?table")
+  opts = check.fields(who, "opts", opts or {}, WIDTH_OPTS)
   if opts.method == "hyperclone" then return hyperclone(small, big_config, opts) end
   if opts.method ~= nil and opts.method ~= "szp" then
-    fail("width: method must be \"szp\" (shrink, zero-pad, perturb; the default) or \"hyperclone\" (got %s)", tostring(opts.method))
+    check.fail(who, "opts.method", '"szp" (shrink, zero-pad, perturb; the default) or "hyperclone"', opts.method)
   end
-  for k in pairs(opts) do if not WIDTH_OPTS[k] then fail("width: unknown option '%s'", tostring(k)) end end
+  if opts.noise ~= nil then check.error(who, "opts.noise applies to method \"hyperclone\" only") end
+  for _, k in ipairs(CONFIG_INTS) do
+    if (big_config or {})[k] ~= nil then check.integer(who, "big_config." .. k, big_config[k], 1) end
+  end
+  check.number(who, "opts.shrink", opts.shrink == nil and 0.4 or opts.shrink)
+  if opts.seed ~= nil then check.integer(who, "opts.seed", opts.seed) end
+  check.arg(who, "opts.from", opts.from, "?string")
   local s = small:config()
   local cfg = copy_table(s)
   for k, v in pairs(big_config or {}) do cfg[k] = v end
@@ -247,7 +268,6 @@ function M.width(small, big_config, opts)
     cfg.base_width, cfg.output_mult, cfg.attn_mult, cfg.zero_query = nil, nil, nil, nil
   end
   local lambda = opts.shrink == nil and 0.4 or opts.shrink
-  if type(lambda) ~= "number" or lambda ~= lambda then fail("width: shrink must be a number") end
   local sigma, pmode = sigma_of(opts.perturb, lambda)
   local norm = opts.norm or "szp"
   if norm ~= "szp" and norm ~= "copy" then fail("width: norm must be \"szp\" or \"copy\"") end
@@ -262,7 +282,7 @@ function M.width(small, big_config, opts)
     fail("width: head size %d is smaller than the small model's %d", cfg.n_embd // cfg.n_head, s.n_embd // s.n_head)
   end
 
-  local big = kiln.model(cfg)                        -- θ_init(big), μP-scaled under μP
+  local big = check.call(who, kiln.model, cfg)       -- θ_init(big), μP-scaled under μP
   for _, p in ipairs(big:params()) do
     local name = p.name
     local tb = big:param(name)
@@ -298,10 +318,16 @@ local DEPTH_OPTS = { factor = true, n_layer = true, mode = true, new_blocks = tr
 -- init from seed); identity (default true): zero the new blocks' attn.c_proj and
 -- mlp.c_proj weights and biases, so every new block is the identity on the residual stream.
 function M.depth(small, opts)
-  opts = opts or {}
-  for k in pairs(opts) do if not DEPTH_OPTS[k] then fail("depth: unknown option '%s'", tostring(k)) end end
+  local who = "kiln.grow.depth"
+  check.arg(who, "small", small, "kiln.Model")
+  opts = check.fields(who, "opts", opts or {}, DEPTH_OPTS)
   local s = small:config()
   local L = s.n_layer
+  if opts.factor ~= nil then check.integer(who, "opts.factor", opts.factor, 1, 1024) end
+  if opts.n_layer ~= nil then check.integer(who, "opts.n_layer", opts.n_layer, L, 1024 * L) end
+  if opts.seed ~= nil then check.integer(who, "opts.seed", opts.seed) end
+  check.arg(who, "opts.identity", opts.identity, "?boolean")
+  check.arg(who, "opts.from", opts.from, "?string")
   local Lb = opts.n_layer or L * (opts.factor or 2)
   local mode = opts.mode or "stack"
   local new_blocks = opts.new_blocks or "copy"
@@ -312,7 +338,7 @@ function M.depth(small, opts)
   if new_blocks ~= "copy" and new_blocks ~= "init" then fail("depth: new_blocks must be \"copy\" or \"init\"") end
   local cfg = copy_table(s)
   cfg.n_layer, cfg.seed = Lb, opts.seed or 1
-  local big = kiln.model(cfg)
+  local big = check.call(who, kiln.model, cfg)
   -- source[i] = small block copied into big block i; is_new[i] = it is an added block
   local source, is_new = {}, {}
   for i = 0, Lb - 1 do
@@ -343,7 +369,8 @@ end
 -- Flat checkpoint metadata for a recipe (or a list of recipes, applied in order):
 -- keys "grow.<field>" (or "grow.<i>.<field>"), for kiln.save{meta = ...}.
 function M.meta(recipe, into)
-  local out = into or {}
+  check.arg("kiln.grow.meta", "recipe", recipe, "table")
+  local out = check.arg("kiln.grow.meta", "into", into, "?table") or {}
   local function put(prefix, r)
     for k, v in pairs(r) do
       if type(v) == "number" or type(v) == "string" or type(v) == "boolean" then out[prefix .. k] = v end
@@ -351,7 +378,7 @@ function M.meta(recipe, into)
   end
   if recipe[1] then
     out["grow.steps"] = #recipe
-    for i, r in ipairs(recipe) do put(("grow.%d."):format(i), r) end
+    for i, r in ipairs(recipe) do put(("grow.%d."):format(i), check.arg("kiln.grow.meta", ("recipe[%d]"):format(i), r, "table")) end
   else
     put("grow.", recipe)
   end
@@ -360,9 +387,10 @@ end
 
 -- The recipe back from a checkpoint's meta (kiln.load's second result), or nil.
 function M.recipe_from_meta(meta)
+  check.arg("kiln.grow.recipe_from_meta", "meta", meta, "table")
   local r
   for k, v in pairs(meta) do
-    local field = k:match("^grow%.([%w_]+)$")
+    local field = type(k) == "string" and k:match("^grow%.([%w_]+)$")
     if field and field ~= "steps" then
       r = r or {}
       r[field] = tonumber(v) or (v == "true" and true) or (v == "false" and false) or v

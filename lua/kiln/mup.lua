@@ -21,23 +21,30 @@
 --   bias     all biases: init 0, lr x 1.   norm: LayerNorm weights: init 1, lr x 1.
 -- Under the standard parametrisation every scale is 1 (the table still lists the init stds).
 local kiln = require "kiln"
+local check = require "kiln.check"
 
 local M = {}
 
-local function config_of(x)
+local function config_of(who, x)
+  check.arg(who, "model", x, "kiln.Model|table")
   if type(x) == "table" then return x end
   return x:config()
 end
 
 -- n_embd / base_width under μP, 1 under SP.
 function M.width_mult(x)
-  local c = config_of(x)
+  local who = "kiln.mup.width_mult"
+  local c = config_of(who, x)
   if c.parametrization ~= "mup" then return 1 end
+  check.positive(who, "n_embd", c.n_embd)
+  if c.base_width ~= nil then check.positive(who, "base_width", c.base_width) end
   return c.n_embd / (c.base_width or c.n_embd)
 end
 
 -- The μP role of a parameter from model:params(): hidden, input, readout, bias or norm.
 function M.role(p)
+  check.arg("kiln.mup.role", "p", p, "table")
+  check.string("kiln.mup.role", "p.name", p.name)
   if p.kind == "matrix" then return "hidden" end
   if p.kind == "bias" then return "bias" end
   if p.kind == "norm" then return "norm" end
@@ -58,7 +65,10 @@ end
 -- never decays), and with hparams.lr the effective lr (lr·lr_scale). hparams may carry
 -- decoupled_wd (see M.optimizer).
 function M.table(model, hparams)
-  hparams = hparams or {}
+  local who = "kiln.mup.table"
+  check.arg(who, "model", model, "kiln.Model")
+  hparams = check.arg(who, "hparams", hparams, "?table") or {}
+  if hparams.lr ~= nil then check.number(who, "hparams.lr", hparams.lr, 0) end
   local c = model:config()
   local mup = c.parametrization == "mup"
   local wm = M.width_mult(c)
@@ -91,10 +101,13 @@ end
 -- beta2, eps, weight_decay, clip) plus decoupled_wd (false: wd x width_mult on hidden
 -- matrices so lr·wd stays constant across widths, as mup's MuAdam; true: wd unchanged).
 function M.optimizer(model, hparams)
-  hparams = hparams or {}
+  local who = "kiln.mup.optimizer"
+  check.arg(who, "model", model, "kiln.Model")
+  hparams = check.arg(who, "hparams", hparams, "?table") or {}
+  check.arg(who, "hparams.decoupled_wd", hparams.decoupled_wd, "?boolean")
   local h = {}
   for k, v in pairs(hparams) do if k ~= "decoupled_wd" then h[k] = v end end
-  local opt = kiln.adamw(model, h)
+  local opt = check.call(who, kiln.adamw, model, h)
   for _, row in ipairs(M.table(model, hparams)) do
     if row.role == "hidden" and (row.lr_scale ~= 1 or row.wd_scale ~= 1) then
       opt:set_group("^" .. row.name:gsub("%p", "%%%0") .. "$", { lr_scale = row.lr_scale, wd_scale = row.wd_scale })
@@ -107,11 +120,16 @@ end
 -- heads), every other field (base_width included) unchanged. k may be fractional as long as
 -- the sizes stay whole.
 function M.widen(cfg, k)
+  local who = "kiln.mup.widen"
+  check.arg(who, "cfg", cfg, "table")
+  check.integer(who, "cfg.n_embd", cfg.n_embd, 1)
+  check.integer(who, "cfg.n_head", cfg.n_head, 1)
+  check.positive(who, "k", k)
   local out = {}
   for key, v in pairs(cfg) do out[key] = v end
   local d, h = cfg.n_embd * k, cfg.n_head * k
   if d ~= math.floor(d) or h ~= math.floor(h) or h < 1 then
-    error(("kiln.mup.widen: %d x %s is not a whole width with whole heads"):format(cfg.n_embd, tostring(k)), 2)
+    error(("kiln.mup.widen: %d x %s is not a whole width with whole heads"):format(cfg.n_embd, tostring(k)), 0)
   end
   out.n_embd, out.n_head = math.tointeger(d), math.tointeger(h)
   return out

@@ -9,6 +9,7 @@
 --     vlines = { { x = 1e6, label = "cut" } },
 --   }  -> { dat = ..., gp = ..., png = ... or nil }
 local util = require "kiln.util"
+local check = require "kiln.check"
 
 local M = {}
 
@@ -25,6 +26,18 @@ local function esc(s) return (tostring(s):gsub('\\', '\\\\'):gsub('"', '\\"')) e
 function M.lines(o)
   if type(o) ~= "table" or type(o.path) ~= "string" then error("kiln.plot.lines: 'path' (without extension) is required", 2) end
   if type(o.series) ~= "table" or #o.series == 0 then error("kiln.plot.lines: 'series' must be a non-empty list", 2) end
+  local who = "kiln.plot.lines"
+  check.fields(who, "options", o, { "path", "series", "title", "xlabel", "ylabel", "logx", "logy", "vlines" })
+  for _, k in ipairs { "title", "xlabel", "ylabel" } do check.arg(who, k, o[k], "?string|number") end
+  for i, s in ipairs(o.series) do
+    check.arg(who, ("series[%d]"):format(i), s, "table")
+    check.numbers(who, ("series[%d].x"):format(i), s.x)
+    check.arg(who, ("series[%d].y"):format(i), s.y, "table")
+  end
+  if o.vlines ~= nil then
+    check.list(who, "vlines", o.vlines, "table")
+    for i, v in ipairs(o.vlines) do check.number(who, ("vlines[%d].x"):format(i), v.x) end
+  end
   local dat, gp, png = o.path .. ".dat", o.path .. ".gp", o.path .. ".png"
   local base = dat:match("([^/]+)$")
   local blocks = {}

@@ -48,6 +48,7 @@
 -- run (the paper's "first 50B tokens of a 297B schedule").
 local kiln = require "kiln"
 local util = require "kiln.util"
+local check = require "kiln.check"
 local schedule = require "kiln.schedule"
 local train = require "kiln.train"
 
@@ -58,15 +59,18 @@ P.__name = "kiln.protocol"
 
 local function fail(fmt, ...) error("kiln.protocol: " .. fmt:format(...), 0) end
 
+-- The receiver of a method: P:phase{...}, not P.phase{...}.
+local function me(name, self) return check.self("kiln.protocol:" .. name, self, "kiln.protocol") end
+
 local function is_dataset(x) return type(x) == "userdata" and (getmetatable(x) or {}).__name == "kiln.Dataset" end
 
 local dataset_cache = {}
 local function dataset(x, what)
-  if is_dataset(x) then return x end
+  if is_dataset(x) then return check.arg("kiln.protocol", what, x, "kiln.Dataset") end
   if type(x) == "string" then
     if not dataset_cache[x] then
       if not util.exists(x) then fail("%s: no such file '%s'", what, x) end
-      dataset_cache[x] = kiln.dataset(x)
+      dataset_cache[x] = check.call("kiln.protocol: " .. what, kiln.dataset, x)
     end
     return dataset_cache[x]
   end
@@ -87,6 +91,25 @@ function M.new(o)
   end
   if type(o.dir) ~= "string" or o.dir == "" then fail("'dir' (the protocol's directory) is required") end
   if type(o.model) ~= "table" then fail("'model' must be a model config table (kiln.model's fields)") end
+  local who = "kiln.protocol"
+  check.arg(who, "optimizer", o.optimizer, "?table")
+  if o.batch ~= nil then check.integer(who, "batch", o.batch, 1, check.MAX_BATCH) end
+  if o.context ~= nil then check.integer(who, "context", o.context, 1, check.MAX_POSITIONS) end
+  if o.model.block_size ~= nil then check.integer(who, "model.block_size", o.model.block_size, 1, check.MAX_POSITIONS) end
+  if o.seed ~= nil then check.integer(who, "seed", o.seed) end
+  if o.checkpoint_every ~= nil then check.integer(who, "checkpoint_every", o.checkpoint_every, 1) end
+  if o.log_every ~= nil then check.integer(who, "log_every", o.log_every, 1) end
+  check.arg(who, "quiet", o.quiet, "?boolean")
+  for _, h in ipairs { "on_step", "on_eval", "on_phase_start", "on_phase_end" } do check.arg(who, h, o[h], "?callable") end
+  check.fields(who, "eval", o.eval or {}, { "sets", "every", "at", "windows" })
+  if (o.eval or {}).sets ~= nil then check.arg(who, "eval.sets", o.eval.sets, "table") end
+  if (o.eval or {}).every ~= nil then check.integer(who, "eval.every", o.eval.every, 1) end
+  if (o.eval or {}).at ~= nil then check.list(who, "eval.at", o.eval.at, "integer") end
+  if (o.eval or {}).windows ~= nil then check.integer(who, "eval.windows", o.eval.windows, 1) end
+  for k, v in pairs((o.eval or {}).sets or {}) do
+    if type(k) ~= "string" then check.error(who, "eval.sets must map names (strings) to datasets, got a %s key", type(k)) end
+    if not is_dataset(v) then check.arg(who, "eval.sets." .. k, v, "string") end
+  end
   local model = util.copy(o.model)
   model.vocab_size = model.vocab_size or 256
   model.seed = model.seed or 1
@@ -114,7 +137,11 @@ function M.new(o)
 end
 
 -- Steps for a token count (whole steps, rounded up).
-function P:steps_for(tokens) return math.ceil(tokens / self.tokens_per_step - 1e-9) end
+function P:steps_for(tokens)
+  me("steps_for", self)
+  check.positive("kiln.protocol:steps_for", "tokens", tokens)
+  return math.ceil(tokens / self.tokens_per_step - 1e-9)
+end
 
 -- The schedule a phase spec describes, on the phase's own steps.
 local function build_schedule(spec, budget_steps, who)
@@ -134,6 +161,11 @@ local function build_schedule(spec, budget_steps, who)
     end
   end
   if type(spec.peak) ~= "number" then fail("%s: the schedule needs 'peak'", who) end
+  local cw = "kiln.protocol:phase"
+  for _, k in ipairs { "peak", "floor", "floor_frac", "warmup_frac", "decay_frac", "start" } do
+    if spec[k] ~= nil then check.number(cw, "schedule." .. k, spec[k], 0) end
+  end
+  if spec.warmup ~= nil then check.integer(cw, "schedule.warmup", spec.warmup, 0) end
   if spec.warmup ~= nil and spec.warmup_frac ~= nil then fail("%s: give 'warmup' or 'warmup_frac', not both", who) end
   local W = spec.warmup or math.floor((spec.warmup_frac or 0) * budget_steps + 0.5)
   local decay = math.floor((spec.decay_frac or 1) * budget_steps + 0.5)
@@ -166,7 +198,22 @@ end
 -- under the same name with the same description except a longer `tokens` extends it (so
 -- studies that need the first part of a run and the whole of it share one run).
 function P:phase(o)
+  me("phase", self)
   if type(o) ~= "table" then fail("phase: expected a table") end
+  local cw = "kiln.protocol:phase"
+  if o.tokens ~= nil then check.positive(cw, "tokens", o.tokens) end
+  if o.steps ~= nil then check.integer(cw, "steps", o.steps, 1) end
+  if o.budget ~= nil then check.positive(cw, "budget", o.budget) end
+  if o.replay ~= nil then check.number(cw, "replay", o.replay, 0) end
+  if o.seed ~= nil then check.integer(cw, "seed", o.seed) end
+  check.arg(cw, "checkpoints", o.checkpoints, "?table")
+  if type(o.data) == "table" and not is_dataset(o.data) then
+    for i, d in ipairs(o.data) do
+      check.arg(cw, ("data[%d]"):format(i), d, "table")
+      local w = d.weight or d[2]
+      if w ~= nil then check.number(cw, ("data[%d].weight"):format(i), w, 0) end
+    end
+  end
   for k in pairs(o) do
     if not PHASE_KNOWN[k] then fail("phase: unknown field '%s' (known: %s)", tostring(k), table.concat(util.sorted_keys(PHASE_KNOWN), ", ")) end
   end
@@ -251,10 +298,16 @@ function P:phase(o)
   return self
 end
 
-function P:phase_dir(name) return self.dir .. "/" .. name end
+function P:phase_dir(name)
+  me("phase_dir", self)
+  check.string("kiln.protocol:phase_dir", "name", name, true)
+  return self.dir .. "/" .. name
+end
 
 -- The file of a named checkpoint ("phase" = its final, or "phase.name").
 function P:checkpoint_path(ref)
+  me("checkpoint_path", self)
+  check.string("kiln.protocol:checkpoint_path", "ref", ref, true)
   local src, ck = ref:match("^([%w_%-]+)%.([%w_%-]+)$")
   src = src or ref
   local sp = self.by_name[src]
@@ -266,6 +319,7 @@ end
 
 -- The phase's evaluation steps (the protocol's every/at, within the phase).
 function P:eval_spec()
+  me("eval_spec", self)
   local at = {}
   for _, s in ipairs(self.eval.at or {}) do at[#at + 1] = s end
   return { every = self.eval.every, at = at, sets = self.sets, windows = self.eval.windows }
@@ -273,6 +327,8 @@ end
 
 -- Evaluate a model on every set: { name = loss }.
 function P:evaluate(model)
+  me("evaluate", self)
+  check.arg("kiln.protocol:evaluate", "model", model, "kiln.Model")
   local out = {}
   for _, name in ipairs(util.sorted_keys(self.sets)) do
     out[name] = train.evaluate(model, self.sets[name], self.context, self.eval.windows, self.batch)
@@ -283,6 +339,9 @@ end
 -- A phase's learning curves: a list of { step, tokens, <set> = loss } from start.yaml (step 0)
 -- and the evaluated rows of metrics.csv, in step order. `upto_tokens` cuts it.
 function P:curve(name, upto_tokens)
+  me("curve", self)
+  check.string("kiln.protocol:curve", "name", name)
+  if upto_tokens ~= nil then check.number("kiln.protocol:curve", "upto_tokens", upto_tokens) end
   local ph = self.by_name[name]
   if not ph then fail("no phase named '%s'", tostring(name)) end
   local dir = self:phase_dir(name)
@@ -313,6 +372,11 @@ end
 -- before each point), at the end, the start value, and the largest rise above the start and
 -- where it happened (for forgetting: the upstream set).
 function M.summarize(curve, set, points)
+  local who = "kiln.protocol.summarize"
+  check.list(who, "curve", curve, "table")
+  for i, row in ipairs(curve) do check.number(who, ("curve[%d].tokens"):format(i), row.tokens) end
+  if set == nil then check.fail(who, "set", "a set name", set) end
+  if points ~= nil then check.numbers(who, "points", points) end
   local r = { at = {} }
   if #curve == 0 then return r end
   local start = curve[1].tokens == 0 and curve[1][set] or nil
@@ -338,7 +402,13 @@ end
 -- Run the phases in order (or only those named in opts.only, or up to and including
 -- opts.upto). Returns { status = "complete" | "stopped", phases = { name = {...} }, order }.
 function P:run(opts)
-  opts = opts or {}
+  me("run", self)
+  local who = "kiln.protocol:run"
+  opts = check.fields(who, "opts", opts or {}, { "upto", "only", "on_step", "command" })
+  check.arg(who, "opts.upto", opts.upto, "?string")
+  if opts.only ~= nil then check.list(who, "opts.only", opts.only, "string") end
+  check.arg(who, "opts.on_step", opts.on_step, "?callable")
+  check.arg(who, "opts.command", opts.command, "?string")
   util.mkdir(self.dir)
   local desc = { batch = self.batch, context = self.context, seed = self.seed, model = self.model,
                  optimizer = self.optimizer, eval_windows = self.eval.windows, phases = {} }
@@ -362,6 +432,12 @@ function P:run(opts)
 end
 
 function P:run_phase(ph, opts)
+  me("run_phase", self)
+  local who = "kiln.protocol:run_phase"
+  if type(ph) ~= "table" or self.by_name[ph.name] ~= ph then
+    check.fail(who, "ph", "a phase of this protocol (from P.phases)", ph)
+  end
+  opts = check.arg(who, "opts", opts, "?table") or {}
   local dir = self:phase_dir(ph.name)
   local quiet = self.quiet
   if util.exists(dir .. "/summary.yaml") then
@@ -407,14 +483,14 @@ function P:run_phase(ph, opts)
   end
   local data = {}
   for i, d in ipairs(ph.data) do data[i] = { name = d.name, dataset = d.dataset, weight = d.weight } end
-  local summary = train.run {
+  local summary = check.call("kiln.protocol: phase " .. ph.name, train.run, {
     model = model, optimizer = opt, data = data, steps = ph.steps, batch = self.batch,
     context = self.context, schedule = ph.schedule, eval = self:eval_spec(), checkpoint = ck,
     run_dir = dir, seed = ph.seed, log_every = self.log_every, quiet = quiet,
     config = { protocol = self.dir, phase = describe_phase(ph), source = source_path or "scratch" },
     command = opts.command or "kiln.protocol",
     on_step = wrap(opts.on_step or hooks.on_step), on_eval = wrap(hooks.on_eval),
-  }
+  })
   if hooks.on_phase_end then hooks.on_phase_end(ph.name, summary) end
   return { name = ph.name, dir = dir, summary = summary, start = kiln.yaml.load(dir .. "/start.yaml"),
            curve = self:curve(ph.name) }

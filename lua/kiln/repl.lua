@@ -13,6 +13,7 @@
 -- hyperparameters and step; schedules and weightings their describe(); tables print nested
 -- down to `depth` levels and at most `items` entries each.
 local kiln = require "kiln"
+local check = require "kiln.check"
 
 local M = {}
 M.options = { depth = 3, items = 40, width = 96, edge = 3, threshold = 200 }
@@ -354,7 +355,8 @@ end
 function M.format(v, opts)
   local o = {}
   for k, x in pairs(M.options) do o[k] = x end
-  for k, x in pairs(opts or {}) do o[k] = x end
+  check.fields("kiln.repl.format", "opts", opts or {}, M.options)
+  for k, x in pairs(opts or {}) do o[k] = check.integer("kiln.repl.format", "opts." .. k, x, 0, 1000000) end
   return format_value(v, o, 0, {})
 end
 
@@ -449,6 +451,8 @@ end
 -- Candidates for `word` (the text before the cursor back to the last separator; '.' and
 -- ':' are part of words). Returns a sorted array of full replacements for `word`.
 function M.complete(word, line_before)
+  check.arg("kiln.repl.complete", "word", word, "?string")
+  check.arg("kiln.repl.complete", "line_before", line_before, "?string")
   word = word or ""
   local out = {}
   local prefix, sep, partial = word:match("^(.-)([.:])([%w_]*)$")

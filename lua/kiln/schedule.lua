@@ -32,6 +32,7 @@ local MT = { __index = S, __name = "kiln.schedule" }
 local floor, cos, pi, sqrt = math.floor, math.cos, math.pi, math.sqrt
 
 local util = require "kiln.util"
+local check = require "kiln.check"
 
 -- Shortest decimal text that reads back as the same number (for describe()).
 local fmt = util.num
@@ -122,7 +123,7 @@ end
 -- ---------------------------------------------------------------------------------------
 local function check_step(step)
   if not isnum(step) or step < 0 then
-    error(("schedule: step must be a non-negative number (got %s)"):format(show(step)), 3)
+    error(("kiln.schedule: step must be a non-negative number (got %s)"):format(show(step)), 0)
   end
 end
 
@@ -132,15 +133,19 @@ MT.__call = function(self, step)
 end
 MT.__tostring = function(self) return self:describe() end
 
+-- The receiver of a method: s:at(5), not s.at(5).
+local function is_self(who, self) return check.self("kiln.schedule:" .. who, self, "kiln.schedule") end
+
 -- The LR at `step` (same as s(step)).
-function S:at(step) check_step(step); return self._f(step) end
+function S:at(step) is_self("at", self); check_step(step); return self._f(step) end
 
 -- The natural length of the schedule in steps (where it reaches its final value), or nil.
-function S:length() return self._length end
+function S:length() is_self("length", self); return self._length end
 
 -- One line: kind(param=value, ...), parameters in a fixed order, numbers to 6 significant
 -- digits, `start` left out when it is 0.
 function S:describe()
+  is_self("describe", self)
   if self._describe then return self._describe(self) end
   local parts = {}
   for _, k in ipairs(self._order) do
@@ -154,16 +159,16 @@ end
 
 -- n points {step = s, lr = v} (also p[1], p[2]) evenly spread over [0, total_steps], both
 -- ends included; steps are whole, rounded half up. total_steps defaults to s:length().
+-- At most check.MAX_SAMPLES (10^7) points.
 function S:sample(n, total_steps)
-  if not (isnum(n) and n == floor(n) and n >= 1) then
-    error(("schedule:sample: 'n' must be a whole number >= 1 (got %s)"):format(show(n)), 2)
-  end
+  is_self("sample", self)
+  n = check.integer("kiln.schedule:sample", "n", n, 1, check.MAX_SAMPLES)
   total_steps = total_steps or self._length
   if total_steps == nil then
-    error(("schedule:sample: 'total_steps' is required for %s (it has no natural length)"):format(self:describe()), 2)
+    error(("schedule:sample: 'total_steps' is required for %s (it has no natural length)"):format(self:describe()), 0)
   end
   if not (isnum(total_steps) and total_steps >= 0) then
-    error(("schedule:sample: 'total_steps' must be a number >= 0 (got %s)"):format(show(total_steps)), 2)
+    error(("schedule:sample: 'total_steps' must be a number >= 0 (got %s)"):format(show(total_steps)), 0)
   end
   local pts = {}
   for i = 1, n do
@@ -177,6 +182,7 @@ end
 
 -- A plain table that schedule.make turns back into an equal schedule (for config.yaml).
 function S:config()
+  is_self("config", self)
   local c = { kind = self.kind }
   for k, v in pairs(self.params) do
     if getmetatable(v) == MT then c[k] = v:config()
@@ -422,7 +428,7 @@ end
 -- is), a function (schedule.from), a number (schedule.constant) or a config table
 -- {kind = "cosine", peak = ..., ...} as written by s:config() or read from YAML.
 function M.make(spec, who)
-  who = who or "schedule"
+  who = check.arg("kiln.schedule.make", "who", who, "?string") or "schedule"
   if getmetatable(spec) == MT then return spec end
   local ty = type(spec)
   if ty == "function" then return M.from(spec) end

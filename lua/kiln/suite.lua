@@ -24,9 +24,16 @@
 --   dir/runs.csv       one row per run: variant, seed, then every metric
 --   dir/results.csv    one row per variant: n, then <metric>_mean and <metric>_std
 --   dir/results.md     the same as a Markdown table, mean ± std over seeds
--- and returns { runs = {...}, variants = {...}, table = <markdown text> }.
+-- and returns { runs = {...}, variants = {...}, table = <markdown text>, status, failed }.
+-- A run that diverges (kiln.train stops on a non-finite training or evaluation loss) or whose
+-- report holds a non-finite number is recorded as failed: its row in runs.csv has status
+-- "failed" and no metrics, it is left out of results.csv / results.md (n counts complete
+-- runs), results.md lists it with the message, and the returned status is "failed". Any
+-- other error from `run` or `report` stops the suite.
 local kiln = require "kiln"
 local util = require "kiln.util"
+local check = require "kiln.check"
+local train_mod = require "kiln.train"
 
 local M = {}
 
@@ -50,15 +57,59 @@ local function fmt_num(x, digits)
   return ("%." .. digits .. "f"):format(x)
 end
 
+-- The first metric of a report that is a number but not finite, as name, value.
+local function nonfinite_metric(metrics)
+  for _, name in ipairs(util.sorted_keys(metrics)) do
+    local x = metrics[name]
+    if type(x) == "number" and (x ~= x or x == math.huge or x == -math.huge) then return name, x end
+  end
+end
+
+-- One run: {variant, seed, run_dir, status, metrics, message}. A run that diverges (kiln.train
+-- stops on a non-finite loss or evaluation) or whose report has a non-finite number is
+-- "failed" with no metrics; any other error is the suite's error.
+local function run_one(o, report, v, seed, run_dir, by_runs)
+  local mpi = kiln.mpi
+  local ok, summary
+  if by_runs then ok, summary = pcall(mpi.solo, o.run, v, seed, run_dir)
+  else ok, summary = pcall(o.run, v, seed, run_dir) end
+  local r = { variant = v.name, seed = seed, run_dir = run_dir, status = "complete", metrics = {} }
+  if not ok then
+    if not train_mod.is_divergence(summary) then
+      error(("kiln.suite: run(%s, %d): %s"):format(v.name, seed, tostring(summary)), 0)
+    end
+    r.status, r.message = "failed", tostring(summary)
+  elseif type(summary) ~= "table" then
+    fail("run(%s, %d) returned %s, expected a summary table", v.name, seed, type(summary))
+  elseif summary.status == "failed" then
+    r.status, r.message = "failed", tostring(summary.message or "the run reports status failed")
+  else
+    local metrics = check.call(("kiln.suite: report(%s, %d)"):format(v.name, seed), report, summary, v, seed, run_dir)
+    if type(metrics) ~= "table" then
+      fail("report(%s, %d) returned %s, expected a table of metrics", v.name, seed, type(metrics))
+    end
+    local name, x = nonfinite_metric(metrics)
+    if name then
+      r.status, r.message = "failed", ("metric '%s' is %s"):format(tostring(name), tostring(x))
+    else
+      r.metrics = metrics
+    end
+  end
+  if r.status == "failed" and not o.quiet then
+    io.stderr:write(("kiln.suite: %s seed %d FAILED: %s\n"):format(v.name, seed, r.message))
+  end
+  return r
+end
+
 function M.run(o)
   if type(o) ~= "table" then error("kiln.suite: expected a table of options", 2) end
   for k in pairs(o) do
     if not KNOWN[k] then fail("unknown option '%s' (known: %s)", tostring(k), table.concat(util.sorted_keys(KNOWN), ", ")) end
   end
-  if type(o.dir) ~= "string" then fail("'dir' (the suite's directory) is required") end
+  if type(o.dir) ~= "string" or o.dir == "" then fail("'dir' (the suite's directory) is required") end
   if type(o.variants) ~= "table" or #o.variants == 0 then fail("'variants' must be a non-empty list") end
   if type(o.run) ~= "function" then fail("'run' must be a function(variant, seed, run_dir)") end
-  local seeds = o.seeds or { 1 }
+  local seeds = check.arg("kiln.suite", "seeds", o.seeds, "?table") or { 1 }
   local seen = {}
   for i, v in ipairs(o.variants) do
     if type(v) ~= "table" or type(v.name) ~= "string" or not v.name:match("^[%w_%-%.]+$") then
@@ -70,6 +121,12 @@ function M.run(o)
   for i, s in ipairs(seeds) do
     if math.type(s) ~= "integer" then fail("seeds[%d] must be an integer", i) end
   end
+  local who = "kiln.suite"
+  check.arg(who, "report", o.report, "?callable")
+  if o.columns ~= nil then check.list(who, "columns", o.columns, "string") end
+  check.arg(who, "title", o.title, "?string")
+  check.arg(who, "quiet", o.quiet, "?boolean")
+  if o.digits ~= nil then check.integer(who, "digits", o.digits, 0, 17) end
   local report = o.report or default_report
   local digits = o.digits or 4
   local parallel = o.parallel or "data"
@@ -88,11 +145,8 @@ function M.run(o)
       local run_dir = ("%s/%s/seed%d"):format(o.dir, v.name, seed)
       if not by_runs or (k - 1) % size == rank then
         if not o.quiet and (rank == 0 or by_runs) then print(("== %s seed %d -> %s"):format(v.name, seed, run_dir)) end
-        local summary
-        if by_runs then summary = mpi.solo(o.run, v, seed, run_dir) else summary = o.run(v, seed, run_dir) end
-        if type(summary) ~= "table" then fail("run(%s, %d) returned %s, expected a summary table", v.name, seed, type(summary)) end
-        runs[#runs + 1] = { k = k, variant = v.name, seed = seed, run_dir = run_dir,
-                            metrics = report(summary, v, seed, run_dir) }
+        runs[#runs + 1] = run_one(o, report, v, seed, run_dir, by_runs)
+        runs[#runs].k = k
       end
     end
   end
@@ -109,7 +163,8 @@ function M.run(o)
         end
         fields[#fields + 1] = ("[%q] = %q"):format(name, x)
       end
-      lines[#lines + 1] = ("{ k = %d, metrics = { %s } },"):format(r.k, table.concat(fields, ", "))
+      lines[#lines + 1] = ("{ k = %d, status = %q, message = %q, metrics = { %s } },"):format(
+        r.k, r.status, r.message or "", table.concat(fields, ", "))
     end
     local all = {}
     for _, text in ipairs(mpi.allgather(table.concat(lines, "\n"))) do
@@ -120,7 +175,8 @@ function M.run(o)
       for _, seed in ipairs(seeds) do
         k = k + 1
         runs[k] = { variant = v.name, seed = seed, run_dir = ("%s/%s/seed%d"):format(o.dir, v.name, seed),
-                    metrics = all[k].metrics }
+                    metrics = all[k].metrics, status = all[k].status,
+                    message = all[k].message ~= "" and all[k].message or nil }
       end
     end
   end
@@ -141,10 +197,20 @@ function M.run(o)
 
   -- runs.csv
   local lines = { util.csv_line({ "variant", "seed", table.unpack(columns) }) }
+  local failed = {}
   for _, r in ipairs(runs) do
     local fields = { r.variant, r.seed }
     for _, c in ipairs(columns) do fields[#fields + 1] = r.metrics[c] end
     lines[#lines + 1] = util.csv_line(fields, 2 + #columns)
+    if r.status == "failed" then failed[#failed + 1] = r end
+  end
+  if #failed > 0 then   -- a status column only when a run failed (complete suites keep their format)
+    lines[1] = util.csv_line({ "variant", "seed", "status", table.unpack(columns) })
+    for i, r in ipairs(runs) do
+      local fields = { r.variant, r.seed, r.status }
+      for _, c in ipairs(columns) do fields[#fields + 1] = r.metrics[c] end
+      lines[i + 1] = util.csv_line(fields, 3 + #columns)
+    end
   end
   write_atomic(o.dir .. "/runs.csv", table.concat(lines))
 
@@ -163,7 +229,7 @@ function M.run(o)
     for _, c in ipairs(columns) do per[c] = {} end
     local n = 0
     for _, r in ipairs(runs) do
-      if r.variant == v.name then
+      if r.variant == v.name and r.status == "complete" then
         n = n + 1
         for _, c in ipairs(columns) do
           local x = r.metrics[c]
@@ -185,10 +251,18 @@ function M.run(o)
     variants[#variants + 1] = agg
   end
   write_atomic(o.dir .. "/results.csv", table.concat(csv))
+  if #failed > 0 then
+    md[#md + 1] = ("\n**%d run%s failed** (left out of the table; n counts the complete runs):\n\n"):format(
+      #failed, #failed == 1 and "" or "s")
+    for _, r in ipairs(failed) do
+      md[#md + 1] = ("- %s seed %d: %s\n"):format(r.variant, r.seed, (r.message:gsub("\n", " ")))
+    end
+  end
   local text = table.concat(md)
   write_atomic(o.dir .. "/results.md", text)
   if size > 1 then mpi.barrier() end   -- the files exist when any rank returns
-  return { runs = runs, variants = variants, table = text, columns = columns }
+  return { runs = runs, variants = variants, table = text, columns = columns, failed = failed,
+           status = #failed > 0 and "failed" or "complete" }
 end
 
 return setmetatable(M, { __call = function(_, o) return M.run(o) end })

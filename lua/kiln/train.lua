@@ -31,6 +31,7 @@
 -- same results as an uninterrupted run; one whose summary.yaml exists returns it at once.
 local kiln = require "kiln"
 local util = require "kiln.util"
+local check = require "kiln.check"
 local schedule_mod = require "kiln.schedule"
 local weighting_mod = require "kiln.weighting"
 
@@ -52,16 +53,21 @@ end
 
 -- A list of {name=, dataset=, weight=} from the `data` option.
 local function normalize_data(data)
-  if is_userdata_of(data, "kiln.Dataset") then return { { name = "train", dataset = data, weight = 1 } } end
+  if is_userdata_of(data, "kiln.Dataset") then
+    return { { name = "train", dataset = check.arg("kiln.train", "data", data, "kiln.Dataset"), weight = 1 } }
+  end
   if type(data) ~= "table" or #data == 0 then
     fail("'data' must be a kiln.dataset or a list of {dataset = ..., weight = ...} (got %s)", type(data))
   end
   local out, total = {}, 0
   for i, d in ipairs(data) do
+    check.arg("kiln.train", ("data[%d]"):format(i), d, "table")
     local ds = d.dataset or d[1]
     local w = d.weight or d[2] or 1
     if not is_userdata_of(ds, "kiln.Dataset") then fail("data[%d].dataset must be a kiln.dataset", i) end
-    if type(w) ~= "number" or w < 0 or w ~= w then fail("data[%d].weight must be a number >= 0", i) end
+    check.arg("kiln.train", ("data[%d].dataset"):format(i), ds, "kiln.Dataset")
+    if not check.isfinite(w) or w < 0 then fail("data[%d].weight must be a finite number >= 0", i) end
+    if d.name ~= nil and type(d.name) ~= "string" then fail("data[%d].name must be a string", i) end
     out[i] = { name = d.name or ("data" .. i), dataset = ds, weight = w }
     total = total + w
   end
@@ -73,13 +79,16 @@ end
 local function normalize_sets(sets)
   local out = {}
   if sets == nil then return out end
-  if is_userdata_of(sets, "kiln.Dataset") then return { { name = "val", dataset = sets } } end
+  if is_userdata_of(sets, "kiln.Dataset") then
+    return { { name = "val", dataset = check.arg("kiln.train", "eval.sets", sets, "kiln.Dataset") } }
+  end
   if type(sets) ~= "table" then fail("eval.sets must be a table of name = kiln.dataset") end
   for _, name in ipairs(util.sorted_keys(sets)) do
     local ds = sets[name]
     if type(name) ~= "string" then fail("eval.sets keys must be names (strings)") end
     if not name:match("^[%w_]+$") then fail("eval set name '%s' must be letters, digits or _", name) end
     if not is_userdata_of(ds, "kiln.Dataset") then fail("eval.sets.%s must be a kiln.dataset", name) end
+    check.arg("kiln.train", "eval.sets." .. name, ds, "kiln.Dataset")
     out[#out + 1] = { name = name, dataset = ds }
   end
   return out
@@ -108,6 +117,13 @@ end
 -- With split = true (a collective: every rank must call it) each rank evaluates its share
 -- of the windows and the sums are combined with kiln.mpi.allreduce.
 function M.evaluate(model, ds, T, windows, B, split)
+  local who = "kiln.train.evaluate"
+  check.arg(who, "model", model, "kiln.Model")
+  check.arg(who, "dataset", ds, "kiln.Dataset")
+  T = check.integer(who, "T", T, 1, check.MAX_POSITIONS)
+  if windows ~= nil then windows = check.integer(who, "windows", windows, 1) end
+  if B ~= nil then B = check.integer(who, "batch", B, 1, check.MAX_BATCH) end
+  check.arg(who, "split", split, "?boolean")
   B = B or 16
   local total = ds:num_eval_windows(T)
   if total < 1 then error(("%s: no evaluation window of %d tokens fits"):format(ds:path(), T + 1), 0) end
@@ -176,6 +192,33 @@ local function format_eta(seconds)
   return ("%ds"):format(seconds)
 end
 
+-- The types of the options that are not checked where they are used.
+local function check_option_types(o)
+  local who = "kiln.train"
+  if o.log_every ~= nil then check.integer(who, "log_every", o.log_every, 1) end
+  if o.seed ~= nil then check.integer(who, "seed", o.seed) end
+  if o.run_dir ~= nil then check.string(who, "run_dir", o.run_dir, true) end
+  for _, k in ipairs { "quiet", "progress", "final_eval" } do check.arg(who, k, o[k], "?boolean") end
+  for _, k in ipairs { "on_step", "on_eval", "on_checkpoint" } do check.arg(who, k, o[k], "?callable") end
+  check.arg(who, "config", o.config, "?table")
+  check.arg(who, "state", o.state, "?table")
+  check.arg(who, "command", o.command, "?string")
+  if o.resume ~= nil and o.resume ~= true and o.resume ~= false and o.resume ~= "force" then
+    check.fail(who, "resume", 'true, false or "force"', o.resume)
+  end
+  if o.steps ~= nil then check.integer(who, "steps", o.steps, 0) end
+  if o.tokens ~= nil then check.positive(who, "tokens", o.tokens) end
+  if o.eval ~= nil then
+    check.fields(who, "eval", o.eval, { "every", "at", "sets", "windows", "batch" })
+    if o.eval.windows ~= nil then check.integer(who, "eval.windows", o.eval.windows, 1) end
+    if o.eval.batch ~= nil then check.integer(who, "eval.batch", o.eval.batch, 1, check.MAX_BATCH) end
+  end
+  if o.checkpoint ~= nil then check.fields(who, "checkpoint", o.checkpoint, { "every", "at" }) end
+  for _, k in ipairs { "eval", "checkpoint" } do
+    if o[k] ~= nil and o[k].at ~= nil then check.list(who, k .. ".at", o[k].at, "integer") end
+  end
+end
+
 function M.run(o)
   if type(o) ~= "table" then error("kiln.train: expected a table of options", 2) end
   for k in pairs(o) do
@@ -185,25 +228,33 @@ function M.run(o)
     end
   end
 
+  check_option_types(o)
+
   -- Model and optimizer ----------------------------------------------------------------
   local model = o.model
-  if type(model) == "table" then model = kiln.model(model)
+  if type(model) == "table" then model = check.call("kiln.train: 'model'", kiln.model, model)
   elseif not is_userdata_of(model, "kiln.Model") then fail("'model' must be a kiln.model or a config table") end
+  check.arg("kiln.train", "model", model, "kiln.Model")
   local mcfg = model:config()
   local opt = o.optimizer
-  if opt == nil or type(opt) == "table" then opt = kiln.adamw(model, opt)
+  if opt == nil or type(opt) == "table" then opt = check.call("kiln.train: 'optimizer'", kiln.adamw, model, opt)
   elseif not is_userdata_of(opt, "kiln.AdamW") then fail("'optimizer' must be a kiln.adamw or a table of hyperparameters") end
+  check.arg("kiln.train", "optimizer", opt, "kiln.AdamW")
   if opt:model() ~= model then fail("the optimizer belongs to another model") end
 
   -- Shapes and budget --------------------------------------------------------------------
   local B = o.batch or 16
   local T = o.context or mcfg.block_size
   local accum = o.accumulate or 1
-  if math.type(B) ~= "integer" or B < 1 then fail("'batch' must be a positive integer") end
+  if math.type(B) ~= "integer" or B < 1 or B > check.MAX_BATCH then
+    fail("'batch' must be an integer in 1..%d (got %s)", check.MAX_BATCH, check.describe(B))
+  end
   if math.type(T) ~= "integer" or T < 1 or T > mcfg.block_size then
     fail("'context' must be an integer in 1..%d (the model's block_size), got %s", mcfg.block_size, tostring(T))
   end
-  if math.type(accum) ~= "integer" or accum < 1 then fail("'accumulate' must be a positive integer") end
+  if math.type(accum) ~= "integer" or accum < 1 or accum > check.MAX_ACCUMULATE then
+    fail("'accumulate' must be an integer in 1..%d (got %s)", check.MAX_ACCUMULATE, check.describe(accum))
+  end
   local mpi = kiln.mpi
   local nranks, rank = mpi.size(), mpi.rank()
   local _ <close> = mpi.guard("kiln.train")   -- an error here reaches the other ranks at once
@@ -231,11 +282,12 @@ function M.run(o)
 
   -- Schedule and weighting -------------------------------------------------------------
   local base_lr = opt:hparams().lr
-  local sched = o.schedule ~= nil and schedule_mod.make(o.schedule, "kiln.train: schedule") or function() return base_lr end
+  local sched = o.schedule ~= nil and check.call("kiln.train: 'schedule'", schedule_mod.make, o.schedule, "schedule")
+                or function() return base_lr end
   local weights, normalize = nil, false
   if o.weighting ~= nil then
-    local w = weighting_mod.make(o.weighting)
-    local vec = w:vector(T)
+    local w = check.call("kiln.train: 'weighting'", weighting_mod.make, o.weighting)
+    local vec = check.call("kiln.train: 'weighting'", w.vector, w, T)
     if #vec ~= T then fail("weighting: expected %d weights (one per position), got %d", T, #vec) end
     weights, normalize = kiln.tensor_from(vec), w.normalize and true or false
   end
@@ -357,12 +409,31 @@ function M.run(o)
 
   local function call_hook(name, info)
     local h = o[name]
-    if h and h(info) == "stop" then status, stop_reason = "stopped", name; return true end
+    if not h then return false end
+    local ok, r = pcall(h, info)
+    if not ok then fail("the %s hook failed at step %d: %s", name, info.step, tostring(r)) end
+    if r == "stop" then status, stop_reason = "stopped", name; return true end
     return false
+  end
+
+  -- The newest checkpoint known to be good: saved with finite parameters, and before any
+  -- non-finite loss or evaluation (the run stops at the first one, so none is saved after).
+  local last_good = nil
+  local function diverged(fmtstr, ...)
+    status = "failed"
+    local good = last_good or (run_dir and start_step > 0 and newest_checkpoint(run_dir)) or "none"
+    local args = table.pack(...)
+    args[args.n + 1] = good
+    fail("diverged: " .. fmtstr .. "; stopped (last good checkpoint: %s)", table.unpack(args, 1, args.n + 1))
   end
 
   local function save_checkpoint(step)
     if not run_dir then return nil end
+    local bad = model:flat_params():first_nonfinite()
+    if bad then
+      diverged("step %d: parameter %d of the model is %s, not saved as a checkpoint", step, bad,
+        util.num(model:flat_params():get(bad)))
+    end
     local path = ("%s/checkpoints/step_%08d.safetensors"):format(run_dir, step)
     if rank == 0 then
       kiln.save(path, { model = model, optimizer = opt, tokenizer = data[1].dataset:tokenizer(), meta = {
@@ -376,6 +447,9 @@ function M.run(o)
     local row = {}
     for _, s in ipairs(sets) do
       local mean, per = M.evaluate(model, s.dataset, T, eval_opts.windows or 64, eval_opts.batch or local_B, nranks > 1)
+      if mean ~= mean or mean == math.huge or mean == -math.huge then
+        diverged("step %d: the evaluation loss on '%s' is %s", step, s.name, util.num(mean))
+      end
       row[s.name] = { loss = mean, positions = per }
       if positions_f then
         local fields = { step, s.name }
@@ -450,7 +524,8 @@ function M.run(o)
   local last_ckpt = nil
   local step = start_step
   while step < steps do
-    local lr = sched(step)
+    local sched_ok, lr = pcall(sched, step)
+    if not sched_ok then fail("the schedule failed at step %d: %s", step, tostring(lr)) end
     if type(lr) ~= "number" or lr ~= lr or lr < 0 then
       fail("the schedule gave lr = %s at step %d (expected a number >= 0)", tostring(lr), step)
     end
@@ -461,9 +536,7 @@ function M.run(o)
       fill_batch()
       local l = model:forward(batch, weights, normalize)
       if l ~= l or l == math.huge or l == -math.huge then
-        status = "failed"
-        fail("step %d: the loss is %s; stopped before the update (last good checkpoint: %s)",
-          step, tostring(l), last_ckpt or newest_checkpoint(run_dir or "") or "none")
+        diverged("step %d: the loss is %s, before the update", step, util.num(l))
       end
       model:backward(1 / accum)
       loss = loss + l / accum
@@ -476,10 +549,7 @@ function M.run(o)
     end
     step_hp.lr = lr
     local ok, norm = pcall(opt.step, opt, step_hp)
-    if not ok then
-      fail("step %d: %s (stopped before the update; last good checkpoint: %s)", step, tostring(norm),
-        last_ckpt or (run_dir and newest_checkpoint(run_dir)) or "none")
-    end
+    if not ok then diverged("step %d: %s, before the update", step, tostring(norm)) end
     step = step + 1
     tokens_seen = tokens_seen + tokens_per_step
     local dt = kiln.clock() - t0
@@ -526,6 +596,7 @@ function M.run(o)
     if evaluated and info then stop = call_hook("on_eval", info) or stop end
     if ckpt_steps[step] or (stop and run_dir) then
       last_ckpt = save_checkpoint(step)
+      last_good = last_ckpt or last_good
       if info then
         info.checkpoint = last_ckpt
         stop = call_hook("on_checkpoint", info) or stop
@@ -559,6 +630,12 @@ function M.run(o)
   if nranks > 1 then mpi.barrier("end of kiln.train") end   -- rank 0's files are complete when any rank returns
   summary.model, summary.optimizer, summary.state = model, opt, state
   return summary
+end
+
+-- is_divergence(err): whether an error raised by kiln.train is a run stopped by a
+-- non-finite loss, evaluation or parameter (a result of the experiment, not a mistake in it).
+function M.is_divergence(err)
+  return type(err) == "string" and err:find("kiln.train: diverged: ", 1, true) ~= nil
 end
 
 return setmetatable(M, { __call = function(_, o) return M.run(o) end })

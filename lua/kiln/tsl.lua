@@ -29,6 +29,7 @@
 --   (info = {step=, tokens=, lr=lr/lr_max, cosine=c}), or {law = "power", p0=, lower=, upper=}.
 local kiln = require "kiln"
 local util = require "kiln.util"
+local check = require "kiln.check"
 local schedule_mod = require "kiln.schedule"
 
 local M = {}
@@ -52,7 +53,9 @@ local function finite(x) return type(x) == "number" and x == x and x ~= math.hug
 -- bounds are a0, a1, a2 >= 0 and a1 <= tsl.position_a1_max (10).
 function M.fit_positions(losses, opts)
   if type(losses) ~= "table" then fail("fit_positions: expected a list of per-position losses (got %s)", type(losses)) end
+  check.arg("kiln.tsl.fit_positions", "opts", opts, "?table")
   local n = #losses
+  if n > check.MAX_POSITIONS then fail("fit_positions: %d positions is more than the limit %d", n, check.MAX_POSITIONS) end
   if n < 4 then fail("fit_positions: %d positions is too few for a0, a1, a2 (need at least 4)", n) end
   local xs = {}
   for i = 1, n do
@@ -68,12 +71,15 @@ function M.fit_positions(losses, opts)
   opts = util.copy(opts or {})
   if opts.lower == nil then opts.lower = { a0 = 0, a1 = 0, a2 = 0 } end
   if opts.upper == nil then opts.upper = { a1 = M.position_a1_max } end
-  local r = kiln.fit.curve("position", xs, losses, nil, opts)
+  local r = check.call("kiln.tsl.fit_positions", kiln.fit.curve, "position", xs, losses, nil, opts)
   return { a0 = r.p[1], a1 = r.p[2], a2 = r.p[3], r2 = r.r2, mse = r.mse, n = n, converged = r.converged }
 end
 
 -- The law at positions 1..T.
 function M.position_curve(a0, a1, a2, T)
+  local who = "kiln.tsl.position_curve"
+  check.number(who, "a0", a0); check.number(who, "a1", a1); check.number(who, "a2", a2)
+  T = check.integer(who, "T", T, 1, check.MAX_POSITIONS)
   local out = {}
   for i = 1, T do out[i] = a0 / (1 + a1 * i) + a2 end
   return out
@@ -101,9 +107,14 @@ end
 --     sets = { <name> = { steps={...}, tokens={...}, losses={{...},...}, mean={...} } } }
 -- opts.schedule (a schedule, function of the step, or spec) gives the LR where config.yaml's
 -- description cannot be turned back into one; else metrics.csv's logged LR is interpolated.
+-- The planned steps are walked once to find the schedule's shape, so total_steps is at most
+-- check.MAX_SAMPLES (10^7).
 function M.read_run(run_dir, opts)
-  opts = opts or {}
+  local who = "kiln.tsl.read_run"
+  opts = check.arg(who, "opts", opts, "?table") or {}
   if type(run_dir) ~= "string" then fail("read_run: expected a run directory (got %s)", type(run_dir)) end
+  if opts.tokens_per_step ~= nil then check.positive(who, "opts.tokens_per_step", opts.tokens_per_step) end
+  if opts.total_steps ~= nil then check.integer(who, "opts.total_steps", opts.total_steps, 1, check.MAX_SAMPLES) end
   local ppath = run_dir .. "/positions.csv"
   if not util.exists(ppath) then
     fail("%s has no positions.csv: it holds no per-position evaluations (train with a run_dir and " ..
@@ -147,6 +158,7 @@ function M.read_run(run_dir, opts)
   local config = util.exists(run_dir .. "/config.yaml") and kiln.yaml.load(run_dir .. "/config.yaml") or {}
   local train = config.train or {}
   run.tokens_per_step = opts.tokens_per_step or train.tokens_per_step
+  if type(run.tokens_per_step) == "number" then run.tokens_per_step = run.tokens_per_step + 0.0 end
   run.total_steps = opts.total_steps or train.steps
   local metrics = util.exists(run_dir .. "/metrics.csv") and util.read_csv(run_dir .. "/metrics.csv") or nil
   local lr_col, tok_col
@@ -160,6 +172,14 @@ function M.read_run(run_dir, opts)
     end
   end
   if not run.tokens_per_step then fail("%s: cannot tell the tokens per step (no config.yaml train.tokens_per_step, no metrics.csv)", run_dir) end
+  if not (check.isfinite(run.tokens_per_step) and run.tokens_per_step > 0) then
+    fail("%s: the tokens per step is %s (expected a number > 0)", run_dir, check.describe(run.tokens_per_step))
+  end
+  if run.total_steps ~= nil and not (math.type(run.total_steps) == "integer" and run.total_steps >= 0
+                                     and run.total_steps <= check.MAX_SAMPLES) then
+    fail("%s: config.yaml's train.steps is %s (expected a whole number in 0..%d)", run_dir,
+      check.describe(run.total_steps), check.MAX_SAMPLES)
+  end
   if not run.total_steps then
     local last = 0
     for _, s in pairs(run.sets) do last = math.max(last, s.steps[#s.steps]) end
@@ -325,13 +345,18 @@ end
 
 local function get_run(run_or_dir, opts)
   if type(run_or_dir) == "string" then return M.read_run(run_or_dir, opts) end
-  if type(run_or_dir) == "table" and run_or_dir.sets then return run_or_dir end
+  if type(run_or_dir) == "table" and type(run_or_dir.sets) == "table" and type(run_or_dir.set_names) == "table" then
+    return run_or_dir
+  end
   fail("expected a run directory or a table from tsl.read_run (got %s)", type(run_or_dir))
 end
 
 -- Per-checkpoint position fits of a set (cached on the run table).
 function M.position_fits(run, set)
-  local s = run.sets[set]
+  if type(run) ~= "table" or type(run.sets) ~= "table" or type(run.set_names) ~= "table" then
+    check.fail("kiln.tsl.position_fits", "run", "a table from tsl.read_run", run)
+  end
+  local s = set ~= nil and run.sets[set] or nil
   if not s then fail("%s has no evaluation set '%s' (sets: %s)", run.dir or "the run", tostring(set), table.concat(run.set_names, ", ")) end
   if not s.fits then
     s.fits = {}
@@ -351,7 +376,11 @@ end
 --   fit_from:  first step fitted (integer or fraction); default: the LR peak (end of warmup).
 --   forms:     {a0 = ..., a1 = ..., a2 = ...} (defaults: log, hyperbolic, cosine).
 function M.fit_temporal(run_or_dir, opts)
-  opts = opts or {}
+  local who = "kiln.tsl.fit_temporal"
+  opts = check.arg(who, "opts", opts, "?table") or {}
+  check.arg(who, "opts.set", opts.set, "?string")
+  check.arg(who, "opts.forms", opts.forms, "?table")
+  if opts.unit ~= nil then check.positive(who, "opts.unit", opts.unit) end
   local run = get_run(run_or_dir, opts)
   local set = opts.set or run.set_names[1]
   local fits = M.position_fits(run, set)
@@ -393,6 +422,14 @@ function M.predict(model, steps)
   local out = {}
   for k, st in ipairs(list) do
     if not finite(st) or st <= 0 then fail("predict: steps must be positive numbers (got %s)", tostring(st)) end
+    for _, p in ipairs(PARAMS) do
+      if type(model.forms[p]) ~= "table" or type(model.forms[p].at) ~= "function" then
+        fail("predict: expected a model from tsl.fit_temporal (its forms.%s is missing)", p)
+      end
+    end
+    if math.type(model.T) ~= "integer" or model.T < 1 or model.T > check.MAX_POSITIONS then
+      fail("predict: expected a model from tsl.fit_temporal (its T is %s)", check.describe(model.T))
+    end
     local a0, a1, a2 = model.forms.a0.at(st), model.forms.a1.at(st), model.forms.a2.at(st)
     local clamped = false
     if a1 < 0 then a1, clamped = 0, true end   -- the law needs a1 >= 0; flagged, not hidden
@@ -409,13 +446,20 @@ end
 
 -- fit_baseline(name, steps, losses, tokens_per_step [, unit]) -> {name=, formula=, p=, named=, r2=, at = function(step)}
 function M.fit_baseline(name, steps, losses, tokens_per_step, unit)
+  local who = "kiln.tsl.fit_baseline"
+  check.numbers(who, "steps", steps, true)
+  check.numbers(who, "losses", losses, true)
+  if #steps ~= #losses then check.error(who, "'steps' has %d entries but 'losses' %d", #steps, #losses) end
+  check.positive(who, "tokens_per_step", tokens_per_step)
+  if unit ~= nil then check.positive(who, "unit", unit) end
   unit = unit or 1e6
+  tokens_per_step = tokens_per_step + 0.0   -- floats: step x tokens never wraps around
   local b
   for _, x in ipairs(M.baselines) do if x.name == name then b = x end end
   if not b then fail("unknown baseline '%s' (power, reciprocal, log)", tostring(name)) end
   local xs = {}
   for k, st in ipairs(steps) do xs[k] = st * tokens_per_step / unit end
-  local r = kiln.fit.curve(b.law, xs, losses)
+  local r = check.call(who, kiln.fit.curve, b.law, xs, losses)
   local p, law = r.p, b.law
   return { name = name, formula = b.formula, p = r.p, named = r.named, r2 = r.r2, mse = r.mse,
            at = function(step) return kiln.fit.eval(law, p, step * tokens_per_step / unit) end }
@@ -441,7 +485,13 @@ end
 -- [fit_from, fit_until], predict the average loss at every later checkpoint, and score the
 -- predictions there (R², MSE, mean absolute % error, error at the last checkpoint).
 function M.evaluate(run_or_dir, opts)
-  opts = opts or {}
+  local who = "kiln.tsl.evaluate"
+  opts = check.arg(who, "opts", opts, "?table") or {}
+  if opts.sets ~= nil then check.list(who, "opts.sets", opts.sets, "string") end
+  check.arg(who, "opts.variants", opts.variants, "?table")
+  check.arg(who, "opts.forms", opts.forms, "?table")
+  if opts.min_position_r2 ~= nil then check.number(who, "opts.min_position_r2", opts.min_position_r2) end
+  if opts.unit ~= nil then check.positive(who, "opts.unit", opts.unit) end
   local run = get_run(run_or_dir, opts)
   local fit_until = opts.fit_until or 0.2
   local thr = opts.min_position_r2 or 0.95
@@ -534,7 +584,16 @@ end
 M.csv_columns = { "set", "method", "formula", "fit_from", "fit_until", "n_fit", "n_test", "fit_r2", "r2", "mse",
                   "mape", "final_true", "final_pred", "final_err" }
 
+-- A result of tsl.evaluate (rows and sets lists of tables), or an error naming `who`.
+local function check_result(who, result)
+  check.arg(who, "result", result, "table")
+  check.list(who, "result.rows", result.rows, "table")
+  check.list(who, "result.sets", result.sets, "table")
+end
+
 function M.csv(result, extra)
+  check_result("kiln.tsl.csv", result)
+  if extra ~= nil then check.list("kiln.tsl.csv", "extra", extra, "string") end
   local cols = {}
   for _, c in ipairs(extra or {}) do cols[#cols + 1] = c end
   for _, c in ipairs(M.csv_columns) do cols[#cols + 1] = c end
@@ -548,6 +607,12 @@ function M.csv(result, extra)
 end
 
 function M.markdown(result)
+  check_result("kiln.tsl.markdown", result)
+  for i, info in ipairs(result.sets) do
+    if type(info.position_r2) ~= "table" or type(info.models) ~= "table" or type(info.test_steps) ~= "table" then
+      check.fail("kiln.tsl.markdown", ("result.sets[%d]"):format(i), "a set's entry from tsl.evaluate", info)
+    end
+  end
   local out = {}
   for _, info in ipairs(result.sets) do
     local pr = info.position_r2
@@ -594,7 +659,16 @@ local function write(path, text) util.write_atomic(path, text) end
 -- their fitted forms, the cut marked), loss_<set> (measured vs predicted average loss, each
 -- baseline, the cut marked). Returns the list of files written.
 function M.plot(result, dir, opts)
-  opts = opts or {}
+  local who = "kiln.tsl.plot"
+  check_result(who, result)
+  check.arg(who, "result.run", result.run, "table")
+  check.string(who, "dir", dir, true)
+  opts = check.arg(who, "opts", opts, "?table") or {}
+  for i, info in ipairs(result.sets) do
+    if type(info.models) ~= "table" or type(info.models.temporal) ~= "table" or type(info.set) ~= "string" then
+      check.fail(who, ("result.sets[%d]"):format(i), "a set's entry from tsl.evaluate", info)
+    end
+  end
   util.mkdir(dir)
   local run = result.run
   local files = {}

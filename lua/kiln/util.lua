@@ -1,6 +1,7 @@
 -- kiln.util — small helpers the library shares: files and directories, atomic text writes,
 -- CSV, number formatting that reads back exactly, and checking tables of named arguments.
 local M = {}
+local check = require "kiln.check"
 
 -- Quote a string for /bin/sh.
 function M.shell_quote(s)
@@ -8,23 +9,27 @@ function M.shell_quote(s)
 end
 
 function M.exists(path)
+  check.string("kiln.util.exists", "path", path)
   local f = io.open(path, "rb")
   if f then f:close(); return true end
   return false
 end
 
 function M.is_dir(path)
+  check.string("kiln.util.is_dir", "path", path)
   local ok = os.execute("test -d " .. M.shell_quote(path))
   return ok == true
 end
 
 function M.mkdir(path)
+  check.string("kiln.util.mkdir", "path", path, true)
   if M.is_dir(path) then return end
   local ok = os.execute("mkdir -p " .. M.shell_quote(path))
-  if not ok then error(("cannot create directory '%s'"):format(path), 0) end
+  if not ok then error(("kiln.util.mkdir: cannot create directory '%s'"):format(path), 0) end
 end
 
 function M.read_file(path)
+  check.string("kiln.util.read_file", "path", path)
   local f, err = io.open(path, "rb")
   if not f then return nil, err end
   local s = f:read("a")
@@ -35,18 +40,22 @@ end
 -- Write the whole file through a temporary name and rename, so a crash never leaves a
 -- half-written file under the real name.
 function M.write_atomic(path, text)
+  check.string("kiln.util.write_atomic", "path", path, true)
+  check.string("kiln.util.write_atomic", "text", text)
   local tmp = path .. ".tmp"
   local f, err = io.open(tmp, "wb")
-  if not f then error(("cannot write '%s': %s"):format(path, err), 0) end
+  if not f then error(("kiln.util.write_atomic: cannot write '%s': %s"):format(path, err), 0) end
   local ok, werr = f:write(text)
-  if not ok then f:close(); os.remove(tmp); error(("cannot write '%s': %s"):format(path, werr), 0) end
+  if not ok then f:close(); os.remove(tmp); error(("kiln.util.write_atomic: cannot write '%s': %s"):format(path, werr), 0) end
   f:close()
   local rok, rerr = os.rename(tmp, path)
-  if not rok then os.remove(tmp); error(("cannot rename '%s' to '%s': %s"):format(tmp, path, rerr), 0) end
+  if not rok then os.remove(tmp); error(("kiln.util.write_atomic: cannot rename '%s' to '%s': %s"):format(tmp, path, rerr), 0) end
 end
 
 -- Files in a directory matching a Lua pattern, sorted.
 function M.list_dir(dir, pattern)
+  check.string("kiln.util.list_dir", "dir", dir)
+  check.arg("kiln.util.list_dir", "pattern", pattern, "?string")
   local out = {}
   local p = io.popen("ls -1 " .. M.shell_quote(dir) .. " 2>/dev/null")
   if not p then return out end
@@ -80,7 +89,13 @@ function M.show(v)
 end
 
 -- Raises "who: <message>" (no position: the message says where).
-function M.fail(who, fmtstr, ...) error(who .. ": " .. fmtstr:format(...), 0) end
+function M.fail(who, fmtstr, ...)
+  check.string("kiln.util.fail", "who", who)
+  check.string("kiln.util.fail", "fmtstr", fmtstr)
+  local ok, msg = pcall(string.format, fmtstr, ...)
+  if not ok then check.error("kiln.util.fail", "the format %q does not fit its arguments", fmtstr) end
+  error(who .. ": " .. msg, 0)
+end
 
 -- The named-argument table of a constructor like schedule.cosine{...} checked against spec, a
 -- list of {name, kind, default, required = bool}: returns a new table with every field, the
@@ -90,6 +105,10 @@ function M.fail(who, fmtstr, ...) error(who .. ": " .. fmtstr:format(...), 0) en
 -- and returns it (possibly converted). opts.positional: the field a lone number (or {number})
 -- fills; opts.expect: kind -> text, added to the "is required" message.
 function M.parse_fields(who, args, spec, convert, opts)
+  check.string("kiln.util.parse_fields", "who", who)
+  check.list("kiln.util.parse_fields", "spec", spec, "table")
+  check.arg("kiln.util.parse_fields", "convert", convert, "callable")
+  check.arg("kiln.util.parse_fields", "opts", opts, "table")
   local positional = opts.positional
   if args == nil then args = {} end
   if type(args) == "number" and positional then args = { args } end
@@ -130,7 +149,10 @@ function M.csv_field(v)
   return s
 end
 
+-- At most check.MAX_POSITIONS + 64 fields (a positions.csv row of the longest context).
 function M.csv_line(fields, n)
+  check.arg("kiln.util.csv_line", "fields", fields, "table")
+  if n ~= nil then n = check.integer("kiln.util.csv_line", "n", n, 0, check.MAX_POSITIONS + 64) end
   local out = {}
   for i = 1, n or #fields do out[i] = M.csv_field(fields[i]) end
   return table.concat(out, ",") .. "\n"
@@ -138,6 +160,7 @@ end
 
 -- Parse a CSV file into {header = {...}, rows = {{...}, ...}} (numbers converted).
 function M.read_csv(path)
+  check.string("kiln.util.read_csv", "path", path)
   local text, err = M.read_file(path)
   if not text then return nil, err end
   local rows, header = {}, nil
@@ -149,7 +172,7 @@ function M.read_csv(path)
         local j, buf = i + 1, {}
         while true do
           local q = line:find('"', j, true)
-          if not q then error(("%s: unterminated quote"):format(path), 0) end
+          if not q then error(("kiln.util.read_csv: %s: unterminated quote"):format(path), 0) end
           buf[#buf + 1] = line:sub(j, q - 1)
           if line:sub(q + 1, q + 1) == '"' then buf[#buf + 1] = '"'; j = q + 2 else i = q + 2; break end
         end
@@ -168,6 +191,7 @@ end
 
 -- Median of a list of numbers (nil for an empty list).
 function M.median(xs)
+  check.numbers("kiln.util.median", "xs", xs)
   if #xs == 0 then return nil end
   local s = {}
   for i, x in ipairs(xs) do s[i] = x end
@@ -178,6 +202,7 @@ function M.median(xs)
 end
 
 function M.mean_std(xs)
+  check.numbers("kiln.util.mean_std", "xs", xs)
   local n = #xs
   if n == 0 then return nil, nil end
   local s = 0
@@ -189,21 +214,33 @@ function M.mean_std(xs)
   return mean, math.sqrt(v / (n - 1))
 end
 
--- Deep copy of plain tables (userdata and functions are shared).
-function M.copy(v)
+-- Deep copy of plain tables (userdata and functions are shared). A table reached twice is
+-- copied once (the copy shares it the same way), so cycles and shared parts are safe.
+local function copy(v, seen)
   if type(v) ~= "table" then return v end
+  if seen[v] then return seen[v] end
   local out = {}
-  for k, x in pairs(v) do out[k] = M.copy(x) end
+  seen[v] = out
+  for k, x in pairs(v) do out[copy(k, seen)] = copy(x, seen) end
   return out
 end
+function M.copy(v) return copy(v, {}) end
 
 -- Sorted keys of a table (strings before numbers, each ordered).
+-- Keys of other types (booleans, tables) come last, ordered by type name.
 function M.sorted_keys(t)
+  if type(t) ~= "table" then check.fail("kiln.util.sorted_keys", "t", "a table", t) end
   local keys = {}
   for k in pairs(t) do keys[#keys + 1] = k end
+  local rank = { string = 1, number = 2 }
   table.sort(keys, function(a, b)
-    if type(a) == type(b) then return a < b end
-    return type(a) == "string"
+    local ta, tb = type(a), type(b)
+    if ta == tb and rank[ta] then return a < b end
+    if ta ~= tb then
+      if (rank[ta] or 3) ~= (rank[tb] or 3) then return (rank[ta] or 3) < (rank[tb] or 3) end
+      return ta < tb
+    end
+    return false
   end)
   return keys
 end

@@ -35,6 +35,7 @@ local MT = { __index = W, __name = "kiln.weighting" }
 local floor = math.floor
 
 local util = require "kiln.util"
+local check = require "kiln.check"
 local fmt = util.num   -- shortest decimal that reads back exactly
 local show, fail = util.show, util.fail   -- "who: message"; values quoted / exact
 
@@ -48,19 +49,25 @@ local function count(T, f)
   return n
 end
 
-local function check_T(T)
-  if not (isnum(T) and T == floor(T) and T >= 1) then
-    error(("weighting: T (the context length) must be a whole number >= 1 (got %s)"):format(show(T)), 3)
+-- T, the context length: a whole number in 1..check.MAX_POSITIONS (a vector of T weights is
+-- built, so an absurd T is refused before it is allocated).
+local function check_T(T, who)
+  if not (isnum(T) and T == floor(T) and T >= 1 and T <= check.MAX_POSITIONS) then
+    error(("%s: T (the context length) must be a whole number in 1..%d (got %s)")
+      :format(who or "weighting", check.MAX_POSITIONS, show(T)), 0)
   end
   return math.tointeger(T)
 end
+
+-- The receiver of a method: w:vector(T), not w.vector(T).
+local function is_self(who, self) return check.self("kiln.weighting:" .. who, self, "kiln.weighting") end
 
 -- split(T [, fraction = 0.1]): the head / middle / tail partition that head{fraction},
 -- middle{fraction = 1 - 2*fraction} and tail{fraction} use. Each region is
 -- {first = p, last = q, count = n} in 0-based token positions (inclusive; count may be 0 for
 -- the middle, then last = first - 1).
 function M.split(T, fraction)
-  T = check_T(T)
+  T = check_T(T, "weighting.split")
   fraction = fraction or 0.1
   if not (isnum(fraction) and fraction > 0 and fraction <= 0.5) then
     fail("weighting.split", "'fraction' must be a number in (0, 0.5] (got %s)", show(fraction))
@@ -106,30 +113,37 @@ end
 -- ---------------------------------------------------------------------------------------
 
 -- vector(T): a fresh Lua array of T weights (v[i] for token position i-1), each finite and >= 0.
-function W:vector(T)
-  T = check_T(T)
+-- vector(T) for the methods that build on it, naming `who` in a T error.
+local function vector_of(self, T, who)
+  T = check_T(T, who)
   local v = self._fill(T)
   if #v ~= T then
-    error(("weighting: expected %d weights (one per position), got %d"):format(T, #v), 2)
+    error(("weighting: expected %d weights (one per position), got %d"):format(T, #v), 0)
   end
   local sum = 0
   for i = 1, T do
     local x = v[i]
     if not (isnum(x) and x >= 0) then
       error(("weighting: %s: weight at position %d (0-based) is %s (expected a finite number >= 0)")
-        :format(self:describe(), i - 1, show(x)), 2)
+        :format(self:describe(), i - 1, show(x)), 0)
     end
     sum = sum + x
   end
   if self.normalize and sum == 0 then
-    error(("weighting: %s: all %d weights are 0, cannot normalize (mean(w) = 0)"):format(self:describe(), T), 2)
+    error(("weighting: %s: all %d weights are 0, cannot normalize (mean(w) = 0)"):format(self:describe(), T), 0)
   end
   return v
 end
 
+function W:vector(T)
+  is_self("vector", self)
+  return vector_of(self, T, "weighting:vector")
+end
+
 -- mean(T): mean of vector(T) (the divisor of the loss when normalize is set).
 function W:mean(T)
-  local v = self:vector(T)
+  is_self("mean", self)
+  local v = vector_of(self, T, "weighting:mean")
   local s = 0
   for i = 1, #v do s = s + v[i] end
   return s / #v
@@ -138,7 +152,8 @@ end
 -- loss_weights(T): the weights the loss actually multiplies CE[b, t] by before dividing by
 -- B*T: vector(T), divided by its mean when normalize is set (so they average to 1).
 function W:loss_weights(T)
-  local v = self:vector(T)
+  is_self("loss_weights", self)
+  local v = vector_of(self, T, "weighting:loss_weights")
   if not self.normalize then return v end
   local s = 0
   for i = 1, #v do s = s + v[i] end
@@ -150,13 +165,15 @@ end
 -- region(T): for head / middle / tail, the re-weighted positions {first, last, count}
 -- (0-based token positions, inclusive); nil for the other kinds.
 function W:region(T)
-  T = check_T(T)
+  is_self("region", self)
+  T = check_T(T, "weighting:region")
   if not self._region then return nil end
   local a, b = self._region(T)
   return { first = a, last = b, count = b - a + 1 }
 end
 
 function W:describe()
+  is_self("describe", self)
   local parts = {}
   if self._describe then
     parts[1] = self._describe(self)
@@ -172,6 +189,7 @@ MT.__tostring = function(self) return self:describe() end
 
 -- config(): a plain table that weighting.make turns back into an equal weighting.
 function W:config()
+  is_self("config", self)
   local c = { kind = self.kind, normalize = self.normalize }
   for k, v in pairs(self.params) do c[k] = v end
   return c

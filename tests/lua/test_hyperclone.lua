@@ -157,6 +157,6 @@ do
   t.err("keeps block_size", grow.width, small, { n_embd = 64, n_head = 4, block_size = 32 }, H)
   t.err("does not apply to method \"hyperclone\"", grow.width, small, { n_embd = 64, n_head = 4 }, { method = "hyperclone", shrink = 1 })
   t.err("noise must be", grow.width, small, { n_embd = 64, n_head = 4 }, { method = "hyperclone", noise = "lots" })
-  t.err("method must be", grow.width, small, { n_embd = 64, n_head = 4 }, { method = "clone" })
+  t.err("argument 'opts.method' must be", grow.width, small, { n_embd = 64, n_head = 4 }, { method = "clone" })
 end
 t.done()

@@ -199,4 +199,14 @@ t.err("unknown field 'tokenz'", function() Pe:phase { name = "x", data = OTHER, 
 local Pm = build(dir .. "/p5")
 t.err("does not exist %(run that phase first%)", function() Pm:run { only = { "down" } } end)
 
+-- Argument checks name the method and the argument.
+t.err("kiln%.protocol:phase: called on string, expected a kiln%.protocol", function() Pe.phase("x", {}) end)
+t.err("kiln%.protocol:phase: argument 'steps' must be a whole number >= 1, got 2147483648.5", function()
+  Pe:phase { name = "x", data = OTHER, steps = 2 ^ 31 + 0.5, schedule = { kind = "constant", lr = 1e-3 } } end)
+t.err("kiln%.protocol:steps_for: argument 'tokens' must be a finite number > 0, got nan", function() Pe:steps_for(0 / 0) end)
+t.err("kiln%.protocol:run: argument 'opts' has an unknown field \"onyl\"", function() Pm:run { onyl = { "down" } } end)
+t.err("kiln%.protocol: argument 'batch' must be a whole number in 1%.%.1048576, got 2147483648", protocol,
+  { dir = dir .. "/p6", model = { n_layer = 1, n_head = 1, n_embd = 8 }, batch = 2 ^ 31, eval = { sets = { val = OTHER } } })
+t.err("kiln%.protocol%.summarize: argument 'curve' must be a table, got number", protocol.summarize, 5, "val")
+
 t.done()

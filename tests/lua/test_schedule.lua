@@ -169,6 +169,11 @@ t.eq(smp[2][2], cs(55), "sample: p[2] is the lr")
 local s4 = c:sample(4, 10)   -- (i-1) * 10/3 rounded half up: 0, 3, 7, 10
 t.eq(table.concat({ s4[1].step, s4[2].step, s4[3].step, s4[4].step }, ","), "0,3,7,10", "sample(4, 10) steps")
 t.err(lit("'total_steps' is required for constant(lr=0.0003)"), function() return c:sample(5) end)
+-- A huge point count is refused before anything is allocated (limit 10^7 points).
+t.err(lit("kiln.schedule:sample: argument 'n' must be a whole number in 1..10000000, got 2147483648"), function() return c:sample(2 ^ 31, 10) end)
+t.err(lit("kiln.schedule:sample: argument 'n' must be a whole number in 1..10000000, got " .. math.mininteger), function() return c:sample(math.mininteger, 10) end)
+t.err(lit("kiln.schedule:sample: argument 'n' must be a whole number in 1..10000000, got nan"), function() return c:sample(0 / 0, 10) end)
+t.err(lit("kiln.schedule:sample: called on number, expected a kiln.schedule"), function() return c.sample(5, 3) end)
 for _, s in ipairs { cr, li, is, ws, rw, sq } do
   local back = S.make(s:config())
   local same = true

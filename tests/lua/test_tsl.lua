@@ -256,4 +256,13 @@ do
   t.ok(ok300, "real run: per-position R² >= 0.8 at every checkpoint from step 300")
 end
 
+-- Argument checks name the function and the argument; sizes are bounded.
+t.err("kiln%.tsl%.position_curve: argument 'T' must be a whole number in 1%.%.1048576, got 2147483648", tsl.position_curve, 1, 1, 1, 2 ^ 31)
+t.err("kiln%.tsl%.position_curve: argument 'a1' must be a finite number, got nan", tsl.position_curve, 1, 0 / 0, 1, 8)
+t.err("kiln%.tsl%.fit_baseline: 'steps' has 3 entries but 'losses' 2", tsl.fit_baseline, "power", { 1, 2, 3 }, { 1, 2 }, 10)
+t.err("kiln%.tsl%.fit_baseline: argument 'tokens_per_step' must be a finite number > 0, got %-1", tsl.fit_baseline, "power", { 1, 2 }, { 1, 2 }, -1)
+t.err("kiln%.tsl%.csv: argument 'result%.rows' must be a table, got nil", tsl.csv, {})
+t.err("kiln%.tsl%.fit_temporal: argument 'opts' must be a table, got number", tsl.fit_temporal, "x", 5)
+t.err("predict: expected a model from tsl%.fit_temporal", tsl.predict, { forms = {} }, 3)
+
 t.done()

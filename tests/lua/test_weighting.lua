@@ -175,8 +175,14 @@ t.err(lit("weighting: head(fraction=1, factor=0, normalize): all 10 weights are 
   return W.head { fraction = 1, factor = 0, normalize = true }:vector(10)
 end)
 t.ok(pcall(function() return W.head { fraction = 1, factor = 0 }:vector(10) end), "all-zero weights without normalize are allowed")
-t.err(lit("weighting: T (the context length) must be a whole number >= 1 (got 0)"), function() return W.uniform():vector(0) end)
-t.err(lit("weighting: T (the context length) must be a whole number >= 1 (got 2.5)"), function() return W.uniform():vector(2.5) end)
+t.err(lit("weighting:vector: T (the context length) must be a whole number in 1..1048576 (got 0)"), function() return W.uniform():vector(0) end)
+t.err(lit("weighting:vector: T (the context length) must be a whole number in 1..1048576 (got 2.5)"), function() return W.uniform():vector(2.5) end)
+-- Huge context lengths are refused before anything is allocated.
+t.err(lit("weighting:vector: T (the context length) must be a whole number in 1..1048576 (got 2147483648)"), function() return W.uniform():vector(2 ^ 31) end)
+t.err(lit("weighting:mean: T (the context length) must be a whole number in 1..1048576 (got 1048577)"), function() return W.head():mean(1048577) end)
+t.err(lit("weighting.split: T (the context length) must be a whole number in 1..1048576"), W.split, math.maxinteger)
+t.eq(#W.uniform():vector(1048576), 1048576, "the largest context length is accepted")
+t.err(lit("kiln.weighting:vector: called on number, expected a kiln.weighting (use value:method(...))"), W.uniform().vector, 5)
 t.err(lit("weighting: unknown weighting \"heads\""), W.make, "heads")
 t.err(lit("weighting.custom: expected a function(pos, T) or a list of weights (got true)"), W.custom, true)
 

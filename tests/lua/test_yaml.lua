@@ -180,4 +180,54 @@ t.eq(ls(dir), "config.yaml run.yaml", "a failed dump leaves no temporary file")
 t.err(lit("yaml.dump: " .. dir .. "/nodir/x.yaml: cannot create a temporary file"), yaml.dump, { a = 1 }, dir .. "/nodir/x.yaml")
 t.eq(ls(dir), "config.yaml run.yaml", "a dump into a missing directory creates nothing")
 
+-- dump: the file gets the permissions of any new file (0666 less the umask), and the
+-- process umask is left alone.
+local umask_before = io.popen("sh -c umask"):read("l")
+local mode = io.popen("stat -c %a '" .. out .. "'"):read("l")
+local want = ("%o"):format(tonumber("666", 8) & ~tonumber(umask_before, 8))
+t.eq(mode, want, "a dumped file has mode 0666 less the umask (" .. umask_before .. ")")
+
+-- shared tables: written once with an anchor, then as aliases ----------------------------------
+local shared = { lr = 1e-3 }
+local text = yaml.encode({ a = shared, b = shared, c = { shared } })
+t.eq(text, "a: &t1\n  lr: 0.001\nb: *t1\nc:\n- *t1\n", "a shared table is anchored once and aliased after")
+local back = yaml.decode(text)
+t.ok(back.a == back.b and back.c[1] == back.a and back.a.lr == 1e-3, "and decodes to one shared table")
+-- A "billion laughs" built in Lua: 30 levels of 10 references each (10^30 leaves expanded).
+local level = { "lol" }
+for _ = 1, 30 do
+  local nxt = {}
+  for i = 1, 10 do nxt[i] = level end
+  level = nxt
+end
+local t0 = os.clock()
+local laughs = yaml.encode({ root = level })
+t.ok(#laughs < 20000 and os.clock() - t0 < 1, "nested shared tables encode in linear size: " .. #laughs .. " bytes")
+t.err("the document expands to more than 10000000 nodes", yaml.decode, laughs)
+level = { "lol" }
+for _ = 1, 5 do
+  local nxt = {}
+  for i = 1, 10 do nxt[i] = level end
+  level = nxt
+end
+local back2 = yaml.decode(yaml.encode({ root = level }))
+t.ok(back2.root[1] == back2.root[10] and back2.root[1][1] == back2.root[10][10], "5 levels (10^5 leaves) decode back shared")
+t.err(lit("yaml.encode: a cycle (a table that contains itself) at 'a[2]'"), yaml.encode, cyc)
+
+-- decode: a document whose aliases expand past 10^7 nodes is refused ------------------------
+local bl = { "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]" }
+local prev = "a"
+for i, name in ipairs { "b", "c", "d", "e", "f", "g", "h", "i" } do
+  bl[#bl + 1] = ("%s: &%s [%s]"):format(name, name, ("*" .. prev .. ", "):rep(9) .. "*" .. prev)
+  prev = name
+end
+t0 = os.clock()
+-- level k has 10^k leaves: g (line 7, 1.1 * 10^7 nodes) is the first past the limit
+t.err(lit("laughs.yaml:7:44: the document expands to more than 10000000 nodes"), yaml.decode, table.concat(bl, "\n") .. "\n", "laughs.yaml")
+t.ok(os.clock() - t0 < 1, "and is refused at once")
+local ok6 = yaml.decode(table.concat(bl, "\n", 1, 6) .. "\n", "laughs.yaml")
+t.ok(ok6.f[1] == ok6.e and ok6.f[10][10] == ok6.d, "a document expanding to about 10^6 nodes decodes")
+t.err(lit("r.yaml:1:14: alias '*x' inside its own anchor: recursive structures are not supported"),
+  yaml.decode, "a: &x [1, 2, *x]\n", "r.yaml")
+
 t.done()
