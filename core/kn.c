@@ -38,7 +38,7 @@ void *kn_alloc(size_t bytes)
     size_t rounded = (bytes + 63) & ~(size_t)63;
     void *p = NULL;
     /* Big arenas: 2 MiB alignment lets the kernel back them with huge pages, which avoids
-     * the ~10 µs per 4 KiB first-touch cost measured on this machine (PERF.md). */
+     * the ~10 µs per 4 KiB first-touch cost we measured on 2-core x86 machines. */
     size_t align = rounded >= KN_HUGE_THRESHOLD ? (2u << 20) : 64;
     if (posix_memalign(&p, align, rounded) != 0) {
         kn_fail(KN_ERR_NOMEM, "out of memory allocating %zu bytes", bytes);

@@ -1,6 +1,7 @@
 -- kiln.grow — growth operators that build a larger model from a trained smaller one
--- (PAPERS.md §3, "Warmstarting for Scaling Language Models"). Written in Lua over tensor
--- views (narrow / add / scale / copy / fill), so a researcher can change them without
+-- (Mallik et al., "Warmstarting for Scaling Language Models", arXiv 2411.07340; see
+-- docs/warmstart.md §2). Written in Lua over tensor views (narrow / add / scale / copy /
+-- fill), so a researcher can change them without
 -- recompiling. Details, choices and metadata: docs/warmstart.md.
 --
 --   local big, recipe = kiln.grow.width(small, { n_embd = 128, n_head = 8 },
@@ -12,7 +13,7 @@
 --   λ = shrink; θ_init(big) = the big model's own initialisation (μP-scaled when the big
 --   config is μP) from `seed`; σ from `perturb`: "mup_init" (σ = 1, the default),
 --   "complement" (σ = 1 - λ), "none" (σ = 0) or a number. Which σ the paper uses is
---   UNCONFIRMED (PAPERS §3.2); λ = 0 with σ = 1 is exactly a cold start of the big model.
+--   not stated in the paper (docs/warmstart.md §2); λ = 0 with σ = 1 is exactly a cold start of the big model.
 -- width with method = "hyperclone": HyperCloning, function-preserving (see hyperclone below).
 -- depth: stacking ([0..L-1, 0..L-1]) or interleaving ([0,0',1,1',...]) copies of blocks;
 --   with identity = true (default) each new block's attn.c_proj and mlp.c_proj weights and

@@ -1,4 +1,4 @@
--- kiln.mup — the optimizer side of μP (Tensor Programs V; PAPERS.md §4) and the μP table of
+-- kiln.mup — the optimizer side of μP (Tensor Programs V, Yang et al. 2022; docs/warmstart.md §1) and the μP table of
 -- a model. The model side (init, 1/d_head attention, the readout multiplier) is in the core:
 -- kiln.model{..., parametrization = "mup", base_width = 64, output_mult = 1, attn_mult = 1,
 -- zero_query = false}. See docs/warmstart.md.
@@ -81,7 +81,7 @@ function M.table(model, hparams)
       std = std / math.sqrt(wm)
     elseif role == "bias" then std = 0
     elseif role == "norm" then std, value = 0, 1 end
-    -- kiln.adamw decays 2-D tensors only (DESIGN §3.3): biases and norms have wd_scale 0
+    -- kiln.adamw decays 2-D tensors only (docs/design.md §3.3): biases and norms have wd_scale 0
     local lr_scale, wd_scale = 1, (role == "bias" or role == "norm") and 0 or 1
     if mup and role == "hidden" then
       lr_scale = 1 / wm

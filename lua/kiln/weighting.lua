@@ -1,4 +1,4 @@
--- kiln.weighting — per-position loss weightings (DESIGN §3.2).
+-- kiln.weighting — per-position loss weightings (docs/design.md §3.2).
 --
 --   local weighting = require "kiln.weighting"
 --   local w = weighting.head{ fraction = 0.1, factor = 0.5 }
