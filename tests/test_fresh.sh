@@ -9,7 +9,7 @@ repo="$PWD"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 # Run as if from a shell, not as a sub-make of `make test` (its flags would leak in).
-unset MAKEFLAGS MFLAGS MAKELEVEL MAKEOVERRIDES
+unset MAKEFLAGS MFLAGS MAKELEVEL MAKEOVERRIDES WERROR SANITIZE MPI   # command-line variables are exported too
 
 n=0 failed=0
 ok()   { n=$((n + 1)); echo "ok $n - $1"; }
