@@ -417,27 +417,43 @@ static int round_blk(int n) { return (n + ATT_BLK - 1) / ATT_BLK * ATT_BLK; }
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 
+/* The register tile: 4 rows × 32 columns in 16 named accumulators (an array of them is
+ * spilled to the stack by gcc on every iteration). */
 static inline void tile_mm_4x32(float *C, int ldc, const float *A, int as, int ks,
                                 const float *Bm, int ldb, int K, bool acc)
 {
-    __m256 c[4][4];
-    for (int r = 0; r < 4; r++)
-        for (int v = 0; v < 4; v++)
-            c[r][v] = acc ? _mm256_loadu_ps(C + (size_t)r * ldc + 8 * v) : _mm256_setzero_ps();
+#define ROW_INIT(r)                                                                        \
+    __m256 c##r##0 = _mm256_setzero_ps(), c##r##1 = c##r##0, c##r##2 = c##r##0, c##r##3 = c##r##0; \
+    if (acc) {                                                                             \
+        c##r##0 = _mm256_loadu_ps(C + (size_t)(r) * ldc);                                  \
+        c##r##1 = _mm256_loadu_ps(C + (size_t)(r) * ldc + 8);                              \
+        c##r##2 = _mm256_loadu_ps(C + (size_t)(r) * ldc + 16);                             \
+        c##r##3 = _mm256_loadu_ps(C + (size_t)(r) * ldc + 24);                             \
+    }
+#define ROW_FMA(r)                                                                         \
+    {                                                                                      \
+        __m256 a = _mm256_broadcast_ss(A + (size_t)(r) * as + (size_t)k * ks);             \
+        c##r##0 = _mm256_fmadd_ps(a, b0, c##r##0);                                         \
+        c##r##1 = _mm256_fmadd_ps(a, b1, c##r##1);                                         \
+        c##r##2 = _mm256_fmadd_ps(a, b2, c##r##2);                                         \
+        c##r##3 = _mm256_fmadd_ps(a, b3, c##r##3);                                         \
+    }
+#define ROW_STORE(r)                                                                       \
+    _mm256_storeu_ps(C + (size_t)(r) * ldc, c##r##0);                                      \
+    _mm256_storeu_ps(C + (size_t)(r) * ldc + 8, c##r##1);                                  \
+    _mm256_storeu_ps(C + (size_t)(r) * ldc + 16, c##r##2);                                 \
+    _mm256_storeu_ps(C + (size_t)(r) * ldc + 24, c##r##3);
+    ROW_INIT(0) ROW_INIT(1) ROW_INIT(2) ROW_INIT(3)
     for (int k = 0; k < K; k++) {
         const float *b = Bm + (size_t)k * ldb;
         __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
         __m256 b2 = _mm256_loadu_ps(b + 16), b3 = _mm256_loadu_ps(b + 24);
-        for (int r = 0; r < 4; r++) {
-            __m256 a = _mm256_broadcast_ss(A + (size_t)r * as + (size_t)k * ks);
-            c[r][0] = _mm256_fmadd_ps(a, b0, c[r][0]);
-            c[r][1] = _mm256_fmadd_ps(a, b1, c[r][1]);
-            c[r][2] = _mm256_fmadd_ps(a, b2, c[r][2]);
-            c[r][3] = _mm256_fmadd_ps(a, b3, c[r][3]);
-        }
+        ROW_FMA(0) ROW_FMA(1) ROW_FMA(2) ROW_FMA(3)
     }
-    for (int r = 0; r < 4; r++)
-        for (int v = 0; v < 4; v++) _mm256_storeu_ps(C + (size_t)r * ldc + 8 * v, c[r][v]);
+    ROW_STORE(0) ROW_STORE(1) ROW_STORE(2) ROW_STORE(3)
+#undef ROW_INIT
+#undef ROW_FMA
+#undef ROW_STORE
 }
 
 /* Edge tiles: mr rows × nv vectors of 8 columns, one row at a time. */
