@@ -4,6 +4,7 @@
 #include "kn.h"
 #include "gpt.h"
 #include "pool.h"
+#include "kernels.h"
 #include "rng.h"
 #include "check.h"
 #include "ref.h"
@@ -397,6 +398,71 @@ static void test_errors_and_shapes(void)
     kn_gpt_free(g);
 }
 
+/* The activation arena is a formula with no T² and no B·T·V term. */
+static void test_arena_formula(void)
+{
+    kn_gpt_config c = {.vocab_size = 4096, .block_size = 4096, .n_layer = 3, .n_head = 4, .n_embd = 64};
+    int nt = kn_pool_threads(), hs = 16, chunk = 256;
+    size_t f256 = kn_gpt_arena_bytes(&c, 16, 256, chunk, nt, true);
+    size_t f4096 = kn_gpt_arena_bytes(&c, 1, 4096, chunk, nt, true);
+    size_t s256 = sizeof(float) * kn_attention_scratch_floats(256, hs, nt);
+    size_t s4096 = sizeof(float) * kn_attention_scratch_floats(4096, hs, nt);
+    CHECK(f4096 - s4096 == f256 - s256,
+          "arena: at B·T = 4096, T = 256 -> 4096 changes nothing but the attention scratch (%zu vs %zu bytes)",
+          f256, f4096);
+    CHECK(s4096 <= 16 * s256 + 4096 && s4096 <= (size_t)nt * 4096 * 64 * 8 * sizeof(float),
+          "arena: the attention scratch is linear in T (%zu -> %zu bytes) and position-embedding sized per thread",
+          s256, s4096);
+    size_t probs = sizeof(float) * (size_t)c.n_head * 4096 * 4096;
+    CHECK(4 * f4096 < probs, "arena at T = 4096 (%zu bytes) is under a quarter of one layer's attention probabilities (%zu)", f4096, probs);
+    kn_gpt_config c2 = c;
+    c2.vocab_size = 4096 + 1024;
+    size_t dv = kn_gpt_arena_bytes(&c2, 16, 256, chunk, nt, true) - f256;
+    CHECK(dv == sizeof(float) * 1024 * (size_t)(chunk + c.n_embd),
+          "arena: V enters only as chunk·V logits and the V·d output-layer gradient (+%zu bytes for +1024 classes)", dv);
+    size_t dv_eval = kn_gpt_arena_bytes(&c2, 16, 256, chunk, nt, false) - kn_gpt_arena_bytes(&c, 16, 256, chunk, nt, false);
+    CHECK(dv_eval == sizeof(float) * 1024 * (size_t)chunk, "evaluation arena: V enters only as chunk·V (+%zu bytes)", dv_eval);
+    size_t e3 = kn_gpt_arena_bytes(&c, 16, 256, chunk, nt, false);
+    kn_gpt_config c6 = c;
+    c6.n_layer = 6;
+    CHECK(kn_gpt_arena_bytes(&c6, 16, 256, chunk, nt, false) == e3 && e3 < f256 / 2,
+          "evaluation arena keeps one layer: same for 3 and 6 layers, %zu vs %zu bytes for training", e3, f256);
+    size_t f6 = kn_gpt_arena_bytes(&c6, 16, 256, chunk, nt, true), f3 = f256;
+    size_t f12 = kn_gpt_arena_bytes(&(kn_gpt_config){.vocab_size = 4096, .block_size = 4096, .n_layer = 9,
+                                                      .n_head = 4, .n_embd = 64}, 16, 256, chunk, nt, true);
+    CHECK(f12 - f6 == f6 - f3, "training arena grows by the same amount per layer (%zu bytes per 3 layers)", f6 - f3);
+
+    /* the model allocates exactly what the formula says */
+    kn_gpt_config t = {.vocab_size = 300, .block_size = 96, .n_layer = 2, .n_head = 2, .n_embd = 16};
+    kn_gpt *g = make(t, 11);
+    size_t params = 2 * sizeof(float) * kn_gpt_num_params(g);
+    CHECK_OK(kn_gpt_reserve(g, 3, 96), "reserve B=3, T=96");
+    size_t want = kn_gpt_arena_bytes(&t, 3, 96, kn_linear_xent_chunk(3 * 96, 300), nt, true);
+    CHECK(kn_gpt_memory_bytes(g) - params == want, "reserved activations = the formula (%zu bytes)", want);
+    kn_gpt_free(g);
+    g = make(t, 11);
+    int32_t x[288], y[288];
+    rand_tokens(x, 288, 300);
+    rand_tokens(y, 288, 300);
+    float le = 0, lt = 0;
+    CHECK_OK(kn_gpt_evaluate(g, x, y, 3, 96, NULL, false, &le), "evaluate on a fresh model");
+    size_t ev = kn_gpt_memory_bytes(g) - params;
+    CHECK(ev == kn_gpt_arena_bytes(&t, 3, 96, kn_linear_xent_chunk(3 * 96, 300), nt, false) && ev < want,
+          "an evaluation allocates the evaluation formula (%zu bytes, training %zu)", ev, want);
+    float *ce = malloc(sizeof(float) * 288);
+    memcpy(ce, kn_gpt_token_losses(g), sizeof(float) * 288);
+    CHECK_FAILS(kn_gpt_backward(g, 1.0f), "training forward", "backward after an evaluation is refused");
+    CHECK_OK(kn_gpt_forward(g, x, y, 3, 96, NULL, false, &lt), "training forward after an evaluation");
+    CHECK(le == lt && !memcmp(ce, kn_gpt_token_losses(g), sizeof(float) * 288) &&
+          kn_gpt_memory_bytes(g) - params == want,
+          "evaluation and training forward give the same losses bit for bit (%.6f); training grew the arena", le);
+    CHECK_OK(kn_gpt_backward(g, 1.0f), "backward after the training forward");
+    CHECK_OK(kn_gpt_evaluate(g, x, y, 3, 96, NULL, false, &le), "evaluate reuses the training arena");
+    CHECK(le == lt && kn_gpt_memory_bytes(g) - params == want, "evaluation in a training arena: same loss, no reallocation");
+    free(ce);
+    kn_gpt_free(g);
+}
+
 int main(void)
 {
     kn_rng_seed(&rng, 2024);
@@ -406,6 +472,7 @@ int main(void)
     test_weighting();
     test_determinism();
     test_errors_and_shapes();
+    test_arena_formula();
     kn_pool_shutdown();
     CHECK_DONE();
 }
