@@ -22,7 +22,7 @@ enum {
 
 typedef struct {
     float *x;                /* [N,d] input of the block (x of layer L is the final stream) */
-    float *ln1, *ln1m, *ln1r, *qkv, *lse, *atty, *xmid, *ln2, *ln2m, *ln2r, *fch;
+    float *ln1m, *ln1r, *qkv, *lse, *atty, *xmid, *ln2m, *ln2r, *fch;
 } layer_acts;
 
 struct kn_gpt {
@@ -38,6 +38,7 @@ struct kn_gpt {
     float *arena;
     size_t arena_floats;
     layer_acts *L;           /* n_layer + 1 entries (the last has only x) */
+    float *ln;               /* [N,d] a LayerNorm's output, used at once (recomputed in backward) */
     float *lnf, *lnfm, *lnfr, *logits, *losses;
     float *dlnf, *dwte;      /* the output layer's gradient, computed during the forward */
     float *dres, *dtmp, *dqkv, *dfc;
@@ -258,17 +259,17 @@ static float *G(kn_gpt *g, int t) { return g->grads + g->info[t].offset; }
 #define R16(n) (((n) + 15) & ~(size_t)15)   /* every piece starts 64-byte aligned */
 
 /* The arena, piece by piece, in the order it is carved. Training keeps what the backward
- * reads of every layer (the GELU output is recomputed from its input instead of kept) plus
- * the backward's buffers; an evaluation keeps one layer's activations and two residual
+ * reads of every layer (the LayerNorm and GELU outputs are recomputed from their inputs and
+ * kept statistics instead, which costs elementwise passes only) plus the backward's buffers; an evaluation keeps one layer's activations and two residual
  * streams. Nothing is T² or N·V: attention keeps a log-sum-exp per row and head, the output
  * layer a chunk of logits. */
 static size_t arena_floats(const kn_gpt_config *c, size_t B, size_t T, size_t chunk,
                            bool training)
 {
     size_t N = B * T, d = (size_t)c->n_embd, V = (size_t)c->vocab_size, H = (size_t)c->n_head;
-    size_t layer = R16(N * d) * 4 + R16(N) * 4 + R16(N * 3 * d) + R16(N * H) + R16(N * 4 * d);
+    size_t layer = R16(N * d) * 2 + R16(N) * 4 + R16(N * 3 * d) + R16(N * H) + R16(N * 4 * d);
     size_t stream = R16(N * d);                             /* x of a layer */
-    size_t top = R16(N * d) + R16(N) * 3 + R16(chunk * V)   /* lnf, its stats, losses, logits */
+    size_t top = R16(N * d) * 2 + R16(N) * 3 + R16(chunk * V) /* ln, lnf, lnf stats, losses, logits */
                + R16(N) * 2;                                /* tokens, targets */
     if (!training) return layer + 2 * stream + top;
     size_t grads = R16(N * d) + R16(V * d)                  /* d(lnf), d(wte) of the output layer */
@@ -305,14 +306,12 @@ static void carve(kn_gpt *g, size_t B, size_t T, bool training)
 #define TAKE(n) (p += R16(n), p - R16(n))
     for (size_t l = 0; l < (training ? Lc : 1); l++) {
         layer_acts *a = &g->L[l];
-        a->ln1 = TAKE(N * d);
         a->ln1m = TAKE(N);
         a->ln1r = TAKE(N);
         a->qkv = TAKE(N * 3 * d);
         a->lse = TAKE(N * H);
         a->atty = TAKE(N * d);
         a->xmid = TAKE(N * d);
-        a->ln2 = TAKE(N * d);
         a->ln2m = TAKE(N);
         a->ln2r = TAKE(N);
         a->fch = TAKE(N * 4 * d);
@@ -328,6 +327,7 @@ static void carve(kn_gpt *g, size_t B, size_t T, bool training)
             g->L[l].x = x;
         }
     }
+    g->ln = TAKE(N * d);
     g->lnf = TAKE(N * d);
     g->lnfm = TAKE(N);
     g->lnfr = TAKE(N);
@@ -446,9 +446,9 @@ static void block_forward(kn_gpt *g, int l, int B, int T)
     int d = c->n_embd, H = c->n_head, N = B * T;
     float qa = mup_query_factor(c);
     layer_acts *a = &g->L[l];
-    kn_layernorm_forward(a->ln1, a->ln1m, a->ln1r, a->x, P(g, T_LAYER(l, LN1_W)),
+    kn_layernorm_forward(g->ln, a->ln1m, a->ln1r, a->x, P(g, T_LAYER(l, LN1_W)),
                          P(g, T_LAYER(l, LN1_B)), N, d);
-    kn_linear_forward(a->qkv, a->ln1, P(g, T_LAYER(l, ATTN_W)), P(g, T_LAYER(l, ATTN_B)),
+    kn_linear_forward(a->qkv, g->ln, P(g, T_LAYER(l, ATTN_W)), P(g, T_LAYER(l, ATTN_B)),
                       N, d, 3 * d, false);
     if (qa != 1.0f) scale_query(a->qkv, N, d, qa);
     kn_attention_forward(a->atty, a->lse, g->scratch, a->qkv, B, T, d, H);
@@ -456,9 +456,9 @@ static void block_forward(kn_gpt *g, int l, int B, int T)
     memcpy(a->xmid, a->x, sizeof(float) * (size_t)N * d);
     kn_linear_forward(a->xmid, a->atty, P(g, T_LAYER(l, APROJ_W)), P(g, T_LAYER(l, APROJ_B)),
                       N, d, d, true);
-    kn_layernorm_forward(a->ln2, a->ln2m, a->ln2r, a->xmid, P(g, T_LAYER(l, LN2_W)),
+    kn_layernorm_forward(g->ln, a->ln2m, a->ln2r, a->xmid, P(g, T_LAYER(l, LN2_W)),
                          P(g, T_LAYER(l, LN2_B)), N, d);
-    kn_linear_forward(a->fch, a->ln2, P(g, T_LAYER(l, FC_W)), P(g, T_LAYER(l, FC_B)),
+    kn_linear_forward(a->fch, g->ln, P(g, T_LAYER(l, FC_W)), P(g, T_LAYER(l, FC_B)),
                       N, d, 4 * d, false);
     /* The GELU output is needed only by the projection here: training puts it in the
      * backward's dfc buffer (free until then; the backward recomputes it), an evaluation
@@ -546,8 +546,11 @@ static void block_backward(kn_gpt *g, int l)
     kn_linear_backward(g->dfc, NULL, NULL, g->dres, NULL, P(g, T_LAYER(l, MPROJ_W)), N, 4 * d, d,
                        false);
     kn_gelu_backward(g->dfc, a->fch, g->dfc, (int64_t)N * 4 * d, false);
+    /* the LayerNorm outputs are recomputed (bit for bit: same inputs, same kernel) */
+    kn_layernorm_forward(g->ln, a->ln2m, a->ln2r, a->xmid, P(g, T_LAYER(l, LN2_W)),
+                         P(g, T_LAYER(l, LN2_B)), N, d);
     kn_linear_backward(g->dtmp, G(g, T_LAYER(l, FC_W)), G(g, T_LAYER(l, FC_B)), g->dfc,
-                       a->ln2, P(g, T_LAYER(l, FC_W)), N, d, 4 * d, false);
+                       g->ln, P(g, T_LAYER(l, FC_W)), N, d, 4 * d, false);
     kn_layernorm_backward(g->dres, G(g, T_LAYER(l, LN2_W)), G(g, T_LAYER(l, LN2_B)), g->dtmp,
                           a->xmid, P(g, T_LAYER(l, LN2_W)), a->ln2m, a->ln2r, N, d, true);
     /* attention: dres is now d(xmid) */
@@ -556,8 +559,10 @@ static void block_backward(kn_gpt *g, int l)
     kn_attention_backward(g->dqkv, g->scratch, g->dtmp, a->qkv, a->atty, a->lse, B, T, d, H,
                           false);
     if (qa != 1.0f) scale_query(g->dqkv, N, d, qa);
+    kn_layernorm_forward(g->ln, a->ln1m, a->ln1r, a->x, P(g, T_LAYER(l, LN1_W)),
+                         P(g, T_LAYER(l, LN1_B)), N, d);
     kn_linear_backward(g->dtmp, G(g, T_LAYER(l, ATTN_W)), G(g, T_LAYER(l, ATTN_B)), g->dqkv,
-                       a->ln1, P(g, T_LAYER(l, ATTN_W)), N, d, 3 * d, false);
+                       g->ln, P(g, T_LAYER(l, ATTN_W)), N, d, 3 * d, false);
     kn_layernorm_backward(g->dres, G(g, T_LAYER(l, LN1_W)), G(g, T_LAYER(l, LN1_B)), g->dtmp,
                           a->x, P(g, T_LAYER(l, LN1_W)), a->ln1m, a->ln1r, N, d, true);
 }
