@@ -417,9 +417,15 @@ static int round_blk(int n) { return (n + ATT_BLK - 1) / ATT_BLK * ATT_BLK; }
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 
-/* The register tile: 4 rows × 32 columns in 16 named accumulators (an array of them is
- * spilled to the stack by gcc on every iteration). */
-static inline void tile_mm_4x32(float *C, int ldc, const float *A, int as, int ks,
+/* The register tile: TILE_MR rows × 32 columns in named accumulators (an array of them is
+ * spilled to the stack by gcc on every iteration). With AVX-512VL's 32 vector registers 6
+ * rows fit (24 accumulators) and run ~1.3x faster at these sizes than 4; AVX2 has 16. */
+#ifdef __AVX512VL__
+#define TILE_MR 6
+#else
+#define TILE_MR 4
+#endif
+static inline void tile_mm_rx32(float *C, int ldc, const float *A, int as, int ks,
                                 const float *Bm, int ldb, int K, bool acc)
 {
 #define ROW_INIT(r)                                                                        \
@@ -444,13 +450,22 @@ static inline void tile_mm_4x32(float *C, int ldc, const float *A, int as, int k
     _mm256_storeu_ps(C + (size_t)(r) * ldc + 16, c##r##2);                                 \
     _mm256_storeu_ps(C + (size_t)(r) * ldc + 24, c##r##3);
     ROW_INIT(0) ROW_INIT(1) ROW_INIT(2) ROW_INIT(3)
+#if TILE_MR == 6
+    ROW_INIT(4) ROW_INIT(5)
+#endif
     for (int k = 0; k < K; k++) {
         const float *b = Bm + (size_t)k * ldb;
         __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
         __m256 b2 = _mm256_loadu_ps(b + 16), b3 = _mm256_loadu_ps(b + 24);
         ROW_FMA(0) ROW_FMA(1) ROW_FMA(2) ROW_FMA(3)
+#if TILE_MR == 6
+        ROW_FMA(4) ROW_FMA(5)
+#endif
     }
     ROW_STORE(0) ROW_STORE(1) ROW_STORE(2) ROW_STORE(3)
+#if TILE_MR == 6
+    ROW_STORE(4) ROW_STORE(5)
+#endif
 #undef ROW_INIT
 #undef ROW_FMA
 #undef ROW_STORE
@@ -476,13 +491,13 @@ static void tile_mm_edge(float *C, int ldc, const float *A, int as, int ks, cons
 static void tile_mm(float *C, int ldc, const float *A, int as, int ks, const float *Bm, int ldb,
                     int M, int N, int K, bool acc)
 {
-    for (int i = 0; i < M; i += 4) {
-        int mr = M - i < 4 ? M - i : 4;
+    for (int i = 0; i < M; i += TILE_MR) {
+        int mr = M - i < TILE_MR ? M - i : TILE_MR;
         for (int j = 0; j < N; j += 32) {
             int nv = (N - j) / 8 < 4 ? (N - j) / 8 : 4;
             float *c = C + (size_t)i * ldc + j;
             const float *a = A + (size_t)i * as;
-            if (mr == 4 && nv == 4) tile_mm_4x32(c, ldc, a, as, ks, Bm + j, ldb, K, acc);
+            if (mr == TILE_MR && nv == 4) tile_mm_rx32(c, ldc, a, as, ks, Bm + j, ldb, K, acc);
             else tile_mm_edge(c, ldc, a, as, ks, Bm + j, ldb, K, mr, nv, acc);
         }
     }

@@ -12,7 +12,7 @@
 #include <stdint.h>
 
 /* Side of the attention's square tiles (queries × keys): tiles above the diagonal are skipped. */
-#define KN_ATT_BLOCK 64
+#define KN_ATT_BLOCK 96
 
 /* Embedding: x[N,C] = wte[tokens[b,t]] + wpe[t]. Tokens must already be in range. */
 void kn_embedding_forward(float *x, const int32_t *tokens, const float *wte, const float *wpe,

@@ -186,16 +186,17 @@ static void test_gradients(void)
     CHECK(r <= 1, "weighted normalized loss gradients vs finite differences (worst %.2g, max abs err %.2g)", r, m);
     kn_gpt_free(g);
 
-    /* a longer context crosses the attention's query blocks */
-    kn_gpt_config lc = {.vocab_size = 7, .block_size = 80, .n_layer = 1, .n_head = 2, .n_embd = 8};
+    /* a longer context spans several attention tiles */
+    kn_gpt_config lc = {.vocab_size = 7, .block_size = 2 * KN_ATT_BLOCK + 20, .n_layer = 1, .n_head = 2, .n_embd = 8};
     g = make(lc, 4);
     perturb(g, 0.3);
-    int32_t lx[75], ly[75];
-    rand_tokens(lx, 75, 7);
-    rand_tokens(ly, 75, 7);
-    r = gradcheck(g, lx, ly, 1, 75, NULL, false, &m, &gn);
-    CHECK(r <= 1, "T=75 (two attention blocks): %zu gradients vs finite differences (worst %.2g, max abs err %.2g)",
-          n_checked, r, m);
+    int LT = 2 * KN_ATT_BLOCK + 13;
+    int32_t lx[2 * KN_ATT_BLOCK + 13], ly[2 * KN_ATT_BLOCK + 13];
+    rand_tokens(lx, LT, 7);
+    rand_tokens(ly, LT, 7);
+    r = gradcheck(g, lx, ly, 1, LT, NULL, false, &m, &gn);
+    CHECK(r <= 1, "T=%d (three attention tiles): %zu gradients vs finite differences (worst %.2g, max abs err %.2g)",
+          LT, n_checked, r, m);
     kn_gpt_free(g);
 }
 
@@ -306,9 +307,9 @@ static float run_steps(kn_gpt *g, const int32_t *x, const int32_t *y, int B, int
 
 static void test_determinism(void)
 {
-    /* big enough that the pool and the blocked attention really split work */
-    kn_gpt_config c = {.vocab_size = 64, .block_size = 96, .n_layer = 2, .n_head = 4, .n_embd = 32};
-    int B = 3, T = 96;
+    /* big enough that the pool and the tiled attention really split work */
+    kn_gpt_config c = {.vocab_size = 64, .block_size = 2 * KN_ATT_BLOCK + 7, .n_layer = 2, .n_head = 4, .n_embd = 32};
+    int B = 3, T = 2 * KN_ATT_BLOCK + 7;
     int32_t *x = malloc(sizeof(int32_t) * B * T), *y = malloc(sizeof(int32_t) * B * T);
     rand_tokens(x, B * T, 64);
     rand_tokens(y, B * T, 64);

@@ -1,7 +1,7 @@
 /* test_kernels.c — every float kernel against a double-precision reference (tests/c/ref.h):
  * forwards elementwise, backwards against central finite differences of the reference on
- * small odd shapes (B=2, T=7, C=12, 3 heads, V=13; plus attention at T=75 and T=130, which
- * cross the tile boundary, and long contexts against a double backward). Backward checks use accumulate mode on pre-filled gradients,
+ * small odd shapes (B=2, T=7, C=12, 3 heads, V=13; plus attention at T=100 and T=200, which
+ * span 2 and 3 tiles, and longer contexts against a double backward). Backward checks use accumulate mode on pre-filled gradients,
  * so both "+=" and the value are checked. */
 #include "kn.h"
 #include "gpt.h"
@@ -506,8 +506,8 @@ int main(void)
     test_layernorm(5, 33);
     test_gelu();
     test_attention(2, 7, 12, 3);
-    test_attention(1, 130, 6, 2);
-    test_attention(1, 75, 16, 2);
+    test_attention(1, 200, 6, 2);
+    test_attention(1, 100, 16, 2);
     test_attention_long(2, 300, 64, 2);
     test_attention_long(1, 129, 96, 3);
     test_xent(2, 7, 13, false, false);

@@ -12,8 +12,8 @@
  *                             then the parameters after ("<name>") and the moments
  *                             ("optim.m.<name>", "optim.v.<name>")
  *   OUTDIR/kernels.safetensors the fused kernels alone at shapes that span several tiles:
- *                             attention (qkv, dy; kiln's y and dqkv) at T = 150 with head
- *                             size 32 and 24, and the chunked output layer (x, w, targets,
+ *                             attention (qkv, dy; kiln's y and dqkv) over 3 tiles per side
+ *                             with head size 32 and 24, and the chunked output layer (x, w, targets,
  *                             position weights; kiln's loss, per-token losses, dx, dw)
  * Token ids are stored as F32 (exact below 2^24); hyperparameters go in __metadata__. */
 #include "adamw.h"
@@ -124,8 +124,9 @@ static int kernel_attention(tlist *l, kn_rng *r, const char *tag, int Bk, int Tk
     kn_attention_backward(dq, scr, dy, qkv, y, lse, Bk, Tk, C, NH, false);
     int64_t shq[3] = { Bk, Tk, 3 * C }, shy[3] = { Bk, Tk, C };
     char name[64];
-    float heads = (float)NH;
+    float heads = (float)NH, block = (float)KN_ATT_BLOCK;
     snprintf(name, sizeof name, "att%s.n_head", tag); tl_add1(l, name, &heads, 1);
+    snprintf(name, sizeof name, "att%s.tile", tag); tl_add1(l, name, &block, 1);
     snprintf(name, sizeof name, "att%s.qkv", tag); tl_add(l, name, qkv, 3, shq);
     snprintf(name, sizeof name, "att%s.dy", tag); tl_add(l, name, dy, 3, shy);
     snprintf(name, sizeof name, "att%s.y", tag); tl_add(l, name, y, 3, shy);
@@ -283,7 +284,8 @@ int main(int argc, char **argv)
 
     /* the fused kernels alone, at 2 threads: several tiles per side, odd sizes */
     kn_set_threads(2);
-    if (kernel_attention(l, &rng, "32", 2, 150, 96, 3) || kernel_attention(l, &rng, "24", 1, 150, 48, 2) ||
+    if (kernel_attention(l, &rng, "32", 2, 2 * KN_ATT_BLOCK + 11, 96, 3) ||
+        kernel_attention(l, &rng, "24", 1, 2 * KN_ATT_BLOCK + 11, 48, 2) ||
         kernel_output_layer(l, &rng))
         return 1;
     snprintf(path, sizeof path, "%s/kernels.safetensors", dir);

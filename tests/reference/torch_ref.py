@@ -289,6 +289,7 @@ def check_kernels(tap, d):
     k, _ = read_safetensors(d + "/kernels.safetensors")
     for tag in ("32", "24"):
         nh = int(k["att%s.n_head" % tag].item())
+        tile = int(k["att%s.tile" % tag].item())
         qkv = k["att%s.qkv" % tag].double().requires_grad_(True)
         B, T, C3 = qkv.shape
         C = C3 // 3
@@ -301,8 +302,8 @@ def check_kernels(tap, d):
         y.backward(k["att%s.dy" % tag].double())
         ey, eg = relerr(k["att%s.y" % tag], y), relerr(k["att%s.dqkv" % tag], qkv.grad)
         tap.check(ey < TOL and eg < TOL,
-                  "fused attention B=%d T=%d head size %d (%d tiles of 64 per side): y rel err %.2e, dqkv %.2e"
-                  % (B, T, C // nh, (T + 63) // 64, ey, eg))
+                  "fused attention B=%d T=%d head size %d (%d tiles of %d per side): y rel err %.2e, dqkv %.2e"
+                  % (B, T, C // nh, (T + tile - 1) // tile, tile, ey, eg))
     x = k["out.x"].double().requires_grad_(True)
     w = k["out.w"].double().requires_grad_(True)
     tgt = k["out.targets"].long()
