@@ -848,10 +848,19 @@ static void lx_rows(void *p, int64_t i0, int64_t i1, int tid)
 
 int kn_linear_xent_chunk(int N, int V)
 {
-    int chunk = (1 << 24) / (V > 0 ? V : 1);   /* 64 MiB of logits at most */
+    int chunk = (1 << 26) / (V > 0 ? V : 1);   /* 256 MiB of logits at most */
     chunk = chunk / 32 * 32;
     if (chunk < 32) chunk = 32;
     return chunk < N ? chunk : N;
+}
+
+/* logits[m,V] = x[m,C]·w[V,C]ᵀ split over vocabulary columns: each part packs only its own
+ * rows of w (a split over rows would pack all of w, V·C floats, once per part). */
+static void logit_cols(void *p, int64_t v0, int64_t v1, int tid)
+{
+    lin_ctx *c = p;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, c->N, (int)(v1 - v0), c->in, 1.0f, c->x,
+                c->in, c->w + (size_t)v0 * c->in, c->in, 0.0f, c->y + v0, c->out);
 }
 
 float kn_linear_xent(float *losses, float *dx, float *dw, float *logits, const float *x,
@@ -865,7 +874,9 @@ float kn_linear_xent(float *losses, float *dx, float *dw, float *logits, const f
     c.coef = (float)((double)dloss * scale / ce_denom(pw, B, T, normalize));
     for (int r0 = 0; r0 < N; r0 += chunk) {
         int m = N - r0 < chunk ? N - r0 : chunk;
-        kn_linear_forward(logits, x + (size_t)r0 * C, w, NULL, m, C, V, false);
+        kn_blas_single_thread();
+        lin_ctx lc = {.y = logits, .x = x + (size_t)r0 * C, .w = w, .N = m, .in = C, .out = V};
+        kn_parallel_for_dynamic(V, 64, logit_cols, &lc);
         if (scale != 1.0f)
             for (size_t i = 0; i < (size_t)m * V; i++) logits[i] *= scale;
         c.r0 = r0;

@@ -83,7 +83,7 @@ void kn_crossentropy_backward(float *dlogits, const float *logits, const int32_t
 float kn_linear_xent(float *losses, float *dx, float *dw, float *logits, const float *x,
                      const float *w, const int32_t *targets, const float *pw, int B, int T,
                      int C, int V, bool normalize, float scale, float dloss, int chunk);
-/* The chunk (rows) kiln uses for N rows and V classes: at most 64 MiB of logits. */
+/* The chunk (rows) kiln uses for N rows and V classes: at most 256 MiB of logits. */
 int kn_linear_xent_chunk(int N, int V);
 
 /* exp(x) in float, accurate to ~2 ulp over the float range, branch-free so loops using it
