@@ -1,4 +1,4 @@
-/* gpt.c — the GPT-2 model of DESIGN §3.1 on top of kernels.c. Parameters and gradients are
+/* gpt.c — the GPT-2 model of docs/design.md §3.1 on top of kernels.c. Parameters and gradients are
  * two flat buffers laid out in nanoGPT state_dict order; activations are one arena sized by
  * kn_gpt_reserve and reused by every step (nothing is allocated in forward/backward unless
  * the batch outgrows the arena). */
@@ -22,7 +22,7 @@ enum {
 
 typedef struct {
     float *x;                /* [N,d] input of the block (x of layer L is the final stream) */
-    float *ln1, *ln1m, *ln1r, *qkv, *att, *atty, *xmid, *ln2, *ln2m, *ln2r, *fch, *gel;
+    float *ln1m, *ln1r, *qkv, *lse, *atty, *xmid, *ln2m, *ln2r, *fch;
 } layer_acts;
 
 struct kn_gpt {
@@ -33,21 +33,24 @@ struct kn_gpt {
     size_t nparams;
     float *params, *grads;
 
-    /* activations: capacity B·T rows, T <= capT */
-    int capB, capT;
+    /* activations: capacity B·T rows, T <= capT; an evaluation-only arena keeps one layer */
+    int capB, capT, chunk;
+    bool cap_training;
     float *arena;
     size_t arena_floats;
     layer_acts *L;           /* n_layer + 1 entries (the last has only x) */
+    float *ln;               /* [N,d] a LayerNorm's output, used at once (recomputed in backward) */
     float *lnf, *lnfm, *lnfr, *logits, *losses;
-    float *dres, *dtmp, *dqkv, *dfc, *dlogits;
+    float *dlnf, *dwte;      /* the output layer's gradient, computed during the forward */
+    float *dres, *dtmp, *dqkv, *dfc;
     int32_t *tokens, *targets;
     float *weights;          /* [block_size], copy of the last forward's weights */
-    float *scratch;          /* attention backward, per thread */
+    float *scratch;          /* fused attention, per thread */
     int scratch_threads;
 
     /* the last forward */
     int B, T;
-    bool have_fwd, have_targets, have_weights, normalize;
+    bool have_fwd, have_targets, have_grad_state, have_weights, normalize;
 };
 
 /* ---------------------------------------------------------------- config, parameters */
@@ -188,7 +191,7 @@ static void free_acts(kn_gpt *g)
     g->arena = g->scratch = NULL;
     g->L = NULL;
     g->arena_floats = 0;
-    g->capB = g->capT = g->scratch_threads = 0;
+    g->capB = g->capT = g->scratch_threads = g->chunk = 0;
     g->have_fwd = false;
 }
 
@@ -283,17 +286,98 @@ static float *G(kn_gpt *g, int t) { return g->grads + g->info[t].offset; }
 
 /* ---------------------------------------------------------------- activations */
 
+#define R16(n) (((n) + 15) & ~(size_t)15)   /* every piece starts 64-byte aligned */
+
+/* The arena, piece by piece, in the order it is carved. Training keeps what the backward
+ * reads of every layer (the LayerNorm and GELU outputs are recomputed from their inputs and
+ * kept statistics instead, which costs elementwise passes only) plus the backward's buffers; an evaluation keeps one layer's activations and two residual
+ * streams. Nothing is T² or N·V: attention keeps a log-sum-exp per row and head, the output
+ * layer a chunk of logits. */
+static size_t arena_floats(const kn_gpt_config *c, size_t B, size_t T, size_t chunk,
+                           bool training)
+{
+    size_t N = B * T, d = (size_t)c->n_embd, V = (size_t)c->vocab_size, H = (size_t)c->n_head;
+    size_t layer = R16(N * d) * 2 + R16(N) * 4 + R16(N * 3 * d) + R16(N * H) + R16(N * 4 * d);
+    size_t stream = R16(N * d);                             /* x of a layer */
+    size_t top = R16(N * d) * 2 + R16(N) * 3 + R16(chunk * V) /* ln, lnf, lnf stats, losses, logits */
+               + R16(N) * 2;                                /* tokens, targets */
+    if (!training) return layer + 2 * stream + top;
+    size_t grads = R16(N * d) + R16(V * d)                  /* d(lnf), d(wte) of the output layer */
+                 + R16(N * d) * 2 + R16(N * 3 * d) + R16(N * 4 * d);   /* dres, dtmp, dqkv, dfc */
+    return (size_t)c->n_layer * (layer + stream) + stream + top + grads;
+}
+
+size_t kn_gpt_arena_bytes(const kn_gpt_config *c, int B, int T, int chunk, int threads,
+                          bool training)
+{
+    size_t scratch = kn_attention_scratch_floats(T, c->n_embd / c->n_head, threads);
+    return sizeof(float) * (arena_floats(c, (size_t)B, (size_t)T, (size_t)chunk, training) +
+                            scratch);
+}
+
 static kn_status ensure_scratch(kn_gpt *g)
 {
     int nt = kn_pool_threads();
     if (g->scratch && nt <= g->scratch_threads) return KN_OK;
     kn_free(g->scratch);
-    g->scratch = kn_alloc(sizeof(float) * kn_attention_scratch_floats(g->capT, nt));
+    int hs = g->cfg.n_embd / g->cfg.n_head;
+    g->scratch = kn_alloc(sizeof(float) * kn_attention_scratch_floats(g->capT, hs, nt));
     g->scratch_threads = g->scratch ? nt : 0;
     return g->scratch ? KN_OK : KN_ERR_NOMEM;
 }
 
-kn_status kn_gpt_reserve(kn_gpt *g, int B, int T)
+/* Point the layer views into the arena, in the order arena_floats counts them. */
+static void carve(kn_gpt *g, size_t B, size_t T, bool training)
+{
+    const kn_gpt_config *c = &g->cfg;
+    size_t N = B * T, d = (size_t)c->n_embd, V = (size_t)c->vocab_size, H = (size_t)c->n_head;
+    size_t Lc = (size_t)c->n_layer;
+    float *p = g->arena;
+#define TAKE(n) (p += R16(n), p - R16(n))
+    for (size_t l = 0; l < (training ? Lc : 1); l++) {
+        layer_acts *a = &g->L[l];
+        a->ln1m = TAKE(N);
+        a->ln1r = TAKE(N);
+        a->qkv = TAKE(N * 3 * d);
+        a->lse = TAKE(N * H);
+        a->atty = TAKE(N * d);
+        a->xmid = TAKE(N * d);
+        a->ln2m = TAKE(N);
+        a->ln2r = TAKE(N);
+        a->fch = TAKE(N * 4 * d);
+    }
+    if (training) {
+        for (size_t l = 0; l <= Lc; l++) g->L[l].x = TAKE(N * d);
+    } else {
+        /* every layer shares the one set of activations; the stream alternates two buffers */
+        float *xs[2] = {TAKE(N * d), TAKE(N * d)};
+        for (size_t l = 0; l <= Lc; l++) {
+            float *x = xs[l % 2];
+            g->L[l] = g->L[0];
+            g->L[l].x = x;
+        }
+    }
+    g->ln = TAKE(N * d);
+    g->lnf = TAKE(N * d);
+    g->lnfm = TAKE(N);
+    g->lnfr = TAKE(N);
+    g->losses = TAKE(N);
+    g->logits = TAKE((size_t)g->chunk * V);
+    g->tokens = (int32_t *)TAKE(N);
+    g->targets = (int32_t *)TAKE(N);
+    g->dlnf = g->dwte = g->dres = g->dtmp = g->dqkv = g->dfc = NULL;
+    if (training) {
+        g->dlnf = TAKE(N * d);
+        g->dwte = TAKE(V * d);
+        g->dres = TAKE(N * d);
+        g->dtmp = TAKE(N * d);
+        g->dqkv = TAKE(N * 3 * d);
+        g->dfc = TAKE(N * 4 * d);
+    }
+#undef TAKE
+}
+
+static kn_status reserve(kn_gpt *g, int B, int T, bool training)
 {
     const kn_gpt_config *c = &g->cfg;
     if (B < 1) return kn_fail(KN_ERR_ARG, "batch size B (%d) must be >= 1", B);
@@ -302,65 +386,29 @@ kn_status kn_gpt_reserve(kn_gpt *g, int B, int T)
     if ((int64_t)B * T > (1 << 26))
         return kn_fail(KN_ERR_ARG, "B·T (%d·%d) exceeds %d tokens per batch", B, T, 1 << 26);
     free_acts(g);
-    size_t N = (size_t)B * T, d = (size_t)c->n_embd, V = (size_t)c->vocab_size;
-    size_t Lc = (size_t)c->n_layer, H = (size_t)c->n_head;
-    /* every piece rounded up to 16 floats so each starts 64-byte aligned */
-#define R16(n) (((n) + 15) & ~(size_t)15)
-    size_t per_layer = R16(N * d) * 5 + R16(N) * 4 + R16(N * 3 * d) + R16(N * 4 * d) * 2 +
-                       R16((size_t)B * H * T * T);
-    size_t total = per_layer * Lc + R16(N * d)                     /* x of layer L */
-                 + R16(N * d) + R16(N) * 3 + R16(N * V)              /* lnf, stats, logits, losses */
-                 + R16(N * d) * 2 + R16(N * 3 * d) + R16(N * 4 * d) + R16(N * V)   /* grads */
-                 + R16(N) * 2;                                       /* tokens, targets */
+    g->chunk = kn_linear_xent_chunk(B * T, c->vocab_size);
+    size_t total = arena_floats(c, (size_t)B, (size_t)T, (size_t)g->chunk, training);
     g->arena = kn_alloc(sizeof(float) * total);
-    g->L = calloc(Lc + 1, sizeof *g->L);
+    g->L = calloc((size_t)c->n_layer + 1, sizeof *g->L);
     if (!g->arena || !g->L) {
         free_acts(g);
         return kn_fail(KN_ERR_NOMEM, "out of memory reserving activations for B=%d, T=%d (%zu MiB)",
                        B, T, sizeof(float) * total >> 20);
     }
-    float *p = g->arena;
-#define TAKE(n) (p += R16(n), p - R16(n))
-    for (size_t l = 0; l < Lc; l++) {
-        layer_acts *a = &g->L[l];
-        a->x = TAKE(N * d);
-        a->ln1 = TAKE(N * d);
-        a->ln1m = TAKE(N);
-        a->ln1r = TAKE(N);
-        a->qkv = TAKE(N * 3 * d);
-        a->att = TAKE((size_t)B * H * T * T);
-        a->atty = TAKE(N * d);
-        a->xmid = TAKE(N * d);
-        a->ln2 = TAKE(N * d);
-        a->ln2m = TAKE(N);
-        a->ln2r = TAKE(N);
-        a->fch = TAKE(N * 4 * d);
-        a->gel = TAKE(N * 4 * d);
-    }
-    g->L[Lc].x = TAKE(N * d);
-    g->lnf = TAKE(N * d);
-    g->lnfm = TAKE(N);
-    g->lnfr = TAKE(N);
-    g->losses = TAKE(N);
-    g->logits = TAKE(N * V);
-    g->dres = TAKE(N * d);
-    g->dtmp = TAKE(N * d);
-    g->dqkv = TAKE(N * 3 * d);
-    g->dfc = TAKE(N * 4 * d);
-    g->dlogits = TAKE(N * V);
-    g->tokens = (int32_t *)TAKE(N);
-    g->targets = (int32_t *)TAKE(N);
-#undef TAKE
-#undef R16
     g->arena_floats = total;
     g->capB = B;
     g->capT = T;
+    g->cap_training = training;
+    carve(g, (size_t)B, (size_t)T, training);
     if (ensure_scratch(g) != KN_OK) {
         free_acts(g);
         return kn_fail(KN_ERR_NOMEM, "out of memory reserving attention scratch");
     }
     return KN_OK;
 }
+#undef R16
+
+kn_status kn_gpt_reserve(kn_gpt *g, int B, int T) { return reserve(g, B, T, true); }
 
 /* ---------------------------------------------------------------- forward / backward */
 
@@ -376,8 +424,9 @@ static kn_status check_tokens(const int32_t *tok, const char *what, int B, int T
     return KN_OK;
 }
 
-kn_status kn_gpt_forward(kn_gpt *g, const int32_t *inputs, const int32_t *targets, int B, int T,
-                         const float *weights, bool normalize, float *loss_out)
+static kn_status check_forward_args(const kn_gpt *g, const int32_t *inputs,
+                                    const int32_t *targets, int B, int T, const float *weights,
+                                    bool normalize)
 {
     const kn_gpt_config *c = &g->cfg;
     if (!inputs) return kn_fail(KN_ERR_ARG, "inputs are NULL");
@@ -401,113 +450,193 @@ kn_status kn_gpt_forward(kn_gpt *g, const int32_t *inputs, const int32_t *target
         if (normalize && sw == 0.0)
             return kn_fail(KN_ERR_ARG, "loss weights sum to 0: cannot normalize by their mean");
     }
-    /* from here on the previous forward's activations are overwritten */
-    g->have_fwd = false;
-    if (!g->arena || (size_t)B * T > (size_t)g->capB * g->capT || T > g->capT) {
+    return KN_OK;
+}
+
+/* Make the arena hold B x T (reallocating outside the step only when it is too small, or
+ * when a training forward finds an evaluation-only arena). */
+static kn_status fit_arena(kn_gpt *g, int B, int T, bool training)
+{
+    bool fits = g->arena && (size_t)B * T <= (size_t)g->capB * g->capT && T <= g->capT &&
+                (g->cap_training || !training);
+    if (!fits) {
         int nb = B, nt = T > g->capT ? T : g->capT;
         if (g->arena && (size_t)g->capB * g->capT >= (size_t)B * T) nb = g->capB;
-        if ((st = kn_gpt_reserve(g, nb, nt))) return st;
+        kn_status st = reserve(g, nb, nt, training || g->cap_training);
+        if (st) return st;
     }
     if (ensure_scratch(g) != KN_OK)
         return kn_fail(KN_ERR_NOMEM, "out of memory for attention scratch");
+    return KN_OK;
+}
 
-    int L = c->n_layer, d = c->n_embd, H = c->n_head, V = c->vocab_size;
-    int N = B * T;
+/* The MLP's activation: GPT-2's tanh GELU or the exact erf form (nanoGPT's nn.GELU()). */
+static void act_forward(const kn_gpt *g, float *y, const float *x, int64_t n)
+{
+    if (g->cfg.activation == KN_GELU_ERF) kn_gelu_erf_forward(y, x, n);
+    else kn_gelu_forward(y, x, n);
+}
+
+static void act_backward(const kn_gpt *g, float *dx, const float *x, const float *dy, int64_t n)
+{
+    if (g->cfg.activation == KN_GELU_ERF) kn_gelu_erf_backward(dx, x, dy, n, false);
+    else kn_gelu_backward(dx, x, dy, n, false);
+}
+
+static void block_forward(kn_gpt *g, int l, int B, int T)
+{
+    const kn_gpt_config *c = &g->cfg;
+    int d = c->n_embd, H = c->n_head, N = B * T;
     float qa = mup_query_factor(c);
+    layer_acts *a = &g->L[l];
+    kn_layernorm_forward(g->ln, a->ln1m, a->ln1r, a->x, P(g, T_LAYER(l, LN1_W)),
+                         P(g, T_LAYER(l, LN1_B)), N, d);
+    kn_linear_forward(a->qkv, g->ln, P(g, T_LAYER(l, ATTN_W)), P(g, T_LAYER(l, ATTN_B)),
+                      N, d, 3 * d, false);
+    if (qa != 1.0f) scale_query(a->qkv, N, d, qa);
+    kn_attention_forward(a->atty, a->lse, g->scratch, a->qkv, B, T, d, H);
+    /* residual: xmid = x + atty·Wᵀ + b, by accumulating the projection onto a copy */
+    memcpy(a->xmid, a->x, sizeof(float) * (size_t)N * d);
+    kn_linear_forward(a->xmid, a->atty, P(g, T_LAYER(l, APROJ_W)), P(g, T_LAYER(l, APROJ_B)),
+                      N, d, d, true);
+    kn_layernorm_forward(g->ln, a->ln2m, a->ln2r, a->xmid, P(g, T_LAYER(l, LN2_W)),
+                         P(g, T_LAYER(l, LN2_B)), N, d);
+    kn_linear_forward(a->fch, g->ln, P(g, T_LAYER(l, FC_W)), P(g, T_LAYER(l, FC_B)),
+                      N, d, 4 * d, false);
+    /* The GELU output is needed only by the projection here: training puts it in the
+     * backward's dfc buffer (free until then; the backward recomputes it), an evaluation
+     * overwrites fch, which nothing reads again. */
+    float *xo = g->L[l + 1].x, *gel = g->cap_training ? g->dfc : a->fch;
+    act_forward(g, gel, a->fch, (int64_t)N * 4 * d);
+    memcpy(xo, a->xmid, sizeof(float) * (size_t)N * d);
+    kn_linear_forward(xo, gel, P(g, T_LAYER(l, MPROJ_W)), P(g, T_LAYER(l, MPROJ_B)),
+                      N, 4 * d, d, true);
+}
+
+static kn_status forward(kn_gpt *g, const int32_t *inputs, const int32_t *targets, int B, int T,
+                         const float *weights, bool normalize, float *loss_out, bool training)
+{
+    const kn_gpt_config *c = &g->cfg;
+    kn_status st = check_forward_args(g, inputs, targets, B, T, weights, normalize);
+    if (st) return st;
+    /* from here on the previous forward's activations are overwritten */
+    g->have_fwd = false;
+    if ((st = fit_arena(g, B, T, training))) return st;
+
+    int L = c->n_layer, d = c->n_embd, V = c->vocab_size, N = B * T;
     memcpy(g->tokens, inputs, sizeof(int32_t) * (size_t)N);
     kn_embedding_forward(g->L[0].x, g->tokens, P(g, T_WTE), P(g, T_WPE), B, T, d);
     for (int l = 0; l < L; l++) {
         if (kn_interrupted) return kn_fail(KN_ERR_INTERRUPTED, "interrupted in forward (layer %d)", l);
-        layer_acts *a = &g->L[l];
-        kn_layernorm_forward(a->ln1, a->ln1m, a->ln1r, a->x, P(g, T_LAYER(l, LN1_W)),
-                             P(g, T_LAYER(l, LN1_B)), N, d);
-        kn_linear_forward(a->qkv, a->ln1, P(g, T_LAYER(l, ATTN_W)), P(g, T_LAYER(l, ATTN_B)),
-                          N, d, 3 * d, false);
-        if (qa != 1.0f) scale_query(a->qkv, N, d, qa);
-        kn_attention_forward(a->atty, a->att, a->qkv, B, T, d, H);
-        /* residual: xmid = x + atty·Wᵀ + b, by accumulating the projection onto a copy */
-        memcpy(a->xmid, a->x, sizeof(float) * (size_t)N * d);
-        kn_linear_forward(a->xmid, a->atty, P(g, T_LAYER(l, APROJ_W)), P(g, T_LAYER(l, APROJ_B)),
-                          N, d, d, true);
-        kn_layernorm_forward(a->ln2, a->ln2m, a->ln2r, a->xmid, P(g, T_LAYER(l, LN2_W)),
-                             P(g, T_LAYER(l, LN2_B)), N, d);
-        kn_linear_forward(a->fch, a->ln2, P(g, T_LAYER(l, FC_W)), P(g, T_LAYER(l, FC_B)),
-                          N, d, 4 * d, false);
-        if (c->activation == KN_GELU_ERF) kn_gelu_erf_forward(a->gel, a->fch, (int64_t)N * 4 * d);
-        else kn_gelu_forward(a->gel, a->fch, (int64_t)N * 4 * d);
-        float *xo = g->L[l + 1].x;
-        memcpy(xo, a->xmid, sizeof(float) * (size_t)N * d);
-        kn_linear_forward(xo, a->gel, P(g, T_LAYER(l, MPROJ_W)), P(g, T_LAYER(l, MPROJ_B)),
-                          N, 4 * d, d, true);
+        block_forward(g, l, B, T);
     }
     int tf = T_LAYER(L, 0);
     kn_layernorm_forward(g->lnf, g->lnfm, g->lnfr, g->L[L].x, P(g, tf), P(g, tf + 1), N, d);
-    kn_linear_forward(g->logits, g->lnf, P(g, T_WTE), NULL, N, d, V, false);
-    float om = logit_mult(g);
-    if (om != 1.0f)
-        for (size_t i = 0; i < (size_t)N * V; i++) g->logits[i] *= om;
 
     g->B = B;
     g->T = T;
     g->have_targets = targets != NULL;
+    g->have_grad_state = training && targets != NULL;
     g->have_weights = weights != NULL;
     g->normalize = normalize;
     if (weights) memcpy(g->weights, weights, sizeof(float) * (size_t)T);
     if (targets) {
         memcpy(g->targets, targets, sizeof(int32_t) * (size_t)N);
-        float loss = kn_crossentropy_forward(g->losses, g->logits, g->targets,
-                                             weights ? g->weights : NULL, B, T, V, normalize);
+        /* the output layer's gradient (for dloss = 1) is computed here, chunk by chunk, so
+         * that its logits never exist all at once */
+        if (training) memset(g->dwte, 0, sizeof(float) * (size_t)V * d);
+        float loss = kn_linear_xent(g->losses, training ? g->dlnf : NULL,
+                                    training ? g->dwte : NULL, g->logits, g->lnf, P(g, T_WTE),
+                                    g->targets, weights ? g->weights : NULL, B, T, d, V,
+                                    normalize, logit_mult(g), 1.0f, g->chunk);
         if (loss_out) *loss_out = loss;
     }
     g->have_fwd = true;
     return KN_OK;
 }
 
+kn_status kn_gpt_forward(kn_gpt *g, const int32_t *inputs, const int32_t *targets, int B, int T,
+                         const float *weights, bool normalize, float *loss_out)
+{
+    return forward(g, inputs, targets, B, T, weights, normalize, loss_out, true);
+}
+
+kn_status kn_gpt_evaluate(kn_gpt *g, const int32_t *inputs, const int32_t *targets, int B, int T,
+                          const float *weights, bool normalize, float *loss_out)
+{
+    return forward(g, inputs, targets, B, T, weights, normalize, loss_out, false);
+}
+
+/* dst (+)= a·src over n floats (a = 1 copies exactly). */
+static void add_scaled(float *dst, const float *src, size_t n, float a, bool acc)
+{
+    if (acc) for (size_t i = 0; i < n; i++) dst[i] += a * src[i];
+    else for (size_t i = 0; i < n; i++) dst[i] = a * src[i];
+}
+
+/* One block's backward; g->dres holds d(x_out) on entry and d(x_in) on return. */
+static void block_backward(kn_gpt *g, int l)
+{
+    const kn_gpt_config *c = &g->cfg;
+    int d = c->n_embd, H = c->n_head, B = g->B, T = g->T, N = B * T;
+    float qa = mup_query_factor(c);
+    layer_acts *a = &g->L[l];
+    /* MLP: dres is d(x_out); it also flows straight through to d(xmid). The GELU output is
+     * recomputed into dfc for the projection's weight gradient, which then becomes d(gelu). */
+    act_forward(g, g->dfc, a->fch, (int64_t)N * 4 * d);
+    kn_linear_backward(NULL, G(g, T_LAYER(l, MPROJ_W)), G(g, T_LAYER(l, MPROJ_B)), g->dres,
+                       g->dfc, P(g, T_LAYER(l, MPROJ_W)), N, 4 * d, d, false);
+    kn_linear_backward(g->dfc, NULL, NULL, g->dres, NULL, P(g, T_LAYER(l, MPROJ_W)), N, 4 * d, d,
+                       false);
+    act_backward(g, g->dfc, a->fch, g->dfc, (int64_t)N * 4 * d);
+    /* the LayerNorm outputs are recomputed (bit for bit: same inputs, same kernel) */
+    kn_layernorm_forward(g->ln, a->ln2m, a->ln2r, a->xmid, P(g, T_LAYER(l, LN2_W)),
+                         P(g, T_LAYER(l, LN2_B)), N, d);
+    kn_linear_backward(g->dtmp, G(g, T_LAYER(l, FC_W)), G(g, T_LAYER(l, FC_B)), g->dfc,
+                       g->ln, P(g, T_LAYER(l, FC_W)), N, d, 4 * d, false);
+    kn_layernorm_backward(g->dres, G(g, T_LAYER(l, LN2_W)), G(g, T_LAYER(l, LN2_B)), g->dtmp,
+                          a->xmid, P(g, T_LAYER(l, LN2_W)), a->ln2m, a->ln2r, N, d, true);
+    /* attention: dres is now d(xmid) */
+    kn_linear_backward(g->dtmp, G(g, T_LAYER(l, APROJ_W)), G(g, T_LAYER(l, APROJ_B)), g->dres,
+                       a->atty, P(g, T_LAYER(l, APROJ_W)), N, d, d, false);
+    kn_attention_backward(g->dqkv, g->scratch, g->dtmp, a->qkv, a->atty, a->lse, B, T, d, H,
+                          false);
+    if (qa != 1.0f) scale_query(g->dqkv, N, d, qa);
+    kn_layernorm_forward(g->ln, a->ln1m, a->ln1r, a->x, P(g, T_LAYER(l, LN1_W)),
+                         P(g, T_LAYER(l, LN1_B)), N, d);
+    kn_linear_backward(g->dtmp, G(g, T_LAYER(l, ATTN_W)), G(g, T_LAYER(l, ATTN_B)), g->dqkv,
+                       g->ln, P(g, T_LAYER(l, ATTN_W)), N, d, 3 * d, false);
+    kn_layernorm_backward(g->dres, G(g, T_LAYER(l, LN1_W)), G(g, T_LAYER(l, LN1_B)), g->dtmp,
+                          a->x, P(g, T_LAYER(l, LN1_W)), a->ln1m, a->ln1r, N, d, true);
+}
+
 kn_status kn_gpt_backward(kn_gpt *g, float grad_scale)
 {
     if (!g->have_fwd || !g->have_targets)
         return kn_fail(KN_ERR_ARG, "backward needs a preceding forward with targets");
+    if (!g->have_grad_state)
+        return kn_fail(KN_ERR_ARG, "backward needs a training forward (kn_gpt_forward), not an "
+                                   "evaluation (kn_gpt_evaluate)");
     if (!isfinite(grad_scale))
         return kn_fail(KN_ERR_ARG, "grad_scale (%g) is not finite", (double)grad_scale);
     if (ensure_scratch(g) != KN_OK)
         return kn_fail(KN_ERR_NOMEM, "out of memory for attention scratch");
     const kn_gpt_config *c = &g->cfg;
-    int L = c->n_layer, d = c->n_embd, H = c->n_head, V = c->vocab_size;
-    int B = g->B, T = g->T, N = B * T;
-    const float *w = g->have_weights ? g->weights : NULL;
+    int L = c->n_layer, d = c->n_embd, V = c->vocab_size;
+    int N = g->B * g->T;
 
-    /* under μP the logits are om·(raw logits): d/d(raw) = om·d/d(logits) */
-    kn_crossentropy_backward(g->dlogits, g->logits, g->targets, w, B, T, V, g->normalize,
-                             grad_scale * logit_mult(g), false);
-    float qa = mup_query_factor(c);
-    kn_linear_backward(g->dtmp, G(g, T_WTE), NULL, g->dlogits, g->lnf, P(g, T_WTE), N, d, V, false);
+    /* the output layer's part was computed by the forward for a loss scale of 1 */
+    add_scaled(G(g, T_WTE), g->dwte, (size_t)V * d, grad_scale, true);
+    add_scaled(g->dtmp, g->dlnf, (size_t)N * d, grad_scale, false);
     int tf = T_LAYER(L, 0);
     kn_layernorm_backward(g->dres, G(g, tf), G(g, tf + 1), g->dtmp, g->L[L].x, P(g, tf),
                           g->lnfm, g->lnfr, N, d, false);
     for (int l = L - 1; l >= 0; l--) {
         if (kn_interrupted)
             return kn_fail(KN_ERR_INTERRUPTED, "interrupted in backward (layer %d)", l);
-        layer_acts *a = &g->L[l];
-        /* MLP: dres is d(x_out); it also flows straight through to d(xmid). */
-        kn_linear_backward(g->dfc, G(g, T_LAYER(l, MPROJ_W)), G(g, T_LAYER(l, MPROJ_B)), g->dres,
-                           a->gel, P(g, T_LAYER(l, MPROJ_W)), N, 4 * d, d, false);
-        if (c->activation == KN_GELU_ERF) kn_gelu_erf_backward(g->dfc, a->fch, g->dfc, (int64_t)N * 4 * d, false);
-        else kn_gelu_backward(g->dfc, a->fch, g->dfc, (int64_t)N * 4 * d, false);
-        kn_linear_backward(g->dtmp, G(g, T_LAYER(l, FC_W)), G(g, T_LAYER(l, FC_B)), g->dfc,
-                           a->ln2, P(g, T_LAYER(l, FC_W)), N, d, 4 * d, false);
-        kn_layernorm_backward(g->dres, G(g, T_LAYER(l, LN2_W)), G(g, T_LAYER(l, LN2_B)), g->dtmp,
-                              a->xmid, P(g, T_LAYER(l, LN2_W)), a->ln2m, a->ln2r, N, d, true);
-        /* attention: dres is now d(xmid) */
-        kn_linear_backward(g->dtmp, G(g, T_LAYER(l, APROJ_W)), G(g, T_LAYER(l, APROJ_B)), g->dres,
-                           a->atty, P(g, T_LAYER(l, APROJ_W)), N, d, d, false);
-        kn_attention_backward(g->dqkv, g->scratch, g->dtmp, a->qkv, a->att, B, T, d, H, false);
-        if (qa != 1.0f) scale_query(g->dqkv, N, d, qa);
-        kn_linear_backward(g->dtmp, G(g, T_LAYER(l, ATTN_W)), G(g, T_LAYER(l, ATTN_B)), g->dqkv,
-                           a->ln1, P(g, T_LAYER(l, ATTN_W)), N, d, 3 * d, false);
-        kn_layernorm_backward(g->dres, G(g, T_LAYER(l, LN1_W)), G(g, T_LAYER(l, LN1_B)), g->dtmp,
-                              a->x, P(g, T_LAYER(l, LN1_W)), a->ln1m, a->ln1r, N, d, true);
+        block_backward(g, l);
     }
-    kn_embedding_backward(G(g, T_WTE), G(g, T_WPE), g->dres, g->tokens, B, T, d);
+    kn_embedding_backward(G(g, T_WTE), G(g, T_WPE), g->dres, g->tokens, g->B, g->T, d);
     return KN_OK;
 }
 
@@ -518,7 +647,19 @@ const float *kn_gpt_token_losses(const kn_gpt *g)
     return g->have_fwd && g->have_targets ? g->losses : NULL;
 }
 
-const float *kn_gpt_logits(const kn_gpt *g) { return g->have_fwd ? g->logits : NULL; }
+kn_status kn_gpt_logits_at(kn_gpt *g, int b, int t, float *out)
+{
+    if (!g->have_fwd) return kn_fail(KN_ERR_ARG, "logits need a preceding forward");
+    if (b < 0 || b >= g->B || t < 0 || t >= g->T)
+        return kn_fail(KN_ERR_ARG, "logits position [b=%d, t=%d] is outside the last forward's "
+                                   "[%d, %d]", b, t, g->B, g->T);
+    int d = g->cfg.n_embd, V = g->cfg.vocab_size;
+    kn_linear_forward(out, g->lnf + ((size_t)b * g->T + t) * d, P(g, T_WTE), NULL, 1, d, V, false);
+    float om = logit_mult(g);
+    if (om != 1.0f)
+        for (int v = 0; v < V; v++) out[v] *= om;
+    return KN_OK;
+}
 
 bool kn_gpt_last_forward(const kn_gpt *g, int *B, int *T)
 {
@@ -532,6 +673,7 @@ int kn_gpt_refs(const kn_gpt *g) { return g->refs; }
 
 size_t kn_gpt_memory_bytes(const kn_gpt *g)
 {
-    size_t scratch = g->scratch ? kn_attention_scratch_floats(g->capT, g->scratch_threads) : 0;
+    int hs = g->cfg.n_embd / g->cfg.n_head;
+    size_t scratch = g->scratch ? kn_attention_scratch_floats(g->capT, hs, g->scratch_threads) : 0;
     return sizeof(float) * (2 * g->nparams + g->arena_floats + scratch);
 }

@@ -91,16 +91,27 @@ const kn_param_info *kn_gpt_param_info(const kn_gpt *g, int i);
 /* Index of the named tensor, or -1. */
 int kn_gpt_find(const kn_gpt *g, const char *name);
 
-/* Size activation buffers for batches up to B x T (T <= block_size). Called once; forward
- * with a larger shape reallocates (outside the step), a smaller one reuses. */
+/* Size activation buffers for training batches up to B x T (T <= block_size). Called once;
+ * forward with a larger shape reallocates (outside the step), a smaller one reuses. */
 kn_status kn_gpt_reserve(kn_gpt *g, int B, int T);
+/* Bytes of activations (arena and attention scratch) for batches of B x T, `chunk` rows of
+ * logits at a time and `threads` threads; training adds what the backward needs, an
+ * evaluation keeps one layer. A sum of terms in B·T, T (per thread), chunk·V and V·d: no
+ * T² and no B·T·V. */
+size_t kn_gpt_arena_bytes(const kn_gpt_config *c, int B, int T, int chunk, int threads,
+                          bool training);
 
 /* Forward over tokens [B,T] (values in [0, V)). With targets, computes per-token
  * cross-entropy into the loss buffer and *loss_out = sum_b sum_t w[t]·CE[b,t] / (B·T), or,
  * with normalize, divided by B·T·mean(w) instead. weights (length T) may be NULL: uniform.
- * targets may be NULL (logits only; loss_out untouched). Keeps what backward needs. */
+ * targets may be NULL (no loss; loss_out untouched). Keeps what backward needs, including
+ * the output layer's gradient, computed here chunk by chunk. */
 kn_status kn_gpt_forward(kn_gpt *g, const int32_t *inputs, const int32_t *targets, int B, int T,
                          const float *weights, bool normalize, float *loss_out);
+/* The same forward for evaluation: no gradient work, and an arena of its own (one layer's
+ * activations) when none was reserved for training. No backward may follow. */
+kn_status kn_gpt_evaluate(kn_gpt *g, const int32_t *inputs, const int32_t *targets, int B, int T,
+                          const float *weights, bool normalize, float *loss_out);
 /* Backward of the last forward's loss, multiplied by grad_scale (1 normally, 1/k when
  * accumulating k micro-batches). Adds into the gradient buffer (+=). */
 kn_status kn_gpt_backward(kn_gpt *g, float grad_scale);
@@ -108,8 +119,9 @@ void kn_gpt_zero_grad(kn_gpt *g);
 
 /* Per-token cross-entropy [B,T] of the last forward (unweighted). */
 const float *kn_gpt_token_losses(const kn_gpt *g);
-/* Logits [B,T,V] of the last forward. */
-const float *kn_gpt_logits(const kn_gpt *g);
+/* out[V] = the logits at position [b, t] of the last forward (with or without targets),
+ * recomputed from the final LayerNorm's output: the logits of a whole batch are never kept. */
+kn_status kn_gpt_logits_at(kn_gpt *g, int b, int t, float *out);
 /* Whether the last forward's outputs are still there (false before the first forward,
  * after a failed one and after reserve), and its batch shape. */
 bool kn_gpt_last_forward(const kn_gpt *g, int *B, int *T);

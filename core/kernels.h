@@ -11,9 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Rows of a causal attention block: scores are computed for row blocks of this many
- * queries against the keys up to the block's end, so ~all of the upper triangle is skipped. */
-#define KN_ATT_BLOCK 64
+/* Side of the attention's square tiles (queries × keys): tiles above the diagonal are skipped. */
+#define KN_ATT_BLOCK 96
 
 /* Embedding: x[N,C] = wte[tokens[b,t]] + wpe[t]. Tokens must already be in range. */
 void kn_embedding_forward(float *x, const int32_t *tokens, const float *wte, const float *wpe,
@@ -55,16 +54,19 @@ void kn_gelu_erf_forward(float *y, const float *x, int64_t n);
 void kn_gelu_erf_backward(float *dx, const float *x, const float *dy, int64_t n, bool accumulate);
 
 /* Causal multi-head self-attention over fused qkv[B,T,3C] (q | k | v; head h uses columns
- * h·hs..(h+1)·hs-1 of each, hs = C/NH), scale 1/√hs. y[B,T,C] = softmax(q·kᵀ)·v per head.
- * att[B,NH,T,T] keeps the softmax probabilities for backward; in each row t only the
- * entries up to the end of t's query block (KN_ATT_BLOCK) are written, above the diagonal
- * as 0; the rest is never read. */
-void kn_attention_forward(float *y, float *att, const float *qkv, int B, int T, int C, int NH);
-/* dqkv[B,T,3C] (+)= gradient through attention given dy[B,T,C]. att from forward (read
- * only). scratch: kn_attention_scratch_floats(T, kn_pool_threads()) floats. */
+ * h·hs..(h+1)·hs-1 of each, hs = C/NH), scale 1/√hs: y[B,T,C] = softmax(q·kᵀ)·v per head.
+ * Fused and tiled (KN_ATT_BLOCK queries × keys, upper triangle skipped): no T×T matrix is
+ * kept; lse[B,NH,T] gets each row's log-sum-exp of the scaled scores for the backward.
+ * scratch: kn_attention_scratch_floats(T, hs, kn_pool_threads()) floats. */
+void kn_attention_forward(float *y, float *lse, float *scratch, const float *qkv, int B, int T,
+                          int C, int NH);
+/* dqkv[B,T,3C] (+)= gradient through attention given dy[B,T,C], from the forward's inputs
+ * qkv, output y and lse (probabilities are recomputed tile by tile). */
 void kn_attention_backward(float *dqkv, float *scratch, const float *dy, const float *qkv,
-                           const float *att, int B, int T, int C, int NH, bool accumulate);
-size_t kn_attention_scratch_floats(int T, int nthreads);
+                           const float *y, const float *lse, int B, int T, int C, int NH,
+                           bool accumulate);
+/* Per-thread working memory of the fused attention: O(T·head_size), never O(T²). */
+size_t kn_attention_scratch_floats(int T, int head_size, int nthreads);
 
 /* Softmax cross-entropy on logits[N,V] (N = B·T) against targets[N] (in [0,V)).
  * losses[N] = CE per token. Returns Σ_b Σ_t w[t]·CE[b,t] / denom, denom = B·T, or with
@@ -77,9 +79,16 @@ void kn_crossentropy_backward(float *dlogits, const float *logits, const int32_t
                               const float *w, int B, int T, int V, bool normalize, float dloss,
                               bool accumulate);
 
-/* Residual: y = a + b; backward da += dy, db += dy (n elements). */
-void kn_residual_forward(float *y, const float *a, const float *b, int64_t n);
-void kn_residual_backward(float *da, float *db, const float *dy, int64_t n);
+/* The fused output layer (linear + softmax cross-entropy), a chunk of rows at a time so that
+ * only chunk·V logits ever exist: logits = scale·x[N,C]·w[V,C]ᵀ, losses[N] and the return
+ * value as kn_crossentropy_forward. With dx and/or dw (either may be NULL; both NULL is an
+ * evaluation), also dx[N,C] = dloss·d(loss)/dx (overwritten) and dw[V,C] += dloss·d(loss)/dw.
+ * logits: scratch of chunk·V floats. */
+float kn_linear_xent(float *losses, float *dx, float *dw, float *logits, const float *x,
+                     const float *w, const int32_t *targets, const float *pw, int B, int T,
+                     int C, int V, bool normalize, float scale, float dloss, int chunk);
+/* The chunk (rows) kiln uses for N rows and V classes: at most 256 MiB of logits. */
+int kn_linear_xent_chunk(int N, int V);
 
 /* exp(x) in float, accurate to ~2 ulp over the float range, branch-free so loops using it
  * vectorise (libm's expf is a call per element). Exposed for tests. */

@@ -2,9 +2,10 @@
 """bench_torch.py — the PyTorch anchor of `make bench` (docs/guide.md, Benchmarks): a nanoGPT-style GPT with the
 same shapes as kiln's (tied head, GELU tanh, explicit causal softmax attention, biases,
 LayerNorm eps 1e-5), AdamW(3e-4, betas 0.9/0.95, wd 0.1 on 2-D tensors), clip 1.0, random
-byte tokens.
+tokens.
 
-    bench_torch.py CFG THREADS [STEPS [WARMUP]]    (CFG: S, M, L or layers,d,heads,T,B)
+    bench_torch.py CFG THREADS [STEPS [WARMUP]]
+        CFG: S, M, L, LC, V, M256 ... M4096 (as tests/bench/bench.c) or layers,d,heads,T,B[,V]
 
 Run it the way PyTorch is fastest here (tests/bench/run does):
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 \
@@ -20,7 +21,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-CONFIGS = {"S": (4, 128, 4, 256, 16), "M": (6, 256, 8, 256, 16), "L": (8, 512, 8, 512, 8)}
+# layers, d, heads, T, B, V
+CONFIGS = {"S": (4, 128, 4, 256, 16, 256), "M": (6, 256, 8, 256, 16, 256),
+           "L": (8, 512, 8, 512, 8, 256), "LC": (6, 256, 8, 2048, 2, 256),
+           "V": (4, 256, 8, 256, 16, 50257)}
+for _t in (256, 512, 1024, 2048, 4096):
+    CONFIGS["M%d" % _t] = (6, 256, 8, _t, 4096 // _t, 256)
 
 
 class Attention(nn.Module):
@@ -85,15 +91,19 @@ class GPT(nn.Module):
 
 def main():
     if len(sys.argv) < 3:
-        sys.exit("usage: bench_torch.py S|M|L|layers,d,heads,T,B THREADS [STEPS [WARMUP]]")
+        sys.exit("usage: bench_torch.py S|M|L|LC|V|M256..M4096|layers,d,heads,T,B[,V] THREADS [STEPS [WARMUP]]")
     name = sys.argv[1]
-    L, d, nh, T, B = CONFIGS[name] if name in CONFIGS else map(int, name.split(","))
+    if name in CONFIGS:
+        L, d, nh, T, B, V = CONFIGS[name]
+    else:
+        dims = [int(x) for x in name.split(",")]
+        L, d, nh, T, B = dims[:5]
+        V = dims[5] if len(dims) > 5 else 256
     threads = int(sys.argv[2])
     steps = int(sys.argv[3]) if len(sys.argv) > 3 else 10
     warmup = int(sys.argv[4]) if len(sys.argv) > 4 else 2
     torch.set_num_threads(threads)
     torch.manual_seed(1)
-    V = 256
     model = GPT(V, L, d, nh, T)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     nodecay = [p for p in model.parameters() if p.dim() < 2]

@@ -42,4 +42,18 @@ static void rand_tokens(int32_t *t, int n, int V)
     for (int i = 0; i < n; i++) t[i] = (int32_t)kn_rng_below(&rng, V);
 }
 
+/* The logits of every position of the last forward, [B,T,V] (the model keeps none). */
+static inline float *all_logits(kn_gpt *g, int B, int T)
+{
+    int V = kn_gpt_get_config(g)->vocab_size;
+    float *out = malloc(sizeof(float) * (size_t)B * T * V);
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++)
+            if (kn_gpt_logits_at(g, b, t, out + ((size_t)b * T + t) * V)) {
+                printf("# logits: %s\n", kn_errmsg());
+                exit(1);
+            }
+    return out;
+}
+
 #endif

@@ -21,6 +21,7 @@ typedef struct {
     int n, T, steps;
     double max_diff;
     bool forward_failed;
+    float *full;       /* [V]: the full forward's logits at the last position */
 } compare_ctx;
 
 /* After each draw, the logits it was drawn from must be the full forward's last row over
@@ -34,7 +35,11 @@ static int compare_step(void *ud, int32_t tok)
         return 1;
     }
     int V = kn_gpt_get_config(c->g)->vocab_size;
-    const float *full = kn_gpt_logits(c->g) + (size_t)(len - 1) * V;
+    float *full = c->full;
+    if (kn_gpt_logits_at(c->g, 0, len - 1, full) != KN_OK) {
+        c->forward_failed = true;
+        return 1;
+    }
     const float *cached = kn_gen_logits(c->s);
     for (int v = 0; v < V; v++) {
         double d = fabs((double)full[v] - (double)cached[v]);
@@ -52,7 +57,8 @@ static void compare_with_forward(kn_gpt_config cfg, int n_prompt, int n_new, con
     kn_gen *s = NULL;
     CHECK_OK(kn_gen_new(&s, g), "%s: generator", what);
     if (!s) return;
-    compare_ctx c = {.g = g, .s = s, .n = n_prompt, .T = cfg.block_size};
+    compare_ctx c = {.g = g, .s = s, .n = n_prompt, .T = cfg.block_size,
+                     .full = malloc(sizeof(float) * (size_t)cfg.vocab_size)};
     rand_tokens(c.seq, n_prompt, cfg.vocab_size);
     kn_gen_opts o = kn_gen_default_opts();
     o.max_new_tokens = n_new;
@@ -68,6 +74,7 @@ static void compare_with_forward(kn_gpt_config cfg, int n_prompt, int n_new, con
           "%s: %d steps compared (%d drawn)", what, c.steps, n_out);
     CHECK(c.max_diff < 1e-5, "%s: cached logits = full-forward logits at every step "
           "(max |diff| %.3g < 1e-5)", what, c.max_diff);
+    free(c.full);
     kn_gen_free(s);
     kn_gpt_free(g);
 }

@@ -4,6 +4,7 @@
 #include "kn.h"
 #include "gpt.h"
 #include "pool.h"
+#include "kernels.h"
 #include "rng.h"
 #include "check.h"
 #include "ref.h"
@@ -166,7 +167,9 @@ static void test_gradients(void)
     double *p = params_double(g), *ce = malloc(sizeof(double) * B * T), *lg = malloc(sizeof(double) * B * T * V);
     double ref = ref_gpt_loss(g, p, x, y, B, T, NULL, 0, ce, lg);
     double lerr = 0.0, cerr = 0.0;
-    for (int i = 0; i < B * T * V; i++) lerr = fmax(lerr, fabs(kn_gpt_logits(g)[i] - lg[i]));
+    float *lk = all_logits(g, B, T);
+    for (int i = 0; i < B * T * V; i++) lerr = fmax(lerr, fabs(lk[i] - lg[i]));
+    free(lk);
     for (int i = 0; i < B * T; i++) cerr = fmax(cerr, fabs(kn_gpt_token_losses(g)[i] - ce[i]));
     CHECK(fabs(loss - ref) < 2e-6 * fabs(ref) && lerr < 2e-5 && cerr < 2e-5,
           "loss %.7f vs double %.7f; logits max err %.2g, per-token CE max err %.2g", loss, ref, lerr, cerr);
@@ -206,16 +209,17 @@ static void test_gradients(void)
     ec.activation = (kn_activation)2;
     CHECK_FAILS(kn_gpt_config_check(&ec), "activation (2) must be", "an unknown activation is refused");
 
-    /* a longer context crosses the attention's query blocks */
-    kn_gpt_config lc = {.vocab_size = 7, .block_size = 80, .n_layer = 1, .n_head = 2, .n_embd = 8};
+    /* a longer context spans several attention tiles */
+    kn_gpt_config lc = {.vocab_size = 7, .block_size = 2 * KN_ATT_BLOCK + 20, .n_layer = 1, .n_head = 2, .n_embd = 8};
     g = make(lc, 4);
     perturb(g, 0.3);
-    int32_t lx[75], ly[75];
-    rand_tokens(lx, 75, 7);
-    rand_tokens(ly, 75, 7);
-    r = gradcheck(g, lx, ly, 1, 75, NULL, false, &m, &gn);
-    CHECK(r <= 1, "T=75 (two attention blocks): %zu gradients vs finite differences (worst %.2g, max abs err %.2g)",
-          n_checked, r, m);
+    int LT = 2 * KN_ATT_BLOCK + 13;
+    int32_t lx[2 * KN_ATT_BLOCK + 13], ly[2 * KN_ATT_BLOCK + 13];
+    rand_tokens(lx, LT, 7);
+    rand_tokens(ly, LT, 7);
+    r = gradcheck(g, lx, ly, 1, LT, NULL, false, &m, &gn);
+    CHECK(r <= 1, "T=%d (three attention tiles): %zu gradients vs finite differences (worst %.2g, max abs err %.2g)",
+          LT, n_checked, r, m);
     kn_gpt_free(g);
 }
 
@@ -326,9 +330,9 @@ static float run_steps(kn_gpt *g, const int32_t *x, const int32_t *y, int B, int
 
 static void test_determinism(void)
 {
-    /* big enough that the pool and the blocked attention really split work */
-    kn_gpt_config c = {.vocab_size = 64, .block_size = 96, .n_layer = 2, .n_head = 4, .n_embd = 32};
-    int B = 3, T = 96;
+    /* big enough that the pool and the tiled attention really split work */
+    kn_gpt_config c = {.vocab_size = 64, .block_size = 2 * KN_ATT_BLOCK + 7, .n_layer = 2, .n_head = 4, .n_embd = 32};
+    int B = 3, T = 2 * KN_ATT_BLOCK + 7;
     int32_t *x = malloc(sizeof(int32_t) * B * T), *y = malloc(sizeof(int32_t) * B * T);
     rand_tokens(x, B * T, 64);
     rand_tokens(y, B * T, 64);
@@ -389,7 +393,9 @@ static void test_errors_and_shapes(void)
     double *lg = malloc(sizeof(double) * 3 * 11);
     ref_gpt_loss(g, p, x, NULL, 1, 3, NULL, 0, NULL, lg);
     double e = 0;
-    for (int i = 0; i < 33; i++) e = fmax(e, fabs(kn_gpt_logits(g)[i] - lg[i]));
+    float *lk = all_logits(g, 1, 3);
+    for (int i = 0; i < 33; i++) e = fmax(e, fabs(lk[i] - lg[i]));
+    free(lk);
     CHECK(e < 1e-5 && l3 == 0 && kn_gpt_token_losses(g) == NULL, "logits-only forward: logits match (err %.2g), loss untouched", e);
     CHECK_FAILS(kn_gpt_backward(g, 1.0f), "targets", "backward after a forward without targets is an error");
     /* a larger batch than reserved grows the arena */
@@ -416,6 +422,71 @@ static void test_errors_and_shapes(void)
     kn_gpt_free(g);
 }
 
+/* The activation arena is a formula with no T² and no B·T·V term. */
+static void test_arena_formula(void)
+{
+    kn_gpt_config c = {.vocab_size = 4096, .block_size = 4096, .n_layer = 3, .n_head = 4, .n_embd = 64};
+    int nt = kn_pool_threads(), hs = 16, chunk = 256;
+    size_t f256 = kn_gpt_arena_bytes(&c, 16, 256, chunk, nt, true);
+    size_t f4096 = kn_gpt_arena_bytes(&c, 1, 4096, chunk, nt, true);
+    size_t s256 = sizeof(float) * kn_attention_scratch_floats(256, hs, nt);
+    size_t s4096 = sizeof(float) * kn_attention_scratch_floats(4096, hs, nt);
+    CHECK(f4096 - s4096 == f256 - s256,
+          "arena: at B·T = 4096, T = 256 -> 4096 changes nothing but the attention scratch (%zu vs %zu bytes)",
+          f256, f4096);
+    CHECK(s4096 <= 16 * s256 + 4096 && s4096 <= (size_t)nt * 4096 * 64 * 8 * sizeof(float),
+          "arena: the attention scratch is linear in T (%zu -> %zu bytes) and position-embedding sized per thread",
+          s256, s4096);
+    size_t probs = sizeof(float) * (size_t)c.n_head * 4096 * 4096;
+    CHECK(4 * f4096 < probs, "arena at T = 4096 (%zu bytes) is under a quarter of one layer's attention probabilities (%zu)", f4096, probs);
+    kn_gpt_config c2 = c;
+    c2.vocab_size = 4096 + 1024;
+    size_t dv = kn_gpt_arena_bytes(&c2, 16, 256, chunk, nt, true) - f256;
+    CHECK(dv == sizeof(float) * 1024 * (size_t)(chunk + c.n_embd),
+          "arena: V enters only as chunk·V logits and the V·d output-layer gradient (+%zu bytes for +1024 classes)", dv);
+    size_t dv_eval = kn_gpt_arena_bytes(&c2, 16, 256, chunk, nt, false) - kn_gpt_arena_bytes(&c, 16, 256, chunk, nt, false);
+    CHECK(dv_eval == sizeof(float) * 1024 * (size_t)chunk, "evaluation arena: V enters only as chunk·V (+%zu bytes)", dv_eval);
+    size_t e3 = kn_gpt_arena_bytes(&c, 16, 256, chunk, nt, false);
+    kn_gpt_config c6 = c;
+    c6.n_layer = 6;
+    CHECK(kn_gpt_arena_bytes(&c6, 16, 256, chunk, nt, false) == e3 && e3 < f256 / 2,
+          "evaluation arena keeps one layer: same for 3 and 6 layers, %zu vs %zu bytes for training", e3, f256);
+    size_t f6 = kn_gpt_arena_bytes(&c6, 16, 256, chunk, nt, true), f3 = f256;
+    size_t f12 = kn_gpt_arena_bytes(&(kn_gpt_config){.vocab_size = 4096, .block_size = 4096, .n_layer = 9,
+                                                      .n_head = 4, .n_embd = 64}, 16, 256, chunk, nt, true);
+    CHECK(f12 - f6 == f6 - f3, "training arena grows by the same amount per layer (%zu bytes per 3 layers)", f6 - f3);
+
+    /* the model allocates exactly what the formula says */
+    kn_gpt_config t = {.vocab_size = 300, .block_size = 96, .n_layer = 2, .n_head = 2, .n_embd = 16};
+    kn_gpt *g = make(t, 11);
+    size_t params = 2 * sizeof(float) * kn_gpt_num_params(g);
+    CHECK_OK(kn_gpt_reserve(g, 3, 96), "reserve B=3, T=96");
+    size_t want = kn_gpt_arena_bytes(&t, 3, 96, kn_linear_xent_chunk(3 * 96, 300), nt, true);
+    CHECK(kn_gpt_memory_bytes(g) - params == want, "reserved activations = the formula (%zu bytes)", want);
+    kn_gpt_free(g);
+    g = make(t, 11);
+    int32_t x[288], y[288];
+    rand_tokens(x, 288, 300);
+    rand_tokens(y, 288, 300);
+    float le = 0, lt = 0;
+    CHECK_OK(kn_gpt_evaluate(g, x, y, 3, 96, NULL, false, &le), "evaluate on a fresh model");
+    size_t ev = kn_gpt_memory_bytes(g) - params;
+    CHECK(ev == kn_gpt_arena_bytes(&t, 3, 96, kn_linear_xent_chunk(3 * 96, 300), nt, false) && ev < want,
+          "an evaluation allocates the evaluation formula (%zu bytes, training %zu)", ev, want);
+    float *ce = malloc(sizeof(float) * 288);
+    memcpy(ce, kn_gpt_token_losses(g), sizeof(float) * 288);
+    CHECK_FAILS(kn_gpt_backward(g, 1.0f), "training forward", "backward after an evaluation is refused");
+    CHECK_OK(kn_gpt_forward(g, x, y, 3, 96, NULL, false, &lt), "training forward after an evaluation");
+    CHECK(le == lt && !memcmp(ce, kn_gpt_token_losses(g), sizeof(float) * 288) &&
+          kn_gpt_memory_bytes(g) - params == want,
+          "evaluation and training forward give the same losses bit for bit (%.6f); training grew the arena", le);
+    CHECK_OK(kn_gpt_backward(g, 1.0f), "backward after the training forward");
+    CHECK_OK(kn_gpt_evaluate(g, x, y, 3, 96, NULL, false, &le), "evaluate reuses the training arena");
+    CHECK(le == lt && kn_gpt_memory_bytes(g) - params == want, "evaluation in a training arena: same loss, no reallocation");
+    free(ce);
+    kn_gpt_free(g);
+}
+
 int main(void)
 {
     kn_rng_seed(&rng, 2024);
@@ -425,6 +496,7 @@ int main(void)
     test_weighting();
     test_determinism();
     test_errors_and_shapes();
+    test_arena_formula();
     kn_pool_shutdown();
     CHECK_DONE();
 }

@@ -1,7 +1,7 @@
 /* test_kernels.c — every float kernel against a double-precision reference (tests/c/ref.h):
  * forwards elementwise, backwards against central finite differences of the reference on
- * small odd shapes (B=2, T=7, C=12, 3 heads, V=13; plus a T=130 attention that crosses
- * the query-block boundary). Backward checks use accumulate mode on pre-filled gradients,
+ * small odd shapes (B=2, T=7, C=12, 3 heads, V=13; plus attention at T=100 and T=200, which
+ * span 2 and 3 tiles, and longer contexts against a double backward). Backward checks use accumulate mode on pre-filled gradients,
  * so both "+=" and the value are checked. */
 #include "kn.h"
 #include "gpt.h"
@@ -265,52 +265,119 @@ static double att_J(void *p)
     return dotg(c->y, c->g, (size_t)c->B * c->T * c->C);
 }
 
+/* Row log-sum-exp of the scaled causal scores, in double. */
+static double ref_lse(const double *qkv, int b, int h, int t, int T, int C, int NH)
+{
+    int hs = C / NH;
+    double mx = -INFINITY, sum = 0.0, *sc = malloc(sizeof(double) * (size_t)(t + 1));
+    const double *q = qkv + ((size_t)b * T + t) * 3 * C + (size_t)h * hs;
+    for (int s = 0; s <= t; s++) {
+        const double *k = qkv + ((size_t)b * T + s) * 3 * C + C + (size_t)h * hs;
+        double dot = 0.0;
+        for (int i = 0; i < hs; i++) dot += q[i] * k[i];
+        sc[s] = dot / sqrt((double)hs);
+        if (sc[s] > mx) mx = sc[s];
+    }
+    for (int s = 0; s <= t; s++) sum += exp(sc[s] - mx);
+    free(sc);
+    return mx + log(sum);
+}
+
 static void test_attention(int B, int T, int C, int NH)
 {
-    size_t nq = (size_t)B * T * 3 * C, ny = (size_t)B * T * C, na = (size_t)B * NH * T * T;
-    float *qkv = frand(nq, 1.0), *g = frand(ny, 1.0), *y = frand(ny, 1.0);
-    float *att = frand(na, 1.0);
+    size_t nq = (size_t)B * T * 3 * C, ny = (size_t)B * T * C, nl = (size_t)B * NH * T;
+    float *qkv = frand(nq, 1.0), *g = frand(ny, 1.0), *y = frand(ny, 1.0), *lse = frand(nl, 1.0);
     att_t c = {todouble(qkv, nq), todouble(g, ny), malloc(sizeof(double) * ny), B, T, C, NH};
-    kn_attention_forward(y, att, qkv, B, T, C, NH);
+    float *scratch = kn_alloc(sizeof(float) * kn_attention_scratch_floats(T, C / NH, 2));
+    kn_attention_forward(y, lse, scratch, qkv, B, T, C, NH);
     att_J(&c);
     double e = 0.0;
     CHECK(worst(y, c.y, ny, 1e-5, 1e-5, &e) <= 1, "attention B=%d T=%d C=%d NH=%d forward matches double (max err %.2g)", B, T, C, NH, e);
-    double rowerr = 0.0;
-    for (size_t bh = 0; bh < (size_t)B * NH; bh++)
-        for (int t = 0; t < T; t++) {
-            double s = 0.0;
-            for (int j = 0; j <= t; j++) s += att[(bh * T + t) * T + j];
-            if (fabs(s - 1.0) > rowerr) rowerr = fabs(s - 1.0);
-        }
-    CHECK(rowerr < 1e-5, "attention probabilities sum to 1 over the causal window (err %.2g)", rowerr);
-    size_t scr = kn_attention_scratch_floats(T, kn_pool_threads());
-    float *scratch = kn_alloc(sizeof(float) * scr);
+    double lerr = 0.0;
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            for (int t = 0; t < T; t++)
+                lerr = fmax(lerr, fabs(lse[((size_t)b * NH + h) * T + t] - ref_lse(c.qkv, b, h, t, T, C, NH)));
+    CHECK(lerr < 1e-5, "attention keeps each row's log-sum-exp (max err %.2g)", lerr);
     float *d = frand(nq, 1.0), *d0 = fcopy(d, nq);
-    kn_attention_backward(d, scratch, g, qkv, att, B, T, C, NH, true);
+    kn_attention_backward(d, scratch, g, qkv, y, lse, B, T, C, NH, true);
     minus(d, d0, nq);
     double *nd = malloc(sizeof(double) * nq);
     fd(att_J, &c, c.qkv, nq, 1e-6, nd);
     CHECK(worst(d, nd, nq, 1e-5, 1e-4, &e) <= 1, "attention dqkv vs finite differences (max err %.2g)", e);
     float *d2 = frand(nq, 1.0);
-    kn_attention_backward(d2, scratch, g, qkv, att, B, T, C, NH, false);
+    kn_attention_backward(d2, scratch, g, qkv, y, lse, B, T, C, NH, false);
     CHECK(worst(d2, nd, nq, 1e-5, 1e-4, NULL) <= 1, "attention dqkv overwrite mode");
-    /* per-head work is independent: 1 and 2 threads agree bit for bit */
+    /* per-head work is independent: repeated runs and 1 vs 2 threads agree bit for bit */
     int nt = kn_get_threads();
     float *y1 = kn_alloc(sizeof(float) * ny), *y2 = kn_alloc(sizeof(float) * ny);
     float *e1 = kn_alloc(sizeof(float) * nq), *e2 = kn_alloc(sizeof(float) * nq);
     kn_set_threads(1);
-    kn_attention_forward(y1, att, qkv, B, T, C, NH);
-    kn_attention_backward(e1, scratch, g, qkv, att, B, T, C, NH, false);
+    kn_attention_forward(y1, lse, scratch, qkv, B, T, C, NH);
+    kn_attention_backward(e1, scratch, g, qkv, y1, lse, B, T, C, NH, false);
     kn_set_threads(2);
-    float *scratch2 = kn_alloc(sizeof(float) * kn_attention_scratch_floats(T, 2));
-    kn_attention_forward(y2, att, qkv, B, T, C, NH);
-    kn_attention_backward(e2, scratch2, g, qkv, att, B, T, C, NH, false);
-    kn_set_threads(nt);
+    kn_attention_forward(y2, lse, scratch, qkv, B, T, C, NH);
+    kn_attention_backward(e2, scratch, g, qkv, y2, lse, B, T, C, NH, false);
     CHECK(!memcmp(y1, y2, sizeof(float) * ny) && !memcmp(e1, e2, sizeof(float) * nq),
           "attention identical at 1 and 2 threads");
-    kn_free(qkv); kn_free(g); kn_free(y); kn_free(att); kn_free(scratch); kn_free(scratch2);
+    kn_attention_forward(y2, lse, scratch, qkv, B, T, C, NH);
+    kn_attention_backward(e2, scratch, g, qkv, y2, lse, B, T, C, NH, false);
+    CHECK(!memcmp(y1, y2, sizeof(float) * ny) && !memcmp(e1, e2, sizeof(float) * nq),
+          "attention identical when repeated at 2 threads");
+    kn_set_threads(nt);
+    kn_free(qkv); kn_free(g); kn_free(y); kn_free(lse); kn_free(scratch);
     kn_free(d); kn_free(d0); kn_free(d2); kn_free(y1); kn_free(y2); kn_free(e1); kn_free(e2);
     free(c.qkv); free(c.g); free(c.y); free(nd);
+}
+
+/* A long context in float only (finite differences would take minutes): the fused
+ * attention's output and gradients against the double reference's forward, and its
+ * backward against a double backward through explicit probabilities. */
+static void test_attention_long(int B, int T, int C, int NH)
+{
+    size_t nq = (size_t)B * T * 3 * C, ny = (size_t)B * T * C, nl = (size_t)B * NH * T;
+    int hs = C / NH;
+    float *qkv = frand(nq, 1.0), *g = frand(ny, 1.0), *y = kn_alloc(sizeof(float) * ny);
+    float *lse = kn_alloc(sizeof(float) * nl), *d = kn_alloc(sizeof(float) * nq);
+    float *scratch = kn_alloc(sizeof(float) * kn_attention_scratch_floats(T, hs, 2));
+    double *q = todouble(qkv, nq), *yr = malloc(sizeof(double) * ny), *dr = calloc(nq, sizeof(double));
+    kn_attention_forward(y, lse, scratch, qkv, B, T, C, NH);
+    kn_attention_backward(d, scratch, g, qkv, y, lse, B, T, C, NH, false);
+    ref_attention(yr, q, B, T, C, NH);
+    /* dS = P ∘ (dP - rowsum(P ∘ dP)), dP = dO·Vᵀ; all in double */
+    double *p = malloc(sizeof(double) * T), *dp = malloc(sizeof(double) * T), sc = 1.0 / sqrt((double)hs);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            for (int t = 0; t < T; t++) {
+                const double *qt = q + ((size_t)b * T + t) * 3 * C + (size_t)h * hs;
+                const float *gt = g + ((size_t)b * T + t) * C + (size_t)h * hs;
+                double L = ref_lse(q, b, h, t, T, C, NH), dsum = 0.0;
+                for (int s = 0; s <= t; s++) {
+                    const double *ks = q + ((size_t)b * T + s) * 3 * C + C + (size_t)h * hs;
+                    double dot = 0.0, dv = 0.0;
+                    for (int i = 0; i < hs; i++) { dot += qt[i] * ks[i]; dv += gt[i] * ks[C + i]; }
+                    p[s] = exp(dot * sc - L);
+                    dp[s] = dv;
+                    dsum += p[s] * dv;
+                }
+                double *dq = dr + ((size_t)b * T + t) * 3 * C + (size_t)h * hs;
+                for (int s = 0; s <= t; s++) {
+                    double ds = p[s] * (dp[s] - dsum) * sc;
+                    const double *ks = q + ((size_t)b * T + s) * 3 * C + C + (size_t)h * hs;
+                    double *dks = dr + ((size_t)b * T + s) * 3 * C + C + (size_t)h * hs;
+                    for (int i = 0; i < hs; i++) {
+                        dq[i] += ds * ks[i];
+                        dks[i] += ds * qt[i];
+                        dks[C + i] += p[s] * gt[i];
+                    }
+                }
+            }
+    double e1 = 0.0, e2 = 0.0;
+    CHECK(worst(y, yr, ny, 1e-5, 1e-4, &e1) <= 1 && worst(d, dr, nq, 1e-4, 1e-4, &e2) <= 1,
+          "attention B=%d T=%d C=%d NH=%d (%d tiles per side): output (max err %.2g) and dqkv (max err %.2g) match double",
+          B, T, C, NH, (T + KN_ATT_BLOCK - 1) / KN_ATT_BLOCK, e1, e2);
+    kn_free(qkv); kn_free(g); kn_free(y); kn_free(lse); kn_free(d); kn_free(scratch);
+    free(q); free(yr); free(dr); free(p); free(dp);
 }
 
 /* ------------------------------------------------------------------ cross-entropy */
@@ -354,9 +421,67 @@ static void test_xent(int B, int T, int V, bool use_w, bool normalize)
     free(tg); free(w); free(c.z); free(ce); free(nd);
 }
 
+/* The fused output layer: loss, per-token losses and both gradients against the double
+ * model (logits = scale·x·wᵀ, then cross-entropy) and finite differences, with chunks that
+ * do not divide the rows. */
+typedef struct { double *x, *w, *z; const int32_t *tg; const float *pw; int B, T, C, V, norm; double scale; } lx_t;
+static double lx_J(void *p)
+{
+    lx_t *c = p;
+    int N = c->B * c->T;
+    for (int r = 0; r < N; r++)
+        for (int v = 0; v < c->V; v++) {
+            double s = 0.0;
+            for (int k = 0; k < c->C; k++) s += c->x[(size_t)r * c->C + k] * c->w[(size_t)v * c->C + k];
+            c->z[(size_t)r * c->V + v] = c->scale * s;
+        }
+    return ref_xent(NULL, c->z, c->tg, c->pw, c->B, c->T, c->V, c->norm);
+}
+
+static void test_linear_xent(int B, int T, int C, int V, int chunk, bool use_w, bool normalize, float scale)
+{
+    int N = B * T;
+    float *x = frand((size_t)N * C, 1.0), *w = frand((size_t)V * C, 0.7);
+    int32_t *tg = malloc(sizeof(int32_t) * N);
+    for (int i = 0; i < N; i++) tg[i] = (int32_t)kn_rng_below(&rng, V);
+    float *pw = NULL;
+    if (use_w) {
+        pw = malloc(sizeof(float) * T);
+        for (int t = 0; t < T; t++) pw[t] = (float)kn_rng_uniform(&rng) * 2.0f;
+    }
+    lx_t c = {todouble(x, (size_t)N * C), todouble(w, (size_t)V * C), malloc(sizeof(double) * N * V),
+              tg, pw, B, T, C, V, normalize, scale};
+    double ref = lx_J(&c);
+    double *ce = malloc(sizeof(double) * N);
+    ref_xent(ce, c.z, tg, pw, B, T, V, normalize);
+    float *losses = kn_alloc(sizeof(float) * N), *logits = kn_alloc(sizeof(float) * (size_t)chunk * V);
+    float *dx = frand((size_t)N * C, 1.0), *dw = frand((size_t)V * C, 1.0), *dw0 = fcopy(dw, (size_t)V * C);
+    float dloss = 0.7f;
+    float loss = kn_linear_xent(losses, dx, dw, logits, x, w, tg, pw, B, T, C, V, normalize, scale, dloss, chunk);
+    minus(dw, dw0, (size_t)V * C);
+    double e = 0.0;
+    CHECK(fabs(loss - ref) <= 2e-6 * (1 + fabs(ref)) && worst(losses, ce, N, 1e-5, 1e-5, &e) <= 1,
+          "fused output layer N=%d V=%d chunk=%d%s%s: loss %.7f vs double %.7f, per-token max err %.2g",
+          N, V, chunk, use_w ? " weighted" : "", normalize ? " normalized" : "", loss, ref, e);
+    double *ndx = malloc(sizeof(double) * N * C), *ndw = malloc(sizeof(double) * V * C);
+    fd(lx_J, &c, c.x, (size_t)N * C, 1e-6, ndx);
+    fd(lx_J, &c, c.w, (size_t)V * C, 1e-6, ndw);
+    for (int i = 0; i < N * C; i++) ndx[i] *= dloss;
+    for (int i = 0; i < V * C; i++) ndw[i] *= dloss;
+    double ex = 0.0, ew = 0.0;
+    CHECK(worst(dx, ndx, (size_t)N * C, 1e-6, 1e-4, &ex) <= 1 && worst(dw, ndw, (size_t)V * C, 1e-6, 1e-4, &ew) <= 1,
+          "fused output layer: dx (max err %.2g, overwritten) and dw (max err %.2g, added) vs finite differences", ex, ew);
+    /* evaluation: same losses, no gradient touched */
+    float *l2 = kn_alloc(sizeof(float) * N);
+    float loss2 = kn_linear_xent(l2, NULL, NULL, logits, x, w, tg, pw, B, T, C, V, normalize, scale, dloss, chunk);
+    CHECK(loss2 == loss && !memcmp(l2, losses, sizeof(float) * N), "fused output layer without gradients: same losses");
+    kn_free(x); kn_free(w); kn_free(losses); kn_free(logits); kn_free(dx); kn_free(dw); kn_free(dw0); kn_free(l2);
+    free(tg); free(pw); free(c.x); free(c.w); free(c.z); free(ce); free(ndx); free(ndw);
+}
+
 /* ------------------------------------------------------------------ small ones */
 
-static void test_embedding_residual(void)
+static void test_embedding(void)
 {
     int B = 2, T = 7, C = 12, V = 11;
     int32_t tok[14];
@@ -380,10 +505,6 @@ static void test_embedding_residual(void)
     kn_embedding_backward(dte, dpe, g, tok, B, T, C);
     CHECK(worst(dte, dwte, (size_t)V * C, 1e-6, 1e-6, NULL) <= 1 && worst(dpe, dwpe, (size_t)T * C, 1e-6, 1e-6, NULL) <= 1,
           "embedding backward scatters into wte rows and wpe rows");
-    float a[5] = {1, 2, 3, 4, 5}, b[5] = {.5f, .5f, .5f, .5f, .5f}, y[5], da[5] = {0}, db[5] = {1, 1, 1, 1, 1};
-    kn_residual_forward(y, a, b, 5);
-    kn_residual_backward(da, db, a, 5);
-    CHECK(y[4] == 5.5f && da[2] == 3.0f && db[2] == 4.0f, "residual forward adds, backward accumulates into both");
     kn_free(wte); kn_free(wpe); kn_free(x); kn_free(g); kn_free(dte); kn_free(dpe);
     free(dwte); free(dwpe);
 }
@@ -413,11 +534,17 @@ int main(void)
     test_layernorm(5, 33);
     test_gelu();
     test_attention(2, 7, 12, 3);
-    test_attention(1, 130, 6, 2);
+    test_attention(1, 200, 6, 2);
+    test_attention(1, 100, 16, 2);
+    test_attention_long(2, 300, 64, 2);
+    test_attention_long(1, 129, 96, 3);
     test_xent(2, 7, 13, false, false);
     test_xent(2, 7, 13, true, false);
     test_xent(2, 7, 13, true, true);
-    test_embedding_residual();
+    test_linear_xent(2, 7, 6, 13, 5, false, false, 1.0f);
+    test_linear_xent(2, 7, 6, 13, 32, true, true, 0.5f);
+    test_linear_xent(3, 5, 5, 9, 4, true, false, 1.0f);
+    test_embedding();
     kn_pool_shutdown();
     CHECK_DONE();
 }

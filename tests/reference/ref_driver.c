@@ -13,11 +13,17 @@
  *                             fresh batches: their inputs, targets, losses, pre-clip grad norms,
  *                             then the parameters after ("<name>") and the moments
  *                             ("optim.m.<name>", "optim.v.<name>")
+ *   OUTDIR/kernels.safetensors the fused kernels alone at shapes that span several tiles:
+ *                             attention (qkv, dy; kiln's y and dqkv) over 3 tiles per side
+ *                             with head size 32 and 24, and the chunked output layer (x, w, targets,
+ *                             position weights; kiln's loss, per-token losses, dx, dw)
  * Token ids are stored as F32 (exact below 2^24); the config (with "activation") and the
  * hyperparameters go in __metadata__. */
 #include "adamw.h"
 #include "ckpt.h"
 #include "gpt.h"
+#include "kernels.h"
+#include "pool.h"
 #include "rng.h"
 
 #include <stdio.h>
@@ -116,6 +122,67 @@ static void random_batch(kn_rng *r, int32_t *in, int32_t *tg)
         for (int t = 0; t <= T; t++) seq[b][t] = (int32_t)kn_rng_below(r, V);
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) { in[b * T + t] = seq[b][t]; tg[b * T + t] = seq[b][t + 1]; }
+}
+
+static void fill_normal(kn_rng *r, float *x, size_t n, double scale)
+{
+    for (size_t i = 0; i < n; i++) x[i] = (float)(kn_rng_normal(r) * scale);
+}
+
+/* Fused attention at one shape: inputs and kiln's outputs under "att<tag>.*". */
+static int kernel_attention(tlist *l, kn_rng *r, const char *tag, int Bk, int Tk, int C, int NH)
+{
+    size_t nq = (size_t)Bk * Tk * 3 * C, ny = (size_t)Bk * Tk * C;
+    float *qkv = malloc(nq * sizeof(float)), *dy = malloc(ny * sizeof(float));
+    float *y = malloc(ny * sizeof(float)), *dq = malloc(nq * sizeof(float));
+    float *lse = malloc((size_t)Bk * NH * Tk * sizeof(float));
+    float *scr = kn_alloc(kn_attention_scratch_floats(Tk, C / NH, kn_pool_threads()) * sizeof(float));
+    if (!qkv || !dy || !y || !dq || !lse || !scr) { fprintf(stderr, "ref_driver: out of memory\n"); return 1; }
+    fill_normal(r, qkv, nq, 1.0);
+    fill_normal(r, dy, ny, 1.0);
+    kn_attention_forward(y, lse, scr, qkv, Bk, Tk, C, NH);
+    kn_attention_backward(dq, scr, dy, qkv, y, lse, Bk, Tk, C, NH, false);
+    int64_t shq[3] = { Bk, Tk, 3 * C }, shy[3] = { Bk, Tk, C };
+    char name[64];
+    float heads = (float)NH, block = (float)KN_ATT_BLOCK;
+    snprintf(name, sizeof name, "att%s.n_head", tag); tl_add1(l, name, &heads, 1);
+    snprintf(name, sizeof name, "att%s.tile", tag); tl_add1(l, name, &block, 1);
+    snprintf(name, sizeof name, "att%s.qkv", tag); tl_add(l, name, qkv, 3, shq);
+    snprintf(name, sizeof name, "att%s.dy", tag); tl_add(l, name, dy, 3, shy);
+    snprintf(name, sizeof name, "att%s.y", tag); tl_add(l, name, y, 3, shy);
+    snprintf(name, sizeof name, "att%s.dqkv", tag); tl_add(l, name, dq, 3, shq);
+    free(qkv); free(dy); free(y); free(dq); free(lse); kn_free(scr);
+    return 0;
+}
+
+/* The chunked output layer with a chunk that does not divide the rows. */
+static int kernel_output_layer(tlist *l, kn_rng *r)
+{
+    enum { BO = 3, TO = 37, CO = 40, VO = 300, CHUNK = 16 };
+    int N = BO * TO;
+    float *x = malloc(sizeof(float) * N * CO), *w = malloc(sizeof(float) * VO * CO);
+    float *dx = malloc(sizeof(float) * N * CO), *dw = calloc((size_t)VO * CO, sizeof(float));
+    float *losses = malloc(sizeof(float) * N), *logits = malloc(sizeof(float) * CHUNK * VO);
+    float pw[TO], tgf[BO * TO];
+    int32_t tg[BO * TO];
+    if (!x || !w || !dx || !dw || !losses || !logits) { fprintf(stderr, "ref_driver: out of memory\n"); return 1; }
+    fill_normal(r, x, (size_t)N * CO, 1.0);
+    fill_normal(r, w, (size_t)VO * CO, 0.3);
+    for (int i = 0; i < N; i++) { tg[i] = (int32_t)kn_rng_below(r, VO); tgf[i] = (float)tg[i]; }
+    for (int t = 0; t < TO; t++) pw[t] = 0.5f + (float)(t % 5) * 0.25f;
+    float loss = kn_linear_xent(losses, dx, dw, logits, x, w, tg, pw, BO, TO, CO, VO, true, 1.0f,
+                                1.0f, CHUNK);
+    int64_t shx[2] = { N, CO }, shw[2] = { VO, CO }, shbt[2] = { BO, TO };
+    tl_add(l, "out.x", x, 2, shx);
+    tl_add(l, "out.w", w, 2, shw);
+    tl_add(l, "out.targets", tgf, 2, shbt);
+    tl_add1(l, "out.weights", pw, TO);
+    tl_add1(l, "out.loss", &loss, 1);
+    tl_add(l, "out.losses", losses, 2, shbt);
+    tl_add(l, "out.dx", dx, 2, shx);
+    tl_add(l, "out.dw", dw, 2, shw);
+    free(x); free(w); free(dx); free(dw); free(losses); free(logits);
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -264,11 +331,21 @@ int main(int argc, char **argv)
     if (kn_ckpt_write(path, l->t, l->n, tmeta, (int)(sizeof tmeta / sizeof tmeta[0])) != KN_OK)
         return fail("writing train.safetensors");
     tl_free(l);
+
+    /* the fused kernels alone, at 2 threads: several tiles per side, odd sizes */
+    kn_set_threads(2);
+    if (kernel_attention(l, &rng, "32", 2, 2 * KN_ATT_BLOCK + 11, 96, 3) ||
+        kernel_attention(l, &rng, "24", 1, 2 * KN_ATT_BLOCK + 11, 48, 2) ||
+        kernel_output_layer(l, &rng))
+        return 1;
+    snprintf(path, sizeof path, "%s/kernels.safetensors", dir);
+    if (kn_ckpt_write(path, l->t, l->n, NULL, 0) != KN_OK) return fail("writing kernels.safetensors");
+    tl_free(l);
     free(l);
 
     printf("ref_driver (%s): loss %.7g, normalized %.7g; steps:", kn_gpt_activation_name(act), (double)loss, (double)loss_n);
     for (int s = 0; s < STEPS; s++) printf(" loss %.7g norm %.5g;", (double)slosses[s], (double)snorms[s]);
-    printf(" spread loss %.7g; wrote %s/{model,fwd,spread,train}.safetensors\n", (double)loss_s, dir);
+    printf(" spread loss %.7g; wrote %s/{model,fwd,spread,train,kernels}.safetensors\n", (double)loss_s, dir);
     kn_adamw_free(o);
     kn_gpt_free(g);
     return 0;

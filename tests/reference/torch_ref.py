@@ -324,6 +324,42 @@ def check_dir(tap, d):
               % (steps, worst_m, mname, worst_v, vname))
     note("max parameter rel err after training kiln vs torch %.2e; torch float32 vs float64 %.2e"
              % (worst_p, worst_p64))
+    check_kernels(tap, d)
+
+
+def check_kernels(tap, d):
+    """The fused attention and the chunked output layer alone, against autograd in float64."""
+    k, _ = read_safetensors(d + "/kernels.safetensors")
+    for tag in ("32", "24"):
+        nh = int(k["att%s.n_head" % tag].item())
+        tile = int(k["att%s.tile" % tag].item())
+        qkv = k["att%s.qkv" % tag].double().requires_grad_(True)
+        B, T, C3 = qkv.shape
+        C = C3 // 3
+        q, kk, v = qkv.split(C, dim=2)
+        heads = lambda t: t.view(B, T, nh, C // nh).transpose(1, 2)
+        att = (heads(q) @ heads(kk).transpose(-2, -1)) / math.sqrt(C // nh)
+        mask = torch.tril(torch.ones(T, T, dtype=torch.bool))
+        att = att.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+        y = (att @ heads(v)).transpose(1, 2).reshape(B, T, C)
+        y.backward(k["att%s.dy" % tag].double())
+        ey, eg = relerr(k["att%s.y" % tag], y), relerr(k["att%s.dqkv" % tag], qkv.grad)
+        tap.check(ey < TOL and eg < TOL,
+                  "fused attention B=%d T=%d head size %d (%d tiles of %d per side): y rel err %.2e, dqkv %.2e"
+                  % (B, T, C // nh, (T + tile - 1) // tile, tile, ey, eg))
+    x = k["out.x"].double().requires_grad_(True)
+    w = k["out.w"].double().requires_grad_(True)
+    tgt = k["out.targets"].long()
+    pw = k["out.weights"].double()
+    B, T = tgt.shape
+    ce = F.cross_entropy(x @ w.t(), tgt.view(-1), reduction="none").view(B, T)
+    loss = weighted(ce, pw, True)
+    loss.backward()
+    el, ec = relerr(k["out.loss"], loss.reshape(1)), relerr(k["out.losses"], ce)
+    ex, ew = relerr(k["out.dx"], x.grad), relerr(k["out.dw"], w.grad)
+    tap.check(max(el, ec, ex, ew) < TOL,
+              "chunked output layer (%d rows, V=%d, chunks of 16, weighted, normalized): loss %.2e, "
+              "per-token %.2e, dx %.2e, dw %.2e" % (B * T, w.shape[0], el, ec, ex, ew))
 
 
 if __name__ == "__main__":
