@@ -438,4 +438,165 @@ function M.over_seeds(list, level)
   return out
 end
 
+-- The comparison ---------------------------------------------------------------------------
+
+M.predictors = { "temporal", "temporal_auto", "power", "reciprocal", "log", "annealing", "multipower" }
+
+local function score_row(rows, set, name, formula, truth, steps, predict_fn, total, opts, extra)
+  local row = { set = set, predictor = name, formula = formula, n_test = #steps }
+  local ok, pred = pcall(function()
+    local out = {}
+    for i, st in ipairs(steps) do out[i] = predict_fn(st, i) end
+    return out
+  end)
+  if ok then
+    local ok2, m = pcall(M.metrics, truth, pred, { steps = steps, total = total, are_from = opts.are_from })
+    if ok2 then for k, v in pairs(m) do row[k] = v end; row.predictions = pred else row.error = tostring(m) end
+  else
+    row.error = tostring(pred)
+  end
+  for k, v in pairs(extra or {}) do row[k] = v end
+  rows[#rows + 1] = row
+  return row
+end
+
+-- A predictor that failed to fit still gets a row, with its reason.
+local function failed_row(rows, set, name, formula, msg)
+  rows[#rows + 1] = { set = set, predictor = name, formula = formula, error = tostring(msg) }
+end
+
+local function forms_text(forms) return ("a0:%s a1:%s a2:%s"):format(forms.a0, forms.a1, forms.a2) end
+
+local function within_run(run, set, cut, opts, rows)
+  local formselect = require "kiln.formselect"
+  local s = run.sets[set]
+  local from = opts.fit_from or run.peak_step or 1
+  local fsteps, floss, tsteps, tloss = {}, {}, {}, {}
+  for k, st in ipairs(s.steps) do
+    if st >= from and st <= cut then fsteps[#fsteps + 1], floss[#floss + 1] = st, s.mean[k] end
+    if st > cut then tsteps[#tsteps + 1], tloss[#tloss + 1] = st, s.mean[k] end
+  end
+  if #tsteps == 0 then fail("compare: set '%s' has no checkpoint after the cut (step %d) to predict", set, cut) end
+  local total = tsteps[#tsteps]
+  local before = formselect.truncate(run, cut)
+  local forms = opts.forms or tsl.default_forms
+  local ok, m = pcall(tsl.fit_temporal, before, { set = set, fit_until = cut, fit_from = from, forms = forms, unit = opts.unit })
+  if ok then score_row(rows, set, "temporal", forms_text(forms), tloss, tsteps, function(st) return tsl.predict(m, st).loss end, total, opts)
+  else failed_row(rows, set, "temporal", forms_text(forms), m) end
+  local ok2, auto = pcall(formselect.choose, run, { set = set, cut = cut, fit_from = from, holdout = opts.holdout,
+                                                    candidates = opts.candidates, unit = opts.unit })
+  if ok2 then
+    score_row(rows, set, "temporal_auto", forms_text(auto.forms), tloss, tsteps,
+      function(st) return tsl.predict(auto.model, st).loss end, total, opts, { forms = auto.forms })
+  else failed_row(rows, set, "temporal_auto", "", auto) end
+  for _, b in ipairs(tsl.baselines) do
+    local okb, bl = pcall(tsl.fit_baseline, b.name, fsteps, floss, run.tokens_per_step, opts.unit)
+    if okb then score_row(rows, set, b.name, b.formula, tloss, tsteps, bl.at, total, opts)
+    else failed_row(rows, set, b.name, b.formula, bl) end
+  end
+  local curve = M.curve(run, set, { upto = cut })
+  for _, law in ipairs { "annealing", "multipower" } do
+    local okl, lm = pcall(M.fit, law, curve, { lambda = opts.lambda })
+    if okl then
+      local pred = M.predict(lm, curve.lrs, tsteps)
+      score_row(rows, set, law, M.formulas[law], tloss, tsteps, function(_, i) return pred[i] end, total, opts, { params = lm.named })
+    else failed_row(rows, set, law, M.formulas[law], lm) end
+  end
+end
+
+local function cross_run(run, target, set, opts, rows)
+  local a, b = M.curve(run, set), M.curve(target, set)
+  local wb = M.warmup_of(b.lrs)
+  local tsteps, tloss = {}, {}
+  for i, st in ipairs(b.steps) do if st > wb then tsteps[#tsteps + 1], tloss[#tloss + 1] = st, b.loss[i] end end
+  if #tsteps == 0 then fail("compare: the target run has no checkpoint of set '%s' after its warmup", set) end
+  local total = tsteps[#tsteps]
+  local wa = M.warmup_of(a.lrs)
+  local fsteps, floss = {}, {}
+  for i, st in ipairs(a.steps) do if st > wa then fsteps[#fsteps + 1], floss[#floss + 1] = st, a.loss[i] end end
+  -- Schedule-free baselines fitted on run A predict B as if B were A.
+  for _, bn in ipairs(tsl.baselines) do
+    local okb, bl = pcall(tsl.fit_baseline, bn.name, fsteps, floss, run.tokens_per_step, opts.unit)
+    if okb then
+      local tps = target.tokens_per_step / run.tokens_per_step
+      score_row(rows, set, bn.name, bn.formula, tloss, tsteps, function(st) return bl.at(st * tps) end, total, opts)
+    else failed_row(rows, set, bn.name, bn.formula, bl) end
+  end
+  for _, law in ipairs { "annealing", "multipower" } do
+    local okl, lm = pcall(M.fit, law, a, { lambda = opts.lambda })
+    if okl then
+      local pred = M.predict(lm, b.lrs, tsteps)
+      score_row(rows, set, law, M.formulas[law], tloss, tsteps, function(_, i) return pred[i] end, total, opts, { params = lm.named })
+    else failed_row(rows, set, law, M.formulas[law], lm) end
+  end
+end
+
+local function num(x, fmt)
+  if x == nil then return "" end
+  if x ~= x then return "nan" end
+  return (fmt or "%.4g"):format(x)
+end
+
+local function markdown(result)
+  local out = {}
+  for _, set in ipairs(result.sets) do
+    out[#out + 1] = ("### set `%s` (%s)\n"):format(set, result.mode == "cross"
+      and "fit on run A, predict run B" or ("fit up to step %d, predict the later checkpoints"):format(result.cut))
+    out[#out + 1] = ("| predictor | form | MSE | MAPE %% | final err %% | ARE %% (points ≥ %g of the final step) |"):format(result.are_from)
+    out[#out + 1] = "|---|---|---:|---:|---:|---:|"
+    for _, r in ipairs(result.rows) do
+      if r.set == set then
+        if r.error then
+          out[#out + 1] = ("| %s | failed: %s | | | | |"):format(r.predictor, (r.error:gsub("|", "/")))
+        else
+          out[#out + 1] = ("| %s | %s | %s | %s | %s | %s (%d) |"):format(r.predictor, r.formula, num(r.mse), num(r.mape, "%.3f"),
+            num(r.final_err, "%.3f"), num(r.are and 100 * r.are, "%.3f"), r.are_n or 0)
+        end
+      end
+    end
+    out[#out + 1] = ""
+  end
+  return table.concat(out, "\n")
+end
+
+-- compare(run, {cut=0.3, sets=, forms=, candidates=, holdout=, fit_from=, unit=, are_from=0.7,
+--               lambda=, target=}) -> {rows = {{set=, predictor=, formula=, mse=, mape=,
+--               final_err=, are=, are_n=, n_test=, error=?}, ...}, sets=, mode=, cut=, markdown=}
+-- Within one run (no target): every predictor is fitted on the checkpoints up to `cut` (a
+-- step or a fraction of the planned steps) and scored on the later ones, for each set (ID,
+-- OOD, ...). With target = another run (tsl.read_run) the schedule-aware laws and the
+-- schedule-free baselines are fitted on the whole of `run` and scored on the target's
+-- checkpoints after its warmup (the temporal law is left out: its forms follow the fitted
+-- run's own schedule).
+function M.compare(run, opts)
+  opts = opts or {}
+  if type(run) ~= "table" or not run.sets then fail("compare: expected a run from tsl.read_run") end
+  local result = { rows = {}, sets = {}, are_from = opts.are_from or M.are_from }
+  local sets = opts.sets or run.set_names
+  if opts.target then
+    if type(opts.target) ~= "table" or not opts.target.sets then fail("compare: target must be a run from tsl.read_run") end
+    result.mode = "cross"
+    for _, set in ipairs(sets) do
+      if run.sets[set] and opts.target.sets[set] then
+        result.sets[#result.sets + 1] = set
+        cross_run(run, opts.target, set, opts, result.rows)
+      end
+    end
+    if #result.sets == 0 then fail("compare: the two runs share no evaluation set") end
+  else
+    result.mode = "within"
+    local c = opts.cut or 0.3
+    if math.type(c) == "integer" and c >= 1 then result.cut = c
+    elseif type(c) == "number" and c > 0 and c <= 1 then result.cut = math.floor(c * run.total_steps + 0.5)
+    else fail("compare: cut must be a step >= 1 or a fraction in (0, 1] (got %s)", tostring(c)) end
+    for _, set in ipairs(sets) do
+      if not run.sets[set] then fail("compare: the run has no evaluation set '%s'", tostring(set)) end
+      result.sets[#result.sets + 1] = set
+      within_run(run, set, result.cut, opts, result.rows)
+    end
+  end
+  result.markdown = markdown(result)
+  return result
+end
+
 return M
