@@ -191,6 +191,13 @@ do
     t.ok(row.predictor ~= "temporal", "cross-schedule leaves the temporal law out")
   end
   t.eq(n_mp, 2, "cross-schedule: a multi-power row per shared set")
+  -- `kiln fit ... laws=true` prints and writes the same comparison.
+  local kiln_bin = (os.getenv("KILN_BUILD") or "build") .. "/kiln"
+  local out, code = t.sh(("%s fit %s fit_until=0.5 plots=false variants=false laws=true"):format(kiln_bin, util.shell_quote(a.dir)))
+  t.ok(code == 0 and out:find("| multipower |", 1, true) and out:find("| temporal_auto |", 1, true),
+    "kiln fit laws=true prints the comparison table (exit " .. tostring(code) .. ")")
+  local md = t.read(a.dir .. "/laws.md")
+  t.ok(md and md:find("| annealing |", 1, true), "kiln fit laws=true writes RUN_DIR/laws.md")
   t.err("cut must be a step", laws.compare, a, { cut = -1 })
   t.err("no evaluation set 'nope'", laws.compare, a, { sets = { "nope" } })
 end
