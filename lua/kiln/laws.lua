@@ -538,7 +538,8 @@ local function num(x, fmt)
 end
 
 local function markdown(result)
-  local out = {}
+  local out = { ("LRs per update from %s%s.\n"):format(result.lr_source or "?",
+    result.target_lr_source and ("; the target's from " .. result.target_lr_source) or "") }
   for _, set in ipairs(result.sets) do
     out[#out + 1] = ("### set `%s` (%s)\n"):format(set, result.mode == "cross"
       and "fit on run A, predict run B" or ("fit up to step %d, predict the later checkpoints"):format(result.cut))
@@ -561,7 +562,10 @@ end
 
 -- compare(run, {cut=0.3, sets=, forms=, candidates=, holdout=, fit_from=, unit=, are_from=0.7,
 --               lambda=, target=}) -> {rows = {{set=, predictor=, formula=, mse=, mape=,
---               final_err=, are=, are_n=, n_test=, error=?}, ...}, sets=, mode=, cut=, markdown=}
+--               final_err=, are=, are_n=, n_test=, error=?}, ...}, sets=, mode=, cut=, lr_source=,
+--               target_lr_source=, markdown=}
+-- lr_source says where the LRs came from: the schedule rebuilt from config.yaml, or the LR
+-- logged in metrics.csv and interpolated between its rows.
 -- Within one run (no target): every predictor is fitted on the checkpoints up to `cut` (a
 -- step or a fraction of the planned steps) and scored on the later ones, for each set (ID,
 -- OOD, ...). With target = another run (tsl.read_run) the schedule-aware laws and the
@@ -571,11 +575,12 @@ end
 function M.compare(run, opts)
   opts = opts or {}
   if type(run) ~= "table" or not run.sets then fail("compare: expected a run from tsl.read_run") end
-  local result = { rows = {}, sets = {}, are_from = opts.are_from or M.are_from }
+  local result = { rows = {}, sets = {}, are_from = opts.are_from or M.are_from, lr_source = run.lr_source }
   local sets = opts.sets or run.set_names
   if opts.target then
     if type(opts.target) ~= "table" or not opts.target.sets then fail("compare: target must be a run from tsl.read_run") end
     result.mode = "cross"
+    result.target_lr_source = opts.target.lr_source
     for _, set in ipairs(sets) do
       if run.sets[set] and opts.target.sets[set] then
         result.sets[#result.sets + 1] = set

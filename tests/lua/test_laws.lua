@@ -178,6 +178,8 @@ do
     t.ok(by[set .. "/temporal_auto"].forms ~= nil, "compare, " .. set .. ": the automatic forms are reported")
   end
   t.ok(r.markdown:find("| multipower |", 1, true) and r.markdown:find("ARE", 1, true), "compare: a markdown table")
+  t.ok(r.lr_source == "config.yaml: schedule_config" and r.markdown:find("LRs per update from config.yaml", 1, true),
+    "compare: says where the LRs came from")
   -- Cross-schedule: fit on the cosine run, predict a WSD run of the same law.
   local b = write_run("wsd", WSD, sets)
   local x = laws.compare(a, { target = b })
