@@ -58,35 +58,16 @@ local function fit_one(run, set, p, form, upto, from, unit)
   forms[p] = form
   local ok, m = pcall(tsl.fit_temporal, run, { set = set, fit_until = upto, fit_from = from, forms = forms, unit = unit })
   if not ok then return nil, m end
-  for _, q in ipairs(PARAMS) do
-    if q == p then
-      local f = m.forms[p]
-      for _, v in ipairs(f.p) do if v ~= v then return nil, "NaN parameter" end end
-    end
-  end
+  for _, v in ipairs(m.forms[p].p) do if v ~= v then return nil, "NaN parameter" end end
   return m
 end
 
 local function key_of(forms) return forms.a0 .. "/" .. forms.a1 .. "/" .. forms.a2 end
 
--- choose(run, {set=, cut=, fit_from=, holdout=0.25, candidates=, unit=}) ->
---   {forms=, model=, scores={{forms=, key=, mse=}, ...} (best first), cut=, inner_cut=, n_fit=, n_val=}
---   candidates: a list of form names for every parameter, or {a0 = {...}, a1 = {...}, a2 = {...}}
---   (default: every built-in form; "lr" and "cosine" only when the run's LR is known).
-function M.choose(run, opts)
-  opts = opts or {}
-  if type(run) ~= "table" or not run.sets then fail("choose: expected a run from tsl.read_run") end
-  local cut = resolve_cut(opts.cut or 1.0, run, "cut")
-  local set = opts.set or run.set_names[1]
-  if not run.sets[set] then fail("choose: the run has no evaluation set '%s'", tostring(set)) end
-  local before = M.truncate(run, cut)
-  local s = before.sets[set]
-  if not s then fail("choose: set '%s' has no checkpoint at or before step %d", set, cut) end
-  local from = opts.fit_from or run.peak_step or 1
-  if from < 1 then from = 1 end
+-- The checkpoints of `set` in [from, cut], split into a fitted part and a held-out part.
+local function split_window(s, set, from, cut, holdout)
   local window = {}
   for k, st in ipairs(s.steps) do if st >= from then window[#window + 1] = k end end
-  local holdout = opts.holdout or M.holdout
   if not (type(holdout) == "number" and holdout > 0 and holdout < 1) then
     fail("choose: holdout must be a fraction in (0, 1) (got %s)", tostring(holdout))
   end
@@ -96,28 +77,32 @@ function M.choose(run, opts)
     fail("choose: %d checkpoints of set '%s' lie in steps %d..%d; a held-out choice needs at least 5 to fit and 1 to score " ..
       "(evaluate more often or move the cut later)", #window, set, from, cut)
   end
-  local inner_cut = s.steps[window[n_fit]]
   local val_steps, val_loss = {}, {}
   for i = n_fit + 1, #window do
     val_steps[#val_steps + 1], val_loss[#val_loss + 1] = s.steps[window[i]], s.mean[window[i]]
   end
+  return s.steps[window[n_fit]], val_steps, val_loss, n_fit, n_val
+end
+
+-- The candidate forms of each parameter ("lr" and "cosine" only when the LR is known).
+local function candidate_lists(candidates, has_lr)
   local cands = {}
   for _, p in ipairs(PARAMS) do
-    local list = opts.candidates and (opts.candidates[p] or opts.candidates) or M.candidates
+    local list = candidates and (candidates[p] or candidates) or M.candidates
     cands[p] = {}
     for _, form in ipairs(list) do
       if type(form) ~= "string" or not tsl.forms[form] then
         fail("choose: candidate form '%s' for %s is not a built-in form", tostring(form), p)
       end
-      if (form ~= "lr" and form ~= "cosine") or before.lr then cands[p][#cands[p] + 1] = form end
+      if (form ~= "lr" and form ~= "cosine") or has_lr then cands[p][#cands[p] + 1] = form end
     end
   end
-  -- Each parameter's forms are fitted once; a combination only recombines them.
-  local fitted = {}
-  for _, p in ipairs(PARAMS) do
-    fitted[p] = {}
-    for _, form in ipairs(cands[p]) do fitted[p][form] = fit_one(before, set, p, form, inner_cut, from, opts.unit) end
-  end
+  return cands
+end
+
+-- Every combination of fitted forms scored by the MSE of the predicted average loss on the
+-- held-out checkpoints, best first (ties by name, so the order is deterministic).
+local function score_combinations(cands, fitted, val_steps, val_loss)
   local scores = {}
   for _, f0 in ipairs(cands.a0) do for _, f1 in ipairs(cands.a1) do for _, f2 in ipairs(cands.a2) do
     local m0, m1, m2 = fitted.a0[f0], fitted.a1[f1], fitted.a2[f2]
@@ -134,11 +119,37 @@ function M.choose(run, opts)
       end
     end
   end end end
-  if #scores == 0 then fail("choose: no combination of candidate forms could be fitted on steps %d..%d of set '%s'", from, inner_cut, set) end
   table.sort(scores, function(a, b)
     if a.mse ~= b.mse then return a.mse < b.mse end
     return a.key < b.key
   end)
+  return scores
+end
+
+-- choose(run, {set=, cut=, fit_from=, holdout=0.25, candidates=, unit=}) ->
+--   {forms=, model=, scores={{forms=, key=, mse=}, ...} (best first), cut=, inner_cut=, n_fit=, n_val=}
+--   candidates: a list of form names for every parameter, or {a0 = {...}, a1 = {...}, a2 = {...}}
+--   (default: every built-in form; "lr" and "cosine" only when the run's LR is known).
+function M.choose(run, opts)
+  opts = opts or {}
+  if type(run) ~= "table" or not run.sets then fail("choose: expected a run from tsl.read_run") end
+  local cut = resolve_cut(opts.cut or 1.0, run, "cut")
+  local set = opts.set or run.set_names[1]
+  if not run.sets[set] then fail("choose: the run has no evaluation set '%s'", tostring(set)) end
+  local before = M.truncate(run, cut)
+  local s = before.sets[set]
+  if not s then fail("choose: set '%s' has no checkpoint at or before step %d", set, cut) end
+  local from = math.max(opts.fit_from or run.peak_step or 1, 1)
+  local inner_cut, val_steps, val_loss, n_fit, n_val = split_window(s, set, from, cut, opts.holdout or M.holdout)
+  local cands = candidate_lists(opts.candidates, before.lr ~= nil)
+  -- Each parameter's forms are fitted once; a combination only recombines them.
+  local fitted = {}
+  for _, p in ipairs(PARAMS) do
+    fitted[p] = {}
+    for _, form in ipairs(cands[p]) do fitted[p][form] = fit_one(before, set, p, form, inner_cut, from, opts.unit) end
+  end
+  local scores = score_combinations(cands, fitted, val_steps, val_loss)
+  if #scores == 0 then fail("choose: no combination of candidate forms could be fitted on steps %d..%d of set '%s'", from, inner_cut, set) end
   local best = scores[1].forms
   local model = tsl.fit_temporal(before, { set = set, fit_until = cut, fit_from = from, forms = best, unit = opts.unit })
   return { forms = best, model = model, scores = scores, cut = cut, inner_cut = inner_cut, fit_from = from,
