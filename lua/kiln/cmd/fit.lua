@@ -1,7 +1,7 @@
 -- kiln fit RUN_DIR [key=value ...] — fit the temporal scaling law to a run, predict its loss
 --
 -- kiln fit RUN_DIR [fit_until=0.2] [fit_from=STEP] [set=NAME] [a0=log] [a1=hyperbolic]
---                  [a2=cosine] [unit=1e6] [plots=true] [variants=true]
+--                  [a2=cosine] [unit=1e6] [plots=true] [variants=true] [laws=false]
 --
 -- Fits the temporal scaling law to a run's per-position evaluations (positions.csv) on the
 -- checkpoints up to fit_until (an integer step, or a fraction of the planned steps written
@@ -9,12 +9,14 @@
 -- compares with the power-law, reciprocal and logarithmic baselines fitted to the average
 -- loss on the same checkpoints. Prints the table; writes RUN_DIR/tsl.md, RUN_DIR/tsl.csv and
 -- RUN_DIR/tsl_plots/ (NAME.dat + NAME.gp always, NAME.png when gnuplot is installed).
+-- laws=true adds kiln.laws.compare's table (schedule-aware laws, automatic forms, ARE) as
+-- RUN_DIR/laws.md.
 local kiln = require "kiln"
 local util = require "kiln.util"
 local tsl = require "kiln.tsl"
 
 local USAGE = "usage: kiln fit RUN_DIR [fit_until=0.2] [fit_from=STEP] [set=NAME] [a0=FORM] [a1=FORM] [a2=FORM] " ..
-              "[unit=1e6] [plots=true] [variants=true]\n  forms: " .. table.concat(util.sorted_keys(tsl.forms), ", ")
+              "[unit=1e6] [plots=true] [variants=true] [laws=false]\n  forms: " .. table.concat(util.sorted_keys(tsl.forms), ", ")
 
 -- "300" is step 300; "0.2" (a decimal point or exponent) is a fraction of the planned steps.
 local function step_or_fraction(text, what)
@@ -29,7 +31,7 @@ return function(...)
   local args = { ... }
   local opts, positional = kiln.config.resolve({
     fit_until = "0.2", fit_from = "", set = "", a0 = tsl.default_forms.a0, a1 = tsl.default_forms.a1,
-    a2 = tsl.default_forms.a2, unit = 1e6, plots = true, variants = true,
+    a2 = tsl.default_forms.a2, unit = 1e6, plots = true, variants = true, laws = false,
   }, args, { positional = true })
   if #positional ~= 1 then kiln.config.fail("kiln fit: give one run directory\n%s", USAGE) end
   local dir = positional[1]:gsub("/+$", "")
@@ -63,6 +65,13 @@ return function(...)
     local files = tsl.plot(result, dir .. "/tsl_plots")
     for _, f in ipairs(files) do written[#written + 1] = f end
     if not tsl.has_gnuplot() then print("note: gnuplot is not installed; the plots' .dat and .gp files are written, no images") end
+  end
+  if opts.laws then
+    local cmp = require("kiln.laws").compare(run, { cut = eopts.fit_until or 0.2, fit_from = eopts.fit_from, forms = eopts.forms,
+                                                    unit = opts.unit, sets = eopts.sets })
+    print(cmp.markdown)
+    util.write_atomic(dir .. "/laws.md", cmp.markdown .. "\n")
+    written[#written + 1] = dir .. "/laws.md"
   end
   print("wrote " .. table.concat(written, ", "))
 end
