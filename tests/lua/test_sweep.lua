@@ -120,13 +120,24 @@ local function build(root)
   -- closed:m() where a closed instance of the class exists.
   -- Each target is called through a field of its own short name, so that the C binding's
   -- "bad argument #n to 'narrow'" names the function as it would in a script.
+  -- A call to close() gets a fresh receiver: closing a shared instance would turn every
+  -- later call on it into a closed-object call.
+  local FRESH = {
+    [inst.tensor] = function() return kiln.tensor(3) end, [inst.model] = new_model,
+    [inst.batch] = function() return kiln.batch(2, 8) end,
+    [inst.adamw] = function() return kiln.adamw(new_model()) end,
+    [inst.dataset] = function() return kiln.dataset(data) end, [inst.rng] = function() return kiln.rng(1) end,
+    [inst.matrix] = function() return kiln.tensor(2, 2) end, [inst.other_model] = function() return new_model(16, 2) end,
+    [inst.other_adamw] = function() return kiln.adamw(new_model(16, 2)) end,
+  }
   local cases = {}
-  local fn
+  local fn, closing
   local function case(label, _, ...)
-    local args, f = table.pack(...), fn
+    local args, f, fresh = table.pack(...), fn, closing
     cases[#cases + 1] = { label = label, target = label:match("^[^(% ]+"),
                           call = function()
                             if args[1] == proto then args[1] = new_protocol() end
+                            if fresh and FRESH[args[1]] then args[1] = FRESH[args[1]]() end
                             return f(table.unpack(args, 1, args.n))
                           end }
   end
@@ -134,6 +145,7 @@ local function build(root)
     local tg = targets[name]
     local short = name:match("([%w_]+)$")
     fn = load(("local h = ...; return function(...) return h.%s(...) end"):format(short))({ [short] = tg.fn })
+    closing = short == "close" or short == "__close" or short == "__gc"
     for _, pv in ipairs(values) do
       local label, v = pv[1], pv[2]
       if tg.self ~= nil then
