@@ -21,6 +21,7 @@ local util = require "kiln.util"
 
 local M = {}
 
+local check = require "kiln.check"
 local function yaml() return require("kiln").yaml end
 
 -- Settings errors ---------------------------------------------------------------------------
@@ -33,6 +34,8 @@ SettingsError.__concat = function(a, b) return tostring(a) .. tostring(b) end
 
 -- Raise a settings error: fail("%s: bad", where). Also for experiments' own checks.
 function M.fail(fmt, ...)
+  check.arg("kiln.config.fail", "fmt", fmt, "string")
+  if fmt == "" then check.fail("kiln.config.fail", "fmt", "a non-empty message", fmt) end
   error(setmetatable({ message = select("#", ...) > 0 and fmt:format(...) or fmt }, SettingsError), 0)
 end
 
@@ -63,7 +66,12 @@ local function leaves(t, prefix, out)
   end
   return out
 end
-M.leaves = leaves
+function M.leaves(t, prefix, out)
+  check.arg("kiln.config.leaves", "t", t, "table")
+  check.arg("kiln.config.leaves", "prefix", prefix, "?string")
+  check.arg("kiln.config.leaves", "out", out, "?table")
+  return leaves(t, prefix, out)
+end
 
 -- Edit distance, for "did you mean".
 local function distance(a, b)
@@ -192,6 +200,9 @@ end
 
 -- Apply one "key=value" to cfg (in place). `source` names where it came from.
 function M.set(cfg, assignment, source)
+  check.arg("kiln.config.set", "cfg", cfg, "table")
+  check.arg("kiln.config.set", "assignment", assignment, "string")
+  check.arg("kiln.config.set", "source", source, "?string")
   local key, text = assignment:match("^([%w_%.%-]+)=(.*)$")
   if not key then M.fail("%s: '%s' is not a key=value setting", source or "command line", assignment) end
   set_key({ cfg = cfg, source = {} }, key, parse_value(text), source or "command line", "'" .. text .. "'")
@@ -225,6 +236,11 @@ end
 -- opts.origin: what to call table defaults in messages (default "defaults"); opts.renamed:
 -- {old = "new"} for settings that changed name.
 function M.resolve(defaults, args, opts)
+  local who = "kiln.config.resolve"
+  check.arg(who, "defaults", defaults, "table|string")
+  check.arg(who, "args", args, "?table")
+  check.arg(who, "opts", opts, "?table")
+  for i, a in ipairs(args or {}) do check.arg(who, ("args[%d]"):format(i), a, "string") end
   opts = opts or {}
   local cfg, origin
   if type(defaults) == "string" then

@@ -11,6 +11,8 @@
 local core = require "kiln.core"
 local util = require "kiln.util"
 
+local check = require "kiln.check"
+
 local M = {}
 
 local function fail(fmtstr, ...) error("kiln.dataset: " .. fmtstr:format(...), 0) end
@@ -83,7 +85,7 @@ function M.open(path, opts)
     tok = t
   end
   if tok == false then tok = nil end
-  local ds = core.dataset(path, { format = format, split = opts.split, tokenizer = tok })
+  local ds = check.call("kiln.dataset", core.dataset, path, { format = format, split = opts.split, tokenizer = tok })
   if format == "u16" and not tok and opts.tokenizer ~= false then note_no_tokenizer(ds) end
   return ds
 end

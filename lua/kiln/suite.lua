@@ -134,7 +134,7 @@ function M.run(o)
   local mpi = kiln.mpi
   local rank, size = mpi.rank(), mpi.size()
   local by_runs = parallel == "runs" and size > 1
-  if rank == 0 or by_runs then util.mkdir(o.dir) end
+  if rank == 0 or by_runs then check.call("kiln.suite", util.mkdir, o.dir) end
 
   -- Runs, in a fixed order: variant by variant, seed by seed.
   local runs = {}

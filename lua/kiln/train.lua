@@ -351,7 +351,7 @@ function M.run(o)
   local start_step, tokens_seen = 0, 0
   local state = o.state or {}
   if run_dir then
-    if rank == 0 then util.mkdir(run_dir .. "/checkpoints") end
+    if rank == 0 then check.call("kiln.train", util.mkdir, run_dir .. "/checkpoints") end
     local ckpt, ckpt_step = newest_checkpoint(run_dir)
     if ckpt and o.resume == false then
       fail("%s has checkpoints (newest %s); resume = false would overwrite them: use a new run_dir", run_dir, ckpt)

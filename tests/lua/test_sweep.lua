@@ -389,6 +389,12 @@ local NAMED = { schedule = true, weighting = true, train = true, suite = true, p
 
 local function classify(ok, err, label)
   if ok then return "ok", "" end
+  -- A settings error (kiln.config) is a table the host prints as one line; it names the
+  -- setting or file, which is what a user needs.
+  local mt = type(err) == "table" and getmetatable(err)
+  if mt and mt.__name == "kiln.settings_error" and type(err.message) == "string" and err.message ~= "" then
+    return "clean", err.message
+  end
   if type(err) ~= "string" then return "raw", "a non-string error: " .. tostring(err) end
   local msg = err:gsub("\n", " | ")
   for _, pat in ipairs(RAW) do
@@ -453,7 +459,7 @@ local KNOWN_BINDING_FAULTS = {
   ["kiln.Dataset:eval_batch(valid arguments, #5 = maxinteger)"] = "signed overflow in d_eval_batch, lua/l_data.c (1 + stride)",
 }
 -- Modules rewritten on another branch at the time of writing (their raw errors are TODO).
-local ELSEWHERE = { ["kiln.config."] = "owned by branch fresh (kiln.config)" }
+local ELSEWHERE = {}
 
 local function run_child(first, last, log_path)
   -- Memory is capped so that a call asking for a huge allocation fails instead of taking the
