@@ -74,6 +74,10 @@ end
 -- Write text to an open file handle and check every result: a full disk or a closed pipe
 -- is an error naming the file, never a silently short file.
 function M.checked_write(f, path, text)
+  check.arg("kiln.util.checked_write", "f", f, "userdata")
+  check.string("kiln.util.checked_write", "path", path)
+  check.string("kiln.util.checked_write", "text", text)
+  if io.type(f) ~= "file" then check.fail("kiln.util.checked_write", "f", "an open file", f) end
   local ok, err = f:write(text)
   if not ok then error(("cannot write '%s': %s"):format(path, tostring(err)), 0) end
   ok, err = f:flush()
@@ -82,6 +86,7 @@ end
 
 -- The float32 nearest to x (the precision the core computes in).
 function M.f32(x)
+  check.arg("kiln.util.f32", "x", x, "number")
   return (string.unpack("f", string.pack("f", x)))
 end
 
