@@ -2,7 +2,7 @@
 --
 --   * its identity is what it computes (kiln.fingerprint, in config.yaml): a start on a
 --     directory whose fingerprint differs is refused, complete or not, naming each setting
---     with both values; restart = true moves the old directory aside to <run_dir>.old-<n>;
+--     with both values; restart = true moves the old run's files aside to <run_dir>.old-<n>/;
 --   * one process at a time: the lock <run_dir>/lock is held for the run's duration;
 --   * a start or resume removes the temporary files of dead writers and rebuilds metrics.csv,
 --     positions.csv and timing.csv (header, then the rows up to the checkpoint resumed from);
@@ -85,35 +85,44 @@ local function aside_name(dir)
   return ("%s.old-%d"):format(dir, n)
 end
 
--- Whether the directory may hold this run; with restart, the old one is moved aside first.
+-- The files kiln.train writes in a run directory (other files, such as a caller's start
+-- checkpoint prepared there, stay where they are).
+M.OWN = { "config.yaml", "metrics.csv", "timing.csv", "positions.csv", "summary.yaml", "checkpoints" }
+
+-- restart: the previous run's files move to <run_dir>.old-<n>/.
+local function move_aside(dir, quiet)
+  local present = {}
+  for _, name in ipairs(M.OWN) do
+    if lfs.attributes(dir .. "/" .. name) then present[#present + 1] = name end
+  end
+  if #present == 0 then return end
+  local to = aside_name(dir)
+  local ok, err = lfs.mkdir(to)
+  if not ok then fail("restart: cannot create %s: %s", to, tostring(err)) end
+  for _, name in ipairs(present) do
+    local rok, rerr = os.rename(dir .. "/" .. name, to .. "/" .. name)
+    if not rok then fail("restart: cannot move %s/%s to %s: %s", dir, name, to, tostring(rerr)) end
+  end
+  if not quiet then print(("%s: restart: the previous run's files moved to %s"):format(dir, to)) end
+end
+
+-- Whether the directory may hold this run; with restart, the old run is moved aside first.
 local function check_identity(p, fp, quiet)
   local dir = p.run_dir
   if not util.is_dir(dir) then return end
   local holder = kiln.lock_holder(dir .. "/lock")
   if holder then fail("%s is in use by process %d (its lock file is held)", dir, holder) end
-  local old_fp
-  if util.exists(dir .. "/config.yaml") then
-    local ok, cfg = pcall(kiln.yaml.load, dir .. "/config.yaml")
-    if not ok then fail("%s/config.yaml cannot be read (%s); restart = true moves the directory aside", dir, tostring(cfg)) end
-    old_fp = cfg.fingerprint
-    if old_fp == nil and not p.restart then
-      fail("%s/config.yaml has no fingerprint (written by an older kiln): restart = true moves it aside and starts over", dir)
-    end
+  if p.restart then return move_aside(dir, quiet) end
+  if not util.exists(dir .. "/config.yaml") then return end
+  local ok, cfg = pcall(kiln.yaml.load, dir .. "/config.yaml")
+  if not ok then fail("%s/config.yaml cannot be read (%s); restart = true moves it aside", dir, tostring(cfg)) end
+  if type(cfg) ~= "table" or cfg.fingerprint == nil then
+    fail("%s/config.yaml has no fingerprint (written by an older kiln): restart = true moves it aside and starts over", dir)
   end
-  if p.restart then
-    if not util.exists(dir .. "/config.yaml") and #util.list_dir(dir) == 0 then return end
-    local to = aside_name(dir)
-    local ok, err = os.rename(dir, to)
-    if not ok then fail("restart: cannot move %s aside to %s: %s", dir, to, tostring(err)) end
-    if not quiet then print(("%s: restart: the previous run moved to %s"):format(dir, to)) end
-    return
-  end
-  if old_fp then
-    local diffs = fingerprint.diff(old_fp, fp)
-    if #diffs > 0 then
-      fail("%s holds a run with other settings (%s); use another run_dir, or restart = true to move it aside and start over",
-        dir, fingerprint.describe(diffs))
-    end
+  local diffs = fingerprint.diff(cfg.fingerprint, fp)
+  if #diffs > 0 then
+    fail("%s holds a run with other settings (%s); use another run_dir, or restart = true to move it aside and start over",
+      dir, fingerprint.describe(diffs))
   end
 end
 

@@ -92,11 +92,14 @@ local err = select(2, pcall(kiln.train, setup(1, { run_dir = cw, weighting = fun
 t.ok(tostring(err):find("weighting.max: ", 1, true) and tostring(err):find("weighting.sha256: ", 1, true),
   "a changed weighting function is refused, naming the settings: " .. tostring(err):sub(1, 160))
 
--- restart = true moves the old run aside and starts over.
+-- restart = true moves the old run's files aside and starts over; other files stay.
 local before = read(cw .. "/metrics.csv")
+t.write(cw .. "/notes.txt", "the caller's own file")
 local s_new = kiln.train(setup(1, { run_dir = cw, weighting = function(i, T) return 1 + 100 * i / T end, restart = true }))
 t.ok(s_new.status == "complete" and s_new.steps == 12, "restart = true trains the new settings from step 0")
-t.eq(read(cw .. ".old-1/metrics.csv"), before, "... after moving the old directory to <run_dir>.old-1 intact")
+t.eq(read(cw .. ".old-1/metrics.csv"), before, "... after moving the old run's files to <run_dir>.old-1 intact")
+t.ok(util.exists(cw .. ".old-1/checkpoints/step_00000005.safetensors") and read(cw .. "/notes.txt"),
+  "... checkpoints with them; files kiln.train did not write stay")
 
 -- The step convention: row s holds the LR update s used (schedule(s - 1)), as float32.
 local m = util.read_csv(ref .. "/metrics.csv")
