@@ -151,7 +151,10 @@ local function appender(path)
   if not f then fail("cannot open '%s' for appending: %s", path, tostring(err)) end
   return {
     path = path,
-    line = function(self, fields) util.checked_write(f, self.path, util.csv_line(fields)) end,
+    line = function(self, fields)
+      local ok, werr = pcall(util.checked_write, f, self.path, util.csv_line(fields))
+      if not ok then fail("%s", tostring(werr)) end
+    end,
     close = function(self)
       local ok, cerr = f:close()
       if not ok then fail("cannot write '%s': %s", self.path, tostring(cerr)) end
@@ -212,24 +215,25 @@ function M.open(p, o)
   return log
 end
 
--- Close the files (a failed close is an error naming the file) and release the lock. The log
--- is also a to-be-closed value, so an error in training releases the lock too.
-function M.close(log, checked)
+-- Close the files and release the lock. The log is a to-be-closed value, so an error in
+-- training releases the lock too.
+function M.close(log)
   if not log or log.closed then return end
   log.closed = true
-  local err
   for _, name in ipairs { "metrics", "positions", "timing" } do
-    if log[name] then
-      local ok, e = pcall(log[name].close, log[name])
-      if not ok then err = err or e end
-    end
+    if log[name] then pcall(log[name].close, log[name]) end
   end
   if log.lock then log.lock:close() end
-  if err and checked then error(err, 0) end
 end
 
-function M.write_summary(log, summary)
-  if log.rank == 0 then util.write_atomic(log.dir .. "/summary.yaml", kiln.yaml.encode(summary)) end
+-- The end of a run: the CSV files closed (a failed close is an error naming the file), then
+-- summary.yaml when given, all before the lock is released.
+function M.finish(log, summary)
+  for _, name in ipairs { "metrics", "positions", "timing" } do
+    if log[name] then log[name]:close(); log[name] = nil end
+  end
+  if summary and log.rank == 0 then util.write_atomic(log.dir .. "/summary.yaml", kiln.yaml.encode(summary)) end
+  M.close(log)
 end
 
 return M

@@ -350,10 +350,7 @@ function M.run(o)
   train_loop(r)
   finish(r)
   local summary = summary_of(r)
-  if log then
-    runlog.close(log, true)
-    if r.status == "complete" then runlog.write_summary(log, summary) end
-  end
+  if log then runlog.finish(log, r.status == "complete" and summary or nil) end
   if p.nranks > 1 then kiln.mpi.barrier("end of kiln.train") end   -- rank 0's files are complete when any rank returns
   summary.model, summary.optimizer, summary.state = r.model, r.opt, r.state
   return summary
