@@ -1,8 +1,11 @@
--- kiln.train — the training loop over the core's primitives, and the run directory it
--- writes (DESIGN §3.6):
+-- kiln.train — the training loop over the core's primitives. Its parts: kiln.train.options
+-- (the options checked and resolved into a plan), kiln.runlog (the run directory: identity,
+-- lock, resume files, checked writes), kiln.train.sampler (the batches), and here the step,
+-- evaluation, checkpoints, hooks and console. With run_dir it writes:
 --
---   run_dir/config.yaml     the resolved configuration, kiln version, the exact command
---   run_dir/metrics.csv     step, tokens, lr, loss, grad_norm, tokens_per_s, <set>_loss ...
+--   run_dir/config.yaml     the resolved configuration, kiln version, command, fingerprint
+--   run_dir/metrics.csv     step, tokens, lr, loss_weighted, loss_unweighted, grad_norm, <set>_loss ...
+--   run_dir/timing.csv      step, tokens_per_s, seconds (apart, so metrics.csv is reproducible)
 --   run_dir/positions.csv   step, set, then the mean loss at each position 1..T
 --   run_dir/checkpoints/    step_00000100.safetensors ... (model, AdamW moments, RNG state)
 --   run_dir/summary.yaml    written at the end (final losses, per-position losses of the last
@@ -17,6 +20,7 @@
 --     eval = { every = 100, at = {...}, sets = { val = ds_val, ood = ds_ood }, windows = 64 },
 --     checkpoint = { every = 500, at = {...} },
 --     run_dir = "runs/x", seed = 1, log_every = 10, config = {...}, quiet = false,
+--     restart = false, start = "path/to/start.safetensors",
 --     on_step = function(info) ... end,  on_eval = ...,  on_checkpoint = ...,
 --   }
 --
@@ -28,7 +32,8 @@
 --
 -- A hook returning "stop" ends the run after that step (summary status "stopped"). A run
 -- started again on a directory with checkpoints resumes from the newest one and gives the
--- same results as an uninterrupted run; one whose summary.yaml exists returns it at once.
+-- same results as an uninterrupted run, provided its fingerprint is the same (else it is
+-- refused, unless restart = true); one whose summary.yaml exists returns that summary.
 local kiln = require "kiln"
 local util = require "kiln.util"
 local check = require "kiln.check"
