@@ -101,6 +101,12 @@ t.eq(read(cw .. ".old-1/metrics.csv"), before, "... after moving the old run's f
 t.ok(util.exists(cw .. ".old-1/checkpoints/step_00000005.safetensors") and read(cw .. "/notes.txt"),
   "... checkpoints with them; files kiln.train did not write stay")
 
+local diff_out = t.sh(kiln_bin .. " diff " .. ref .. " " .. fn)
+t.ok(diff_out:find("(fingerprints)  identical", 1, true), "kiln diff: a function schedule of the same values is the same run")
+diff_out = t.sh(kiln_bin .. " diff " .. ref .. " " .. cw)
+t.ok(diff_out:find("weighting.max", 1, true) and diff_out:find("weighting.sha256", 1, true),
+  "kiln diff names the differing settings")
+
 -- The step convention: row s holds the LR update s used (schedule(s - 1)), as float32.
 local m = util.read_csv(ref .. "/metrics.csv")
 local ok_lr = true
@@ -166,6 +172,9 @@ local lock = kiln.lock(k4 .. "/lock")
 local me = tonumber((t.sh("echo $PPID")))
 local c4, err4 = child("train.lua", "", k4)
 t.ok(c4 ~= 0 and err4:find("in use by process " .. me, 1, true), "a second process is refused with the holder's pid")
+util.write_atomic(k4 .. "/config.yaml", "train: {steps: 12}\n")
+t.ok(t.sh(kiln_bin .. " runs " .. k4):find("running (pid " .. me .. ")", 1, true), "kiln runs shows the holder as running")
+os.remove(k4 .. "/config.yaml")
 lock:close()
 t.eq(child("train.lua", "", k4), 0, "once the lock is free the run trains")
 t.eq(kiln.lock_holder(k4 .. "/lock"), nil, "and releases its lock at the end")
