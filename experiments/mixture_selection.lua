@@ -22,6 +22,7 @@ local cfg = kiln.config.resolve({
   downstream = "data/austen/train.txt", downstream_val = "data/austen/val.txt",
   tokenizer = "bytes",        -- bytes (V = 256), gpt2 or bpe8k: the token files `make data` built
   check_data = false,         -- true: open the data, print what would be read, and stop
+  restart = false,            -- true: move each run directory's previous run aside and train it again
   weights = { 0.9, 0.7, 0.5, 0.3 },       -- upstream share of each candidate mixture
   steps = 1200, prefix = 0.3, batch = 32, context = 64, lr = 3e-3, warmup = 60, floor_frac = 0.1,
   n_layer = 2, n_head = 4, n_embd = 64, eval_windows = 512, evals = 40, target = "mean", seed = 1,
@@ -51,6 +52,7 @@ for k = 1, 10 do
   if not seen[s] then seen[s] = true; at[#at + 1] = s end
 end
 
+local restarted = {}   -- run directories restarted by this process (restart=true)
 local function train(w, stop_at)
   local run_dir = ("%s/up%g"):format(cfg.out, w)
   local o = {
@@ -60,9 +62,11 @@ local function train(w, stop_at)
     schedule = kiln.schedule.cosine { peak = cfg.lr, floor_frac = cfg.floor_frac, steps = cfg.steps, warmup = cfg.warmup },
     eval = { at = at, sets = sets, windows = cfg.eval_windows }, run_dir = run_dir, log_every = 100, config = cfg,
     checkpoint = { at = { prefix_steps } }, quiet = true,
+    restart = cfg.restart and not restarted[run_dir],   -- once: a later call continues the same run
   }
   if stop_at then o.on_step = function(info) if info.step >= stop_at then return "stop" end end end
   kiln.train(o)
+  restarted[run_dir] = true
   return run_dir
 end
 

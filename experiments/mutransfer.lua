@@ -54,7 +54,7 @@ local function run(param, width, lr)
   local ok, s = pcall(kiln.train, {
     model = model, optimizer = opt, data = train_ds, steps = tc.steps, batch = tc.batch, context = T,
     seed = tc.seed, schedule = tc.warmup > 0 and kiln.schedule.warmup { steps = tc.warmup, peak = lr } or lr,
-    eval = { at = at, sets = { val = val_ds }, windows = tc.eval_windows }, run_dir = dir, config = cfg, quiet = true,
+    eval = { at = at, sets = { val = val_ds }, windows = tc.eval_windows }, run_dir = dir, config = cfg, quiet = true, restart = cfg.restart,
   })
   if not ok then
     if tostring(s):find("the loss is") or tostring(s):find("non%-finite") then

@@ -67,7 +67,7 @@ local results = kiln.suite {
       schedule = kiln.schedule.cosine { peak = tc.lr, floor_frac = tc.floor_frac, steps = tc.steps, warmup = tc.warmup },
       weighting = v.weighting,
       eval = { every = tc.eval_every, windows = tc.eval_windows, sets = { id = val_ds, ood = ood_ds } },
-      run_dir = run_dir, config = cfg, log_every = math.max(1, tc.steps // 10),
+      run_dir = run_dir, config = cfg, log_every = math.max(1, tc.steps // 10), restart = cfg.restart,
     }
   end,
   report = function(s)

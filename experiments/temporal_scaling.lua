@@ -72,7 +72,7 @@ for _, size in ipairs(size_names) do
     context = cfg.context, seed = cfg.seed, run_dir = run_dir, log_every = 50, config = cfg,
     schedule = kiln.schedule.cosine { peak = cfg.lr, floor_frac = cfg.floor_frac, steps = cfg.steps, warmup = cfg.warmup },
     eval = { at = at, sets = sets, windows = cfg.eval_windows },
-    checkpoint = { every = cfg.steps },
+    checkpoint = { every = cfg.steps }, restart = cfg.restart,
   }
   notes[#notes + 1] = ("- %s: %d layers, d=%d, %d parameters; %d steps x %d tokens; final train loss %.4f; %.0f tokens/s; %.0f s"):format(
     size, mc.n_layer, mc.n_embd, n_params, cfg.steps, cfg.batch * cfg.context, summary.final_loss or 0 / 0,

@@ -59,7 +59,7 @@ local s_small = kiln.train {
   model = small_model, optimizer = mup.optimizer(small_model, { lr = cfg.lr, weight_decay = cfg.weight_decay, clip = cfg.clip }),
   data = train_ds, steps = cfg.small.steps, batch = cfg.batch, context = T, seed = cfg.seed,
   schedule = schedule(cfg.small.steps), eval = { sets = { val = val_ds }, windows = cfg.big.eval_windows },
-  run_dir = small_dir, config = cfg, quiet = true,
+  run_dir = small_dir, config = cfg, quiet = true, restart = cfg.restart,
 }
 local small_ckpt = ("%s/checkpoints/step_%08d.safetensors"):format(small_dir, cfg.small.steps)
 small_model = kiln.load(small_ckpt)          -- also when the run was already complete
@@ -116,6 +116,7 @@ local function run_variant(v)
     schedule = schedule(cfg.big.steps),
     eval = { every = cfg.big.eval_every, at = cfg.big.eval_at, sets = { val = val_ds }, windows = cfg.big.eval_windows },
     run_dir = dir, config = { experiment = cfg, grow = recipe }, state = { grow = recipe }, quiet = true,
+    restart = cfg.restart,
   }
   -- the curve from metrics.csv (also when the run had finished before)
   local csv = util.read_csv(dir .. "/metrics.csv")

@@ -2,8 +2,8 @@
  *
  *   yaml.load(path)            -> value      (the file's one document)
  *   yaml.decode(text [, name]) -> value      (name is used in error messages, default "<string>")
- *   yaml.dump(value, path)                   (atomic: temp file in the same directory, fsync, rename;
- *                                             mode 0666 less the umask, as any new file)
+ *   yaml.dump(value, path)                   (atomic, through the core's writer: temp file in the
+ *                                             same directory, fsync, rename, directory fsync)
  *   yaml.encode(value)         -> text
  *
  * Decoding (YAML 1.2 core schema, plain scalars only; quoted and block scalars are strings):
@@ -49,6 +49,7 @@
 #include <yaml.h>
 
 #include "binding.h"
+#include "fsio.h"
 
 #define MAX_DEPTH 256
 /* A decoded document may hold at most this many nodes when every alias is counted as a copy
@@ -858,53 +859,6 @@ static int l_encode(lua_State *L) {
     return 1;
 }
 
-/* Write buf to path atomically: a new file next to it (created with mode 0666, which the
- * process umask narrows as for any file), written, fsync'ed, renamed over path, and the
- * directory synced. On failure nothing is left under either name and err says what failed.
- * The one place a YAML file reaches the disk: a core atomic writer can replace its body. */
-static int write_file_atomic(const char *path, const char *buf, size_t len, char *err, size_t errcap) {
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 48);
-    if (!tmp) { snprintf(err, errcap, "out of memory"); return -1; }
-    int fd = -1;
-    for (int attempt = 0; attempt < 100 && fd < 0; attempt++) {
-        snprintf(tmp, plen + 48, "%s.tmp.%ld.%d", path, (long)getpid(), attempt);
-        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-        if (fd < 0 && errno != EEXIST) break;
-    }
-    if (fd < 0) {
-        snprintf(err, errcap, "cannot create a temporary file: %s", strerror(errno));
-        free(tmp);
-        return -1;
-    }
-    const char *what = NULL;
-    size_t off = 0;
-    while (off < len) {
-        ssize_t w = write(fd, buf + off, len - off);
-        if (w < 0) { if (errno == EINTR) continue; what = "cannot write"; break; }
-        off += (size_t)w;
-    }
-    if (!what && fsync(fd) != 0) what = "cannot sync";
-    int e_saved = errno;
-    if (close(fd) != 0 && !what) { what = "cannot close"; e_saved = errno; }
-    if (!what && rename(tmp, path) != 0) { what = "cannot rename the temporary file"; e_saved = errno; }
-    if (what) {
-        unlink(tmp);
-        free(tmp);
-        snprintf(err, errcap, "%s: %s", what, strerror(e_saved));
-        return -1;
-    }
-    free(tmp);
-    /* Make the rename itself durable (best effort). */
-    const char *slash = strrchr(path, '/');
-    char dir[4096];
-    if (!slash) snprintf(dir, sizeof dir, ".");
-    else snprintf(dir, sizeof dir, "%.*s", (int)(slash == path ? 1 : slash - path), path);
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) { fsync(dfd); close(dfd); }
-    return 0;
-}
-
 static int l_dump(lua_State *L) {
     const char *path = luaL_checkstring(L, 2);
     luaL_checkany(L, 1);
@@ -912,9 +866,9 @@ static int l_dump(lua_State *L) {
     lua_pushvalue(L, 1);
     lua_replace(L, 1);                                  /* value stays at 1 */
     yenc *e = encode_to_buffer(L);                      /* fails before any file is touched */
-    char err[512];
-    if (write_file_atomic(path, e->buf ? e->buf : "", e->len, err, sizeof err) != 0)
-        return luaL_error(L, "yaml.dump: %s: %s", path, err);
+    /* The core's one atomic writer: temp file, fsync, rename, directory fsync. */
+    if (kn_file_write_atomic_buffer(path, e->buf ? e->buf : "", e->len) != KN_OK)
+        return luaL_error(L, "yaml.dump: %s", kn_errmsg());
     return 0;
 }
 

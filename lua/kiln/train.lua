@@ -1,8 +1,11 @@
--- kiln.train — the training loop over the core's primitives, and the run directory it
--- writes (DESIGN §3.6):
+-- kiln.train — the training loop over the core's primitives. Its parts: kiln.train.options
+-- (the options checked and resolved into a plan), kiln.runlog (the run directory: identity,
+-- lock, resume files, checked writes), kiln.train.sampler (the batches), and here the step,
+-- evaluation, checkpoints, hooks and console. With run_dir it writes:
 --
---   run_dir/config.yaml     the resolved configuration, kiln version, the exact command
---   run_dir/metrics.csv     step, tokens, lr, loss, grad_norm, tokens_per_s, <set>_loss ...
+--   run_dir/config.yaml     the resolved configuration, kiln version, command, fingerprint
+--   run_dir/metrics.csv     step, tokens, lr, loss_weighted, loss_unweighted, grad_norm, <set>_loss ...
+--   run_dir/timing.csv      step, tokens_per_s, seconds (apart, so metrics.csv is reproducible)
 --   run_dir/positions.csv   step, set, then the mean loss at each position 1..T
 --   run_dir/checkpoints/    step_00000100.safetensors ... (model, AdamW moments, RNG state)
 --   run_dir/summary.yaml    written at the end (final losses, per-position losses of the last
@@ -17,6 +20,7 @@
 --     eval = { every = 100, at = {...}, sets = { val = ds_val, ood = ds_ood }, windows = 64 },
 --     checkpoint = { every = 500, at = {...} },
 --     run_dir = "runs/x", seed = 1, log_every = 10, config = {...}, quiet = false,
+--     restart = false, start = "path/to/start.safetensors",
 --     on_step = function(info) ... end,  on_eval = ...,  on_checkpoint = ...,
 --   }
 --
@@ -28,88 +32,17 @@
 --
 -- A hook returning "stop" ends the run after that step (summary status "stopped"). A run
 -- started again on a directory with checkpoints resumes from the newest one and gives the
--- same results as an uninterrupted run; one whose summary.yaml exists returns it at once.
+-- same results as an uninterrupted run, provided its fingerprint is the same (else it is
+-- refused, unless restart = true); one whose summary.yaml exists returns that summary.
 local kiln = require "kiln"
 local util = require "kiln.util"
 local check = require "kiln.check"
-local schedule_mod = require "kiln.schedule"
-local weighting_mod = require "kiln.weighting"
+local options = require "kiln.train.options"
+local runlog = require "kiln.runlog"
+local sampler = require "kiln.train.sampler"
 
 local M = {}
-
-local KNOWN = {
-  model = true, optimizer = true, data = true, steps = true, tokens = true, batch = true,
-  context = true, accumulate = true, schedule = true, weighting = true, eval = true,
-  checkpoint = true, run_dir = true, seed = true, log_every = true, config = true,
-  quiet = true, on_step = true, on_eval = true, on_checkpoint = true, command = true,
-  progress = true, state = true, resume = true, final_eval = true,
-}
-
-local function fail(fmt, ...) error("kiln.train: " .. fmt:format(...), 0) end
-
-local function is_userdata_of(x, name)
-  return type(x) == "userdata" and (getmetatable(x) or {}).__name == name
-end
-
--- A list of {name=, dataset=, weight=} from the `data` option.
-local function normalize_data(data)
-  if is_userdata_of(data, "kiln.Dataset") then
-    return { { name = "train", dataset = check.arg("kiln.train", "data", data, "kiln.Dataset"), weight = 1 } }
-  end
-  if type(data) ~= "table" or #data == 0 then
-    fail("'data' must be a kiln.dataset or a list of {dataset = ..., weight = ...} (got %s)", type(data))
-  end
-  local out, total = {}, 0
-  for i, d in ipairs(data) do
-    check.arg("kiln.train", ("data[%d]"):format(i), d, "table")
-    local ds = d.dataset or d[1]
-    local w = d.weight or d[2] or 1
-    if not is_userdata_of(ds, "kiln.Dataset") then fail("data[%d].dataset must be a kiln.dataset", i) end
-    check.arg("kiln.train", ("data[%d].dataset"):format(i), ds, "kiln.Dataset")
-    if not check.isfinite(w) or w < 0 then fail("data[%d].weight must be a finite number >= 0", i) end
-    if d.name ~= nil and type(d.name) ~= "string" then fail("data[%d].name must be a string", i) end
-    out[i] = { name = d.name or ("data" .. i), dataset = ds, weight = w }
-    total = total + w
-  end
-  if total <= 0 then fail("the data weights sum to 0") end
-  for _, d in ipairs(out) do d.weight = d.weight / total end
-  return out
-end
-
-local function normalize_sets(sets)
-  local out = {}
-  if sets == nil then return out end
-  if is_userdata_of(sets, "kiln.Dataset") then
-    return { { name = "val", dataset = check.arg("kiln.train", "eval.sets", sets, "kiln.Dataset") } }
-  end
-  if type(sets) ~= "table" then fail("eval.sets must be a table of name = kiln.dataset") end
-  for _, name in ipairs(util.sorted_keys(sets)) do
-    local ds = sets[name]
-    if type(name) ~= "string" then fail("eval.sets keys must be names (strings)") end
-    if not name:match("^[%w_]+$") then fail("eval set name '%s' must be letters, digits or _", name) end
-    if not is_userdata_of(ds, "kiln.Dataset") then fail("eval.sets.%s must be a kiln.dataset", name) end
-    check.arg("kiln.train", "eval.sets." .. name, ds, "kiln.Dataset")
-    out[#out + 1] = { name = name, dataset = ds }
-  end
-  return out
-end
-
--- A set of steps from {every = n, at = {...}} (step numbers count completed steps: eval at
--- step 100 happens after the 100th update).
-local function step_set(spec, what, total)
-  local set = {}
-  if spec == nil then return set end
-  if type(spec) ~= "table" then fail("'%s' must be a table like {every = 100, at = {...}}", what) end
-  if spec.every ~= nil then
-    if math.type(spec.every) ~= "integer" or spec.every < 1 then fail("%s.every must be a positive integer", what) end
-    for s = spec.every, total, spec.every do set[s] = true end
-  end
-  for _, s in ipairs(spec.at or {}) do
-    if math.type(s) ~= "integer" or s < 0 then fail("%s.at must hold step numbers (integers >= 0)", what) end
-    if s <= total then set[s] = true end
-  end
-  return set
-end
+local fail = options.fail
 
 -- Evaluate the model on a dataset's fixed windows: mean loss and the per-position means.
 -- With fewer windows asked for than the list holds, they are spread evenly over the list
@@ -153,35 +86,145 @@ function M.evaluate(model, ds, T, windows, B, split)
   return sum / T, per
 end
 
--- Simple serialisation of a flat table of strings/numbers/booleans for checkpoint meta.
-local function encode_state(t)
-  return kiln.yaml.encode(t or {})
+-- The run's state between its parts (one table, so each part is a function of it).
+local function new_run(p, o)
+  return {
+    p = p, o = o, model = p.model, opt = p.opt, rng = kiln.rng(p.seed), state = o.state or {},
+    step = 0, tokens = 0, status = "complete", stop_reason = nil, last = {}, last_eval = {},
+    speeds = {}, ar_times = {}, last_good = nil, saved = {},
+  }
 end
 
-local function newest_checkpoint(dir)
-  local files = util.list_dir(dir .. "/checkpoints", "^step_%d+%.safetensors$")
-  local best, best_step = nil, -1
-  for _, f in ipairs(files) do
-    local s = tonumber(f:match("^step_(%d+)"))
-    if s > best_step then best, best_step = dir .. "/checkpoints/" .. f, s end
+local function call_hook(r, name, info)
+  local h = r.o[name]
+  if not h then return false end
+  local ok, v = pcall(h, info)
+  if not ok then fail("the %s hook failed at step %d: %s", name, info.step, tostring(v)) end
+  if v == "stop" then r.status, r.stop_reason = "stopped", name; return true end
+  return false
+end
+
+-- A non-finite loss, evaluation or parameter: stop, naming the newest checkpoint known to be
+-- good (saved with finite parameters, before any non-finite value: none is saved after).
+local function diverged(r, fmtstr, ...)
+  r.status = "failed"
+  local good = r.last_good or (r.log and r.log.checkpoint) or "none"
+  local args = table.pack(...)
+  args[args.n + 1] = good
+  fail("diverged: " .. fmtstr .. "; stopped (last good checkpoint: %s)", table.unpack(args, 1, args.n + 1))
+end
+
+local function save_checkpoint(r, step)
+  local p = r.p
+  if not p.run_dir then return nil end
+  local flat = r.model:flat_params()
+  local bad = flat:first_nonfinite()
+  if bad then
+    diverged(r, "step %d: parameter %d of the model is %s, not saved as a checkpoint", step, bad, util.num(flat:get(bad)))
   end
-  return best, best_step
+  local path = ("%s/checkpoints/step_%08d.safetensors"):format(p.run_dir, step)
+  if p.rank == 0 then
+    kiln.save(path, { model = r.model, optimizer = r.opt, tokenizer = p.data[1].dataset:tokenizer(), meta = {
+      step = step, tokens = r.tokens, rng = r.rng:state(), lua_state = kiln.yaml.encode(r.state),
+      last_step = kiln.yaml.encode(r.last) } })
+  end
+  if p.nranks > 1 then kiln.mpi.barrier("checkpoint") end   -- the file exists on return, on every rank
+  r.saved[step], r.last_good = true, path
+  return path
 end
 
--- Keep only the CSV lines whose first field (step) is <= step: a resumed run rewrites
--- what came after its checkpoint, so the files end up as an uninterrupted run's.
-local function truncate_csv(path, step)
-  local text = util.read_file(path)
-  if not text then return end
-  local out, header = {}, true
-  for line in text:gmatch("[^\n]*\n") do
-    if header then out[#out + 1] = line; header = false
-    else
-      local s = tonumber(line:match("^([^,]*)"))
-      if s and s <= step then out[#out + 1] = line end
+-- Evaluate every set at `step`; with write_rows, log the per-position losses.
+local function do_eval(r, step, write_rows)
+  local p = r.p
+  local row = {}
+  for _, s in ipairs(p.sets) do
+    local mean, per = M.evaluate(r.model, s.dataset, p.T, p.eval_windows, p.eval_opts.batch or p.local_B, p.nranks > 1)
+    if mean ~= mean or mean == math.huge or mean == -math.huge then
+      diverged(r, "step %d: the evaluation loss on '%s' is %s", step, s.name, util.num(mean))
+    end
+    row[s.name] = { loss = mean, positions = per }
+    if write_rows and r.log and r.log.positions then
+      local fields = { step, s.name }
+      for i = 1, p.T do fields[#fields + 1] = per[i] end
+      r.log.positions:line(fields)
     end
   end
-  util.write_atomic(path, table.concat(out))
+  r.last_eval = row
+  return row
+end
+
+-- Resume from the run directory's newest checkpoint, if any.
+local function resume(r)
+  local log, p = r.log, r.p
+  if not (log and log.checkpoint) then
+    if p.start then kiln.load(p.start, { model = r.model }) end
+    return
+  end
+  local _, meta = kiln.load(log.checkpoint, { model = r.model, optimizer = r.opt })
+  r.rng:set_state(meta.rng)
+  r.step, r.tokens = tonumber(meta.step), tonumber(meta.tokens)
+  if meta.lua_state then r.state = kiln.yaml.decode(meta.lua_state) end
+  if meta.last_step then r.last = kiln.yaml.decode(meta.last_step) end
+  r.saved[r.step], r.last_good = true, log.checkpoint
+  if not p.quiet then print(("%s: resuming from step %d (%s)"):format(p.run_dir, r.step, log.checkpoint)) end
+end
+
+-- One optimizer step at r.step (0-based): the LR the schedule gives for it, `accumulate`
+-- micro-batches, the update. Sets r.last = {lr, loss_weighted, loss_unweighted, grad_norm}.
+local function train_step(r, k)
+  local p, model = r.p, r.model
+  local lr = p.lr[r.step + 1]
+  model:zero_grad()
+  local loss = 0
+  for _ = 1, p.accum do
+    k.fill()
+    local l = model:forward(k.batch, p.weights, p.normalize)
+    if l ~= l or l == math.huge or l == -math.huge then
+      diverged(r, "step %d: the loss is %s, before the update", r.step, util.num(l))
+    end
+    model:add_position_losses(k.pos_acc)   -- the unweighted loss, from the same forward
+    model:backward(1 / p.accum)
+    loss = loss + l / p.accum
+  end
+  local unweighted = k.pos_acc:sum() / (p.local_B * p.T * p.accum)
+  k.pos_acc:fill(0)
+  if p.nranks > 1 then   -- the global batch's mean gradient and losses, on every rank
+    local t1 = kiln.clock()
+    kiln.mpi.allreduce(k.grads, "mean", "grads")
+    r.ar_times[#r.ar_times + 1] = kiln.clock() - t1
+    loss = kiln.mpi.allreduce(loss, "mean", "loss")
+    unweighted = kiln.mpi.allreduce(unweighted, "mean", "loss")
+  end
+  k.hp.lr = lr
+  local ok, norm = pcall(r.opt.step, r.opt, k.hp)
+  if not ok then diverged(r, "step %d: %s, before the update", r.step, tostring(norm)) end
+  r.step, r.tokens = r.step + 1, r.tokens + p.tokens_per_step
+  local last = r.last
+  last.lr, last.loss_weighted, last.loss_unweighted, last.grad_norm = lr, loss, unweighted, norm
+end
+
+-- Median tokens/s over the last n steps, through one reused scratch table.
+local function recent_speed(r, n)
+  local speeds, scratch = r.speeds, r.speed_scratch
+  for i = #scratch, 1, -1 do scratch[i] = nil end
+  for i = math.max(1, #speeds - n + 1), #speeds do scratch[#scratch + 1] = speeds[i] end
+  return util.median(scratch)
+end
+
+-- The metrics row of step s (after s updates): lr is the LR that update used, schedule(s - 1).
+-- Timings go to timing.csv, so metrics.csv of a resumed run is byte for byte the same.
+local function log_metrics(r, evaluated, eval_row)
+  local p, log, last = r.p, r.log, r.last
+  if not (log and log.metrics) then return end
+  local step = r.step
+  if not (step % p.log_every == 0 or evaluated or step == p.steps) then return end
+  local fields = { step, r.tokens, util.num32(last.lr), last.loss_weighted, last.loss_unweighted, last.grad_norm }
+  for _, s in ipairs(p.sets) do fields[#fields + 1] = evaluated and eval_row[s.name].loss or nil end
+  log.metrics:line(fields)
+  local now = kiln.clock()
+  local tps = r.tokens > r.tokens_last and recent_speed(r, p.log_every) or nil
+  log.timing:line({ step, tps and math.floor(tps + 0.5) or nil, ("%.3f"):format(now - r.t_start) })
+  r.tokens_last = r.tokens
 end
 
 local function format_eta(seconds)
@@ -192,443 +235,129 @@ local function format_eta(seconds)
   return ("%ds"):format(seconds)
 end
 
--- The types of the options that are not checked where they are used.
-local function check_option_types(o)
-  local who = "kiln.train"
-  if o.log_every ~= nil then check.integer(who, "log_every", o.log_every, 1) end
-  if o.seed ~= nil then check.integer(who, "seed", o.seed) end
-  if o.run_dir ~= nil then check.string(who, "run_dir", o.run_dir, true) end
-  for _, k in ipairs { "quiet", "progress", "final_eval" } do check.arg(who, k, o[k], "?boolean") end
-  for _, k in ipairs { "on_step", "on_eval", "on_checkpoint" } do check.arg(who, k, o[k], "?callable") end
-  check.arg(who, "config", o.config, "?table")
-  check.arg(who, "state", o.state, "?table")
-  check.arg(who, "command", o.command, "?string")
-  if o.resume ~= nil and o.resume ~= true and o.resume ~= false and o.resume ~= "force" then
-    check.fail(who, "resume", 'true, false or "force"', o.resume)
+-- The console: a live line on a terminal (at most 5 redraws a second), else a plain line every
+-- log_every steps; the evaluation losses when there are some.
+local function print_progress(r, evaluated, eval_row)
+  local p, last, step = r.p, r.last, r.step
+  if p.quiet then return end
+  local now = kiln.clock()
+  if p.progress and (now - r.last_progress >= 0.2 or step == p.steps or evaluated) then
+    r.last_progress = now
+    local tps = recent_speed(r, 20) or 0
+    local eta = (p.steps - step) * p.tokens_per_step / math.max(tps, 1e-9)
+    io.write(("\r\27[Kstep %d/%d  loss %.4f  lr %.2e  %.0f tok/s  ETA %s"):format(
+      step, p.steps, last.loss_weighted, last.lr, tps, format_eta(eta)))
+    io.stdout:flush()
+  elseif not p.progress and (step % p.log_every == 0 or step == p.steps) then
+    print(("step %d/%d  loss %.4f  lr %.2e  grad %.3f  %.0f tok/s"):format(
+      step, p.steps, last.loss_weighted, last.lr, last.grad_norm, recent_speed(r, 20) or 0))
   end
-  if o.steps ~= nil then check.integer(who, "steps", o.steps, 0) end
-  if o.tokens ~= nil then check.positive(who, "tokens", o.tokens) end
-  if o.eval ~= nil then
-    check.fields(who, "eval", o.eval, { "every", "at", "sets", "windows", "batch" })
-    if o.eval.windows ~= nil then check.integer(who, "eval.windows", o.eval.windows, 1) end
-    if o.eval.batch ~= nil then check.integer(who, "eval.batch", o.eval.batch, 1, check.MAX_BATCH) end
-  end
-  if o.checkpoint ~= nil then check.fields(who, "checkpoint", o.checkpoint, { "every", "at" }) end
-  for _, k in ipairs { "eval", "checkpoint" } do
-    if o[k] ~= nil and o[k].at ~= nil then check.list(who, k .. ".at", o[k].at, "integer") end
+  if evaluated then
+    local parts = {}
+    for _, s in ipairs(p.sets) do parts[#parts + 1] = ("%s %.4f"):format(s.name, eval_row[s.name].loss) end
+    if p.progress then io.write("\n") end
+    print(("eval @ %d: %s"):format(step, table.concat(parts, "  ")))
   end
 end
 
-function M.run(o)
-  if type(o) ~= "table" then error("kiln.train: expected a table of options", 2) end
-  for k in pairs(o) do
-    if not KNOWN[k] then
-      local names = util.sorted_keys(KNOWN)
-      fail("unknown option '%s' (known: %s)", tostring(k), table.concat(names, ", "))
-    end
-  end
-
-  check_option_types(o)
-
-  -- Model and optimizer ----------------------------------------------------------------
-  local model = o.model
-  if type(model) == "table" then model = check.call("kiln.train: 'model'", kiln.model, model)
-  elseif not is_userdata_of(model, "kiln.Model") then fail("'model' must be a kiln.model or a config table") end
-  check.arg("kiln.train", "model", model, "kiln.Model")
-  local mcfg = model:config()
-  local opt = o.optimizer
-  if opt == nil or type(opt) == "table" then opt = check.call("kiln.train: 'optimizer'", kiln.adamw, model, opt)
-  elseif not is_userdata_of(opt, "kiln.AdamW") then fail("'optimizer' must be a kiln.adamw or a table of hyperparameters") end
-  check.arg("kiln.train", "optimizer", opt, "kiln.AdamW")
-  if opt:model() ~= model then fail("the optimizer belongs to another model") end
-
-  -- Shapes and budget --------------------------------------------------------------------
-  local B = o.batch or 16
-  local T = o.context or mcfg.block_size
-  local accum = o.accumulate or 1
-  if math.type(B) ~= "integer" or B < 1 or B > check.MAX_BATCH then
-    fail("'batch' must be an integer in 1..%d (got %s)", check.MAX_BATCH, check.describe(B))
-  end
-  if math.type(T) ~= "integer" or T < 1 or T > mcfg.block_size then
-    fail("'context' must be an integer in 1..%d (the model's block_size), got %s", mcfg.block_size, tostring(T))
-  end
-  if math.type(accum) ~= "integer" or accum < 1 or accum > check.MAX_ACCUMULATE then
-    fail("'accumulate' must be an integer in 1..%d (got %s)", check.MAX_ACCUMULATE, check.describe(accum))
-  end
-  local mpi = kiln.mpi
-  local nranks, rank = mpi.size(), mpi.rank()
-  local _ <close> = mpi.guard("kiln.train")   -- an error here reaches the other ranks at once
-  if B % nranks ~= 0 then fail("'batch' (%d) must be a multiple of the number of processes (%d)", B, nranks) end
-  local local_B = B // nranks
-  local tokens_per_step = B * T * accum
-  local steps = o.steps
-  if steps == nil and o.tokens ~= nil then
-    if type(o.tokens) ~= "number" or o.tokens <= 0 then fail("'tokens' must be a positive number") end
-    steps = math.ceil(o.tokens / tokens_per_step)
-  end
-  if math.type(steps) ~= "integer" or steps < 0 then fail("give 'steps' (a non-negative integer) or 'tokens'") end
-
-  local data = normalize_data(o.data)
-  for _, d in ipairs(data) do
-    d.dataset:check_vocab(mcfg.vocab_size)
-    d.dataset:check_window(T)
-  end
-  local eval_opts = o.eval or {}
-  local sets = normalize_sets(eval_opts.sets)
-  for _, s in ipairs(sets) do s.dataset:check_window(T); s.dataset:check_vocab(mcfg.vocab_size) end
-  local eval_steps = step_set(eval_opts, "eval", steps)
-  if #sets > 0 and o.final_eval ~= false then eval_steps[steps] = true end
-  local ckpt_steps = step_set(o.checkpoint, "checkpoint", steps)
-
-  -- Schedule and weighting -------------------------------------------------------------
-  local base_lr = opt:hparams().lr
-  local sched = o.schedule ~= nil and check.call("kiln.train: 'schedule'", schedule_mod.make, o.schedule, "schedule")
-                or function() return base_lr end
-  local weights, normalize = nil, false
-  if o.weighting ~= nil then
-    local w = check.call("kiln.train: 'weighting'", weighting_mod.make, o.weighting)
-    local vec = check.call("kiln.train: 'weighting'", w.vector, w, T)
-    if #vec ~= T then fail("weighting: expected %d weights (one per position), got %d", T, #vec) end
-    weights, normalize = kiln.tensor_from(vec), w.normalize and true or false
-  end
-
-  local log_every = o.log_every or 10
-  local quiet = o.quiet or rank ~= 0
-  local run_dir = o.run_dir
-  local seed = o.seed or 1
-  local progress = o.progress
-  if progress == nil or rank ~= 0 then progress = not quiet and kiln.isatty(1) end
-
-  -- Run directory: validate before writing anything -------------------------------------
-  local config_text
-  if run_dir then
-    local config = {
-      kiln_version = kiln.version,
-      command = o.command or (arg and table.concat({ arg[0] or "?", table.unpack(arg) }, " ")) or "?",
-      config = o.config or {},
-      model = mcfg,
-      train = { steps = steps, batch = B, context = T, accumulate = accum, seed = seed,
-                tokens_per_step = tokens_per_step,
-                schedule = type(sched) == "table" and sched.describe and sched:describe() or "function",
-                -- The exact schedule (for LR-aware temporal-law forms), when it can be written.
-                schedule_config = (function()
-                  if type(sched) ~= "table" or not sched.config then return nil end
-                  local ok, c = pcall(sched.config, sched)
-                  if ok and pcall(kiln.yaml.encode, c) then return c end
-                end)(),
-                weighting = o.weighting and weighting_mod.make(o.weighting):describe() or "uniform",
-                data = (function()
-                  local t = {}
-                  for i, d in ipairs(data) do t[i] = { name = d.name, path = d.dataset:path(), weight = d.weight } end
-                  return t
-                end)(),
-                eval_sets = (function()
-                  local t = {}
-                  for _, s in ipairs(sets) do t[s.name] = s.dataset:path() end
-                  return t
-                end)() },
-      optimizer = opt:hparams(),
-    }
-    config_text = kiln.yaml.encode(config)
-    if util.exists(run_dir .. "/summary.yaml") then
-      local summary = kiln.yaml.load(run_dir .. "/summary.yaml")
-      if not quiet then print(("%s: already complete (%s)"):format(run_dir, summary.status or "?")) end
-      summary.already_complete = true
-      return summary
-    end
-    local old = util.read_file(run_dir .. "/config.yaml")
-    if old then
-      -- The command line may differ between a run and its resumption; the rest may not.
-      local strip = function(s) return (("\n" .. s):gsub("\ncommand: [^\n]*", "")) end
-      if strip(old) ~= strip(config_text) and o.resume ~= "force" then
-        fail("%s holds a run with another configuration (compare its config.yaml); use a new run_dir", run_dir)
-      end
-    end
-  end
-
-  -- Start or resume ----------------------------------------------------------------------
-  local rng = kiln.rng(seed)
-  local start_step, tokens_seen = 0, 0
-  local state = o.state or {}
-  if run_dir then
-    if rank == 0 then check.call("kiln.train", util.mkdir, run_dir .. "/checkpoints") end
-    local ckpt, ckpt_step = newest_checkpoint(run_dir)
-    if ckpt and o.resume == false then
-      fail("%s has checkpoints (newest %s); resume = false would overwrite them: use a new run_dir", run_dir, ckpt)
-    end
-    if ckpt then
-      local _, meta = kiln.load(ckpt, { model = model, optimizer = opt })
-      rng:set_state(meta.rng)
-      start_step = tonumber(meta.step)
-      tokens_seen = tonumber(meta.tokens)
-      if meta.lua_state then state = kiln.yaml.decode(meta.lua_state) end
-      if rank == 0 then
-        truncate_csv(run_dir .. "/metrics.csv", ckpt_step)
-        truncate_csv(run_dir .. "/positions.csv", ckpt_step)
-      end
-      if not quiet then print(("%s: resuming from step %d (%s)"):format(run_dir, start_step, ckpt)) end
-    elseif rank == 0 then
-      -- A start with no checkpoint yet: rows a previous attempt logged before dying are
-      -- dropped, so they are not written twice.
-      truncate_csv(run_dir .. "/metrics.csv", -1)
-      truncate_csv(run_dir .. "/positions.csv", -1)
-      if not util.exists(run_dir .. "/config.yaml") then util.write_atomic(run_dir .. "/config.yaml", config_text) end
-    end
-  end
-
-  local metrics_f, positions_f
-  local set_names = {}
-  for i, s in ipairs(sets) do set_names[i] = s.name end
-  if run_dir and rank == 0 then
-    local mpath, ppath = run_dir .. "/metrics.csv", run_dir .. "/positions.csv"
-    local fresh_m, fresh_p = not util.exists(mpath), not util.exists(ppath)
-    metrics_f = assert(io.open(mpath, "ab"))
-    positions_f = assert(io.open(ppath, "ab"))
-    if fresh_m then
-      local header = { "step", "tokens", "lr", "loss", "grad_norm", "tokens_per_s" }
-      for _, n in ipairs(set_names) do header[#header + 1] = n .. "_loss" end
-      metrics_f:write(util.csv_line(header))
-    end
-    if fresh_p then
-      local header = { "step", "set" }
-      for i = 1, T do header[#header + 1] = "pos" .. i end
-      positions_f:write(util.csv_line(header))
-    end
-  end
-
-  local batch = kiln.batch(local_B, T)
-  model:reserve(local_B, T)
-  local grads, ar_times = model:flat_grads(), {}
-  -- Every rank starts from rank 0's weights (a model built with another seed elsewhere
-  -- would otherwise train apart without a word).
-  if nranks > 1 then mpi.broadcast(model:flat_params(), 0, "initial weights") end
-  local history, last_eval = {}, {}
-  local status, stop_reason = "complete", nil
-  local last_loss, last_norm, last_lr = nil, nil, nil
-  local speeds = {}
-
-  local function call_hook(name, info)
-    local h = o[name]
-    if not h then return false end
-    local ok, r = pcall(h, info)
-    if not ok then fail("the %s hook failed at step %d: %s", name, info.step, tostring(r)) end
-    if r == "stop" then status, stop_reason = "stopped", name; return true end
+-- The hooks after a step and the checkpoint (when due or stopping); true when a hook stopped.
+local function after_step(r, evaluated, eval_row)
+  local p, o, last = r.p, r.o, r.last
+  if not (o.on_step or o.on_eval or o.on_checkpoint) then
+    if p.ckpt_steps[r.step] then save_checkpoint(r, r.step) end
     return false
   end
-
-  -- The newest checkpoint known to be good: saved with finite parameters, and before any
-  -- non-finite loss or evaluation (the run stops at the first one, so none is saved after).
-  local last_good = nil
-  local function diverged(fmtstr, ...)
-    status = "failed"
-    local good = last_good or (run_dir and start_step > 0 and newest_checkpoint(run_dir)) or "none"
-    local args = table.pack(...)
-    args[args.n + 1] = good
-    fail("diverged: " .. fmtstr .. "; stopped (last good checkpoint: %s)", table.unpack(args, 1, args.n + 1))
+  -- Hooks get a fresh table each step (they may keep it).
+  local info = { step = r.step, tokens = r.tokens, loss = last.loss_weighted, loss_unweighted = last.loss_unweighted,
+                 lr = last.lr, grad_norm = last.grad_norm, model = r.model, optimizer = r.opt, state = r.state,
+                 steps = p.steps, eval = eval_row }
+  local stop = call_hook(r, "on_step", info)
+  if evaluated then stop = call_hook(r, "on_eval", info) or stop end
+  if p.ckpt_steps[r.step] or (stop and p.run_dir) then
+    info.checkpoint = save_checkpoint(r, r.step)
+    stop = call_hook(r, "on_checkpoint", info) or stop
   end
+  return stop
+end
 
-  local function save_checkpoint(step)
-    if not run_dir then return nil end
-    local bad = model:flat_params():first_nonfinite()
-    if bad then
-      diverged("step %d: parameter %d of the model is %s, not saved as a checkpoint", step, bad,
-        util.num(model:flat_params():get(bad)))
-    end
-    local path = ("%s/checkpoints/step_%08d.safetensors"):format(run_dir, step)
-    if rank == 0 then
-      kiln.save(path, { model = model, optimizer = opt, tokenizer = data[1].dataset:tokenizer(), meta = {
-        step = step, tokens = tokens_seen, rng = rng:state(), lua_state = encode_state(state) } })
-    end
-    if nranks > 1 then mpi.barrier("checkpoint") end   -- the file exists on return, on every rank
-    return path
-  end
+-- The buffers of the step, made once: no allocation inside the loop.
+local function step_kit(r)
+  local p = r.p
+  local batch = kiln.batch(p.local_B, p.T)
+  r.model:reserve(p.local_B, p.T)
+  return { batch = batch, fill = sampler.new(p, batch, r.rng), pos_acc = kiln.tensor(p.T),
+           grads = r.model:flat_grads(), hp = { lr = 0 } }
+end
 
-  local function do_eval(step)
-    local row = {}
-    for _, s in ipairs(sets) do
-      local mean, per = M.evaluate(model, s.dataset, T, eval_opts.windows or 64, eval_opts.batch or local_B, nranks > 1)
-      if mean ~= mean or mean == math.huge or mean == -math.huge then
-        diverged("step %d: the evaluation loss on '%s' is %s", step, s.name, util.num(mean))
-      end
-      row[s.name] = { loss = mean, positions = per }
-      if positions_f then
-        local fields = { step, s.name }
-        for i = 1, T do fields[#fields + 1] = per[i] end
-        positions_f:write(util.csv_line(fields))
-      end
-    end
-    if positions_f then positions_f:flush() end
-    last_eval = row
-    return row
-  end
-
-  -- Draw rows first .. first+count-1 of the global batch from ds. Every rank draws all B
-  -- rows from the shared rng, so the batch is the single-process one, and keeps its own
-  -- rows lo..hi; the others go to a scratch batch.
-  local lo, hi = rank * local_B + 1, (rank + 1) * local_B
-  local scratch = nranks > 1 and kiln.batch(local_B, T) or nil
-  local function draw(ds, first, count)
-    local row, last = first, first + count - 1
-    while row <= last do
-      local n
-      if row < lo then
-        n = math.min(lo - 1, last, row + local_B - 1) - row + 1
-        ds:sample(scratch, rng, 1, n)
-      elseif row <= hi then
-        n = math.min(hi, last) - row + 1
-        ds:sample(batch, rng, row - lo + 1, n)
-      else
-        n = math.min(last, row + local_B - 1) - row + 1
-        ds:sample(scratch, rng, 1, n)
-      end
-      row = row + n
-    end
-  end
-
-  -- Sample a batch from the mixture: each row picks its dataset with the run's rng.
-  local counts = {}
-  local function fill_batch()
-    if #data == 1 then
-      if nranks > 1 then draw(data[1].dataset, 1, B) else data[1].dataset:sample(batch, rng) end
-      return
-    end
-    for i = 1, #data do counts[i] = 0 end
-    for _ = 1, B do
-      local u, acc, pick = rng:uniform(), 0, #data
-      for i, d in ipairs(data) do
-        acc = acc + d.weight
-        if u < acc then pick = i; break end
-      end
-      counts[pick] = counts[pick] + 1
-    end
-    local row = 1
-    for i, d in ipairs(data) do
-      if counts[i] > 0 then draw(d.dataset, row, counts[i]); row = row + counts[i] end
-    end
-  end
-
-  -- Median tokens/s over the last n steps, through one reused scratch table.
-  local scratch = {}
-  local function recent_speed(n)
-    local first = math.max(1, #speeds - n + 1)
-    for i = #scratch, 1, -1 do scratch[i] = nil end
-    for i = first, #speeds do scratch[#scratch + 1] = speeds[i] end
-    return util.median(scratch)
-  end
-  local has_hooks = o.on_step or o.on_eval or o.on_checkpoint
-  local step_hp = { lr = 0 }     -- opt:step's argument, reused every step
-  local last_progress = -math.huge
-
-  local t_start = kiln.clock()
-  local t_last, tokens_last = t_start, 0
-  local last_ckpt = nil
-  local step = start_step
-  while step < steps do
-    local sched_ok, lr = pcall(sched, step)
-    if not sched_ok then fail("the schedule failed at step %d: %s", step, tostring(lr)) end
-    if type(lr) ~= "number" or lr ~= lr or lr < 0 then
-      fail("the schedule gave lr = %s at step %d (expected a number >= 0)", tostring(lr), step)
-    end
+local function train_loop(r)
+  local p = r.p
+  local k = step_kit(r)
+  -- Every rank starts from rank 0's weights (a model built with another seed elsewhere
+  -- would otherwise train apart without a word).
+  if p.nranks > 1 then kiln.mpi.broadcast(r.model:flat_params(), 0, "initial weights") end
+  r.t_start, r.tokens_last, r.last_progress, r.speed_scratch = kiln.clock(), r.tokens, -math.huge, {}
+  while r.step < p.steps do
     local t0 = kiln.clock()
-    model:zero_grad()
-    local loss = 0
-    for _ = 1, accum do
-      fill_batch()
-      local l = model:forward(batch, weights, normalize)
-      if l ~= l or l == math.huge or l == -math.huge then
-        diverged("step %d: the loss is %s, before the update", step, util.num(l))
-      end
-      model:backward(1 / accum)
-      loss = loss + l / accum
-    end
-    if nranks > 1 then   -- the global batch's mean gradient and loss, on every rank
-      local t1 = kiln.clock()
-      mpi.allreduce(grads, "mean", "grads")
-      ar_times[#ar_times + 1] = kiln.clock() - t1
-      loss = mpi.allreduce(loss, "mean", "loss")
-    end
-    step_hp.lr = lr
-    local ok, norm = pcall(opt.step, opt, step_hp)
-    if not ok then diverged("step %d: %s, before the update", step, tostring(norm)) end
-    step = step + 1
-    tokens_seen = tokens_seen + tokens_per_step
-    local dt = kiln.clock() - t0
-    speeds[#speeds + 1] = tokens_per_step / dt
-    last_loss, last_norm, last_lr = loss, norm, lr
-
-    local evaluated = eval_steps[step] and #sets > 0
-    local eval_row = evaluated and do_eval(step) or nil
-    -- Hooks get a fresh table each step (they may keep it); without hooks none is built.
-    local info = has_hooks and { step = step, tokens = tokens_seen, loss = loss, lr = lr, grad_norm = norm,
-                                 model = model, optimizer = opt, state = state, steps = steps,
-                                 eval = eval_row } or nil
-    if metrics_f and (step % log_every == 0 or evaluated or step == steps) then
-      local now = kiln.clock()
-      local tps = (tokens_seen - tokens_last) > 0 and (now - t_last) > 0 and recent_speed(log_every) or nil
-      local fields = { step, tokens_seen, lr, loss, norm, tps and math.floor(tps + 0.5) or nil }
-      for _, n in ipairs(set_names) do fields[#fields + 1] = evaluated and eval_row[n].loss or nil end
-      metrics_f:write(util.csv_line(fields))
-      metrics_f:flush()
-      t_last, tokens_last = now, tokens_seen
-    end
-    if not quiet then
-      local now = kiln.clock()
-      -- The live line is redrawn at most 5 times a second; plain lines every log_every steps.
-      if progress and (now - last_progress >= 0.2 or step == steps or evaluated) then
-        last_progress = now
-        local tps = recent_speed(20) or 0
-        local eta = (steps - step) * tokens_per_step / math.max(tps, 1e-9)
-        io.write(("\r\27[Kstep %d/%d  loss %.4f  lr %.2e  %.0f tok/s  ETA %s"):format(
-          step, steps, loss, lr, tps, format_eta(eta)))
-        io.stdout:flush()
-      elseif not progress and (step % log_every == 0 or step == steps) then
-        print(("step %d/%d  loss %.4f  lr %.2e  grad %.3f  %.0f tok/s"):format(
-          step, steps, loss, lr, norm, recent_speed(20) or 0))
-      end
-      if evaluated then
-        local parts = {}
-        for _, n in ipairs(set_names) do parts[#parts + 1] = ("%s %.4f"):format(n, eval_row[n].loss) end
-        if progress then io.write("\n") end
-        print(("eval @ %d: %s"):format(step, table.concat(parts, "  ")))
-      end
-    end
-    local stop = info and call_hook("on_step", info) or false
-    if evaluated and info then stop = call_hook("on_eval", info) or stop end
-    if ckpt_steps[step] or (stop and run_dir) then
-      last_ckpt = save_checkpoint(step)
-      last_good = last_ckpt or last_good
-      if info then
-        info.checkpoint = last_ckpt
-        stop = call_hook("on_checkpoint", info) or stop
-      end
-    end
-    if stop then break end
+    train_step(r, k)
+    r.speeds[#r.speeds + 1] = p.tokens_per_step / (kiln.clock() - t0)
+    local evaluated = p.eval_steps[r.step] and #p.sets > 0
+    local eval_row = evaluated and do_eval(r, r.step, true) or nil
+    log_metrics(r, evaluated, eval_row)
+    print_progress(r, evaluated, eval_row)
+    if after_step(r, evaluated, eval_row) then break end
   end
-  if progress and not quiet then io.write("\n") end
-  if metrics_f then metrics_f:close(); positions_f:close() end
+  if p.progress and not p.quiet then io.write("\n") end
+end
 
+local function summary_of(r)
+  local p, last = r.p, r.last
+  local median = util.median(r.speeds)
   local summary = {
-    status = status, steps = step, tokens = tokens_seen, final_loss = last_loss,
-    final_lr = last_lr, final_grad_norm = last_norm,
-    tokens_per_s = util.median(speeds) and math.floor(util.median(speeds) + 0.5) or nil,
-    wall_seconds = kiln.clock() - t_start, eval = {},
+    status = r.status, steps = r.step, tokens = r.tokens, final_loss = last.loss_weighted,
+    final_loss_unweighted = last.loss_unweighted, final_lr = last.lr and tonumber(util.num32(last.lr)),
+    final_grad_norm = last.grad_norm, tokens_per_s = median and math.floor(median + 0.5) or nil,
+    wall_seconds = kiln.clock() - (r.t_start or kiln.clock()), eval = {}, positions = {},
   }
-  if stop_reason then summary.stopped_by = stop_reason end
-  if nranks > 1 then
-    summary.processes = nranks
-    summary.allreduce_ms = util.median(ar_times) and util.median(ar_times) * 1000 or nil
+  if r.stop_reason then summary.stopped_by = r.stop_reason end
+  if p.nranks > 1 then
+    summary.processes = p.nranks
+    summary.allreduce_ms = util.median(r.ar_times) and util.median(r.ar_times) * 1000 or nil
   end
-  summary.positions = {}
-  for name, r in pairs(last_eval) do
-    summary.eval[name] = r.loss
-    summary.positions[name] = r.positions
+  for name, e in pairs(r.last_eval) do
+    summary.eval[name] = e.loss
+    summary.positions[name] = e.positions
   end
-  if run_dir and status == "complete" then
-    if not ckpt_steps[step] then save_checkpoint(step) end
-    if rank == 0 then util.write_atomic(run_dir .. "/summary.yaml", kiln.yaml.encode(summary)) end
+  return summary
+end
+
+-- The end of a complete run: the final checkpoint (unless saved), and when a resumed run
+-- starts at its final step (killed after the checkpoint, before the summary) the final
+-- evaluation again from that checkpoint, so the summary is the uninterrupted run's.
+local function finish(r)
+  local p = r.p
+  if r.status ~= "complete" then return end
+  if p.eval_steps[r.step] and #p.sets > 0 and next(r.last_eval) == nil then do_eval(r, r.step, false) end
+  if p.run_dir and not r.saved[r.step] then save_checkpoint(r, r.step) end
+end
+
+function M.run(o)
+  local _ <close> = kiln.mpi.guard("kiln.train")   -- an error here reaches the other ranks at once
+  local p = options.resolve(o)
+  local r = new_run(p, o)
+  local log, done
+  if p.run_dir then
+    log, done = runlog.open(p, o)
+    if done then return done end
   end
-  if nranks > 1 then mpi.barrier("end of kiln.train") end   -- rank 0's files are complete when any rank returns
-  summary.model, summary.optimizer, summary.state = model, opt, state
+  local _log <close> = log   -- the lock is released and the files closed however the run ends
+  r.log = log
+  resume(r)
+  train_loop(r)
+  finish(r)
+  local summary = summary_of(r)
+  if log then runlog.finish(log, r.status == "complete" and summary or nil) end
+  if p.nranks > 1 then kiln.mpi.barrier("end of kiln.train") end   -- rank 0's files are complete when any rank returns
+  summary.model, summary.optimizer, summary.state = r.model, r.opt, r.state
   return summary
 end
 

@@ -31,6 +31,7 @@ local kiln = require "kiln"
 local util = require "kiln.util"
 local check = require "kiln.check"
 local schedule_mod = require "kiln.schedule"
+local plot_mod = require "kiln.plot"
 
 local M = {}
 
@@ -646,114 +647,101 @@ end
 
 -- Plots -------------------------------------------------------------------------------------
 
-local function has_gnuplot()
-  return os.execute("command -v gnuplot >/dev/null 2>&1") == true
+M.has_gnuplot = function() return plot_mod.available() end
+
+local function series(name, x, y, points) return { name = name, x = x, y = y, points = points } end
+
+-- The measured per-position loss and the fitted law at a few checkpoints (5%, 25%, 50%, end).
+local function plot_positions(run, set, s, fits, path)
+  local picks, n = {}, #s.steps
+  for _, q in ipairs { 0.05, 0.25, 0.5, 1.0 } do
+    local k = math.max(1, math.min(n, math.floor(q * n + 0.5)))
+    if picks[#picks] ~= k then picks[#picks + 1] = k end
+  end
+  local pos, out = {}, {}
+  for i = 1, run.T do pos[i] = i end
+  for _, k in ipairs(picks) do
+    local f = fits[k]
+    out[#out + 1] = series(("step %d"):format(s.steps[k]), pos, s.losses[k], true)
+    out[#out + 1] = series(("fit at step %d (R^2 %.3f)"):format(s.steps[k], f.r2), pos, M.position_curve(f.a0, f.a1, f.a2, run.T))
+  end
+  return plot_mod.lines { path = path, series = out, logx = true, xlabel = "position i", ylabel = "loss (nats)",
+    title = ("per-position loss, set %s: L_i = a0/(1+a1 i) + a2"):format(set) }
 end
-M.has_gnuplot = has_gnuplot
 
-local function write(path, text) util.write_atomic(path, text) end
+-- a0, a1, a2 fitted per checkpoint and their fitted forms over training, the end of the
+-- fitting window marked.
+local function plot_params(run, set, s, fits, info, m, path)
+  local x, fx, last = {}, {}, s.steps[#s.steps]
+  local per, form = { a0 = {}, a1 = {}, a2 = {} }, { a0 = {}, a1 = {}, a2 = {} }
+  for k, st in ipairs(s.steps) do
+    x[k] = st * run.tokens_per_step / m.unit
+    for _, p in ipairs(PARAMS) do per[p][k] = fits[k][p] end
+  end
+  for j = 0, 200 do
+    local st = math.max(1, info.fit_from) * (last / math.max(1, info.fit_from)) ^ (j / 200)
+    fx[j + 1] = st * run.tokens_per_step / m.unit
+    for _, p in ipairs(PARAMS) do form[p][j + 1] = m.forms[p].at(st) end
+  end
+  local out = {}
+  for _, p in ipairs(PARAMS) do
+    out[#out + 1] = series(p .. " per checkpoint", x, per[p], true)
+    out[#out + 1] = series(p .. ": " .. m.forms[p].form, fx, form[p])
+  end
+  return plot_mod.lines { path = path, series = out, logx = true, ylabel = "parameter value",
+    xlabel = ("tokens / %g"):format(m.unit), title = "per-position law parameters over training, set " .. set,
+    vlines = { { x = info.fit_until * run.tokens_per_step / m.unit, label = "fit until" } } }
+end
 
--- plot(result, dir [, {gnuplot = true}]): per set, three figures, each as NAME.dat + NAME.gp
--- (always) and NAME.png (when gnuplot is installed): positions_<set> (measured per-position
--- loss and the fitted law at a few checkpoints), params_<set> (a0, a1, a2 over training and
--- their fitted forms, the cut marked), loss_<set> (measured vs predicted average loss, each
--- baseline, the cut marked). Returns the list of files written.
+-- The measured average loss against the temporal law's prediction and each baseline.
+local function plot_loss(run, set, s, info, m, path)
+  local x, measured, predicted, px = {}, {}, {}, {}
+  local base = {}
+  for _, b in ipairs(M.baselines) do base[b.name] = {} end
+  for k, st in ipairs(s.steps) do
+    x[k], measured[k] = st * run.tokens_per_step / m.unit, s.mean[k]
+    if st >= info.fit_from then
+      px[#px + 1], predicted[#predicted + 1] = x[k], M.predict(m, st).loss
+      for _, b in ipairs(M.baselines) do
+        local bl = info.baselines[b.name]
+        base[b.name][#px] = bl and bl.at(st) or 0 / 0
+      end
+    end
+  end
+  local out = { series("measured", x, measured, true), series("temporal law", px, predicted) }
+  for _, b in ipairs(M.baselines) do out[#out + 1] = series(b.name, px, base[b.name]) end
+  return plot_mod.lines { path = path, series = out, logx = true, xlabel = ("tokens / %g"):format(m.unit),
+    ylabel = "loss (nats)", title = ("average loss, set %s: measured vs predicted"):format(set),
+    vlines = { { x = info.fit_until * run.tokens_per_step / m.unit, label = "fit until" } } }
+end
+
+-- plot(result, dir): per set, three figures through kiln.plot, each NAME.dat + NAME.gp (always)
+-- and NAME.png (when gnuplot is installed): positions_<set>, params_<set>, loss_<set>.
+-- Returns the list of files written.
 function M.plot(result, dir, opts)
   local who = "kiln.tsl.plot"
   check_result(who, result)
   check.arg(who, "result.run", result.run, "table")
   check.string(who, "dir", dir, true)
-  opts = check.arg(who, "opts", opts, "?table") or {}
+  check.arg(who, "opts", opts, "?table")
   for i, info in ipairs(result.sets) do
     if type(info.models) ~= "table" or type(info.models.temporal) ~= "table" or type(info.set) ~= "string" then
       check.fail(who, ("result.sets[%d]"):format(i), "a set's entry from tsl.evaluate", info)
     end
   end
   util.mkdir(dir)
-  local run = result.run
-  local files = {}
-  local run_gp = opts.gnuplot ~= false and has_gnuplot()
-  local function emit(name, dat, gp)
-    write(dir .. "/" .. name .. ".dat", dat)
-    write(dir .. "/" .. name .. ".gp", gp)
-    files[#files + 1] = dir .. "/" .. name .. ".dat"
-    files[#files + 1] = dir .. "/" .. name .. ".gp"
-    if run_gp then
-      local ok = os.execute(("cd %s && gnuplot %s >/dev/null 2>&1"):format(util.shell_quote(dir), util.shell_quote(name .. ".gp")))
-      if ok then files[#files + 1] = dir .. "/" .. name .. ".png" end
-    end
+  local run, files = result.run, {}
+  local function add(made)
+    files[#files + 1] = made.dat
+    files[#files + 1] = made.gp
+    if made.png then files[#files + 1] = made.png end
   end
   for _, info in ipairs(result.sets) do
     local set, s = info.set, run.sets[info.set]
-    local fits = M.position_fits(run, set)
-    local m = info.models.temporal
-    -- 1. per-position curves at a few checkpoints
-    local picks, n = {}, #s.steps
-    for _, q in ipairs { 0.05, 0.25, 0.5, 1.0 } do
-      local k = math.max(1, math.min(n, math.floor(q * n + 0.5)))
-      if picks[#picks] ~= k then picks[#picks + 1] = k end
-    end
-    local dat, plots = {}, {}
-    for bi, k in ipairs(picks) do
-      local f = fits[k]
-      dat[#dat + 1] = ("# step %d  a0=%.6g a1=%.6g a2=%.6g R2=%.5f\n# position measured fitted"):format(s.steps[k], f.a0, f.a1, f.a2, f.r2)
-      local curve = M.position_curve(f.a0, f.a1, f.a2, run.T)
-      for i = 1, run.T do dat[#dat + 1] = ("%d %.6g %.6g"):format(i, s.losses[k][i], curve[i]) end
-      dat[#dat + 1] = "\n"
-      plots[#plots + 1] = ("'positions_%s.dat' index %d using 1:2 with points pt 7 ps 0.4 lc %d title 'step %d', '' index %d using 1:3 with lines lw 2 lc %d title 'fit R^2=%.3f'"):format(
-        set, bi - 1, bi, s.steps[k], bi - 1, bi, f.r2)
-    end
-    emit("positions_" .. set, table.concat(dat, "\n"), table.concat({
-      "set terminal pngcairo size 900,600", ("set output 'positions_%s.png'"):format(set),
-      ("set title 'per-position loss, set %s: L_i = a0/(1+a1 i) + a2'"):format(set),
-      "set xlabel 'position i'", "set ylabel 'loss (nats)'", "set logscale x", "set key top right",
-      "plot " .. table.concat(plots, ", \\\n     "), "" }, "\n"))
-    -- 2. parameters over training
-    local cut_t = info.fit_until * run.tokens_per_step / m.unit
-    dat = { "# tokens/unit a0 a1 a2 (measured, per checkpoint)" }
-    for k, st in ipairs(s.steps) do
-      local f = fits[k]
-      dat[#dat + 1] = ("%.6g %.6g %.6g %.6g"):format(st * run.tokens_per_step / m.unit, f.a0, f.a1, f.a2)
-    end
-    dat[#dat + 1] = "\n\n# tokens/unit a0 a1 a2 (fitted forms)"
-    local last = s.steps[#s.steps]
-    for j = 0, 200 do
-      local st = math.max(1, info.fit_from) * (last / math.max(1, info.fit_from)) ^ (j / 200)
-      dat[#dat + 1] = ("%.6g %.6g %.6g %.6g"):format(st * run.tokens_per_step / m.unit, m.forms.a0.at(st), m.forms.a1.at(st), m.forms.a2.at(st))
-    end
-    local gp = { "set terminal pngcairo size 1200,400", ("set output 'params_%s.png'"):format(set),
-                 "set multiplot layout 1,3 title 'per-position law parameters over training, set " .. set .. "'",
-                 ("set xlabel 'tokens / %g'"):format(m.unit), "set logscale x", "set key bottom left",
-                 ("set arrow 1 from %.6g, graph 0 to %.6g, graph 1 nohead dt 2 lc rgb 'gray40'"):format(cut_t, cut_t) }
-    for j, p in ipairs(PARAMS) do
-      gp[#gp + 1] = ("set title '%s: %s'"):format(p, m.forms[p].form)
-      gp[#gp + 1] = ("plot 'params_%s.dat' index 0 using 1:%d with points pt 7 ps 0.5 title 'fitted per checkpoint', '' index 1 using 1:%d with lines lw 2 title 'form'"):format(set, j + 1, j + 1)
-    end
-    gp[#gp + 1] = "unset multiplot"
-    emit("params_" .. set, table.concat(dat, "\n") .. "\n", table.concat(gp, "\n") .. "\n")
-    -- 3. measured vs predicted average loss
-    dat = { "# tokens/unit measured temporal power reciprocal log" }
-    for k, st in ipairs(s.steps) do
-      local row = { ("%.6g %.6g"):format(st * run.tokens_per_step / m.unit, s.mean[k]) }
-      if st >= info.fit_from then
-        row[#row + 1] = ("%.6g"):format(M.predict(m, st).loss)
-        for _, b in ipairs(M.baselines) do
-          local bl = info.baselines[b.name]
-          row[#row + 1] = bl and ("%.6g"):format(bl.at(st)) or "NaN"
-        end
-      else
-        row[#row + 1] = "NaN NaN NaN NaN"
-      end
-      dat[#dat + 1] = table.concat(row, " ")
-    end
-    emit("loss_" .. set, table.concat(dat, "\n") .. "\n", table.concat({
-      "set terminal pngcairo size 900,600", ("set output 'loss_%s.png'"):format(set),
-      ("set title 'average loss, set %s: measured vs predicted (fit left of the dashed line)'"):format(set),
-      ("set xlabel 'tokens / %g'"):format(m.unit), "set ylabel 'loss (nats)'", "set logscale x", "set key top right",
-      ("set arrow 1 from %.6g, graph 0 to %.6g, graph 1 nohead dt 2 lc rgb 'gray40'"):format(cut_t, cut_t),
-      ("plot 'loss_%s.dat' using 1:2 with points pt 7 ps 0.6 lc rgb 'black' title 'measured', \\"):format(set),
-      "     '' using 1:3 with lines lw 2 title 'temporal law', '' using 1:4 with lines dt 2 title 'power (Kaplan)', \\",
-      "     '' using 1:5 with lines dt 3 title 'reciprocal', '' using 1:6 with lines dt 4 title 'logarithmic'", "" }, "\n"))
+    local fits, m = M.position_fits(run, set), info.models.temporal
+    add(plot_positions(run, set, s, fits, dir .. "/positions_" .. set))
+    add(plot_params(run, set, s, fits, info, m, dir .. "/params_" .. set))
+    add(plot_loss(run, set, s, info, m, dir .. "/loss_" .. set))
   end
   return files
 end

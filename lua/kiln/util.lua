@@ -2,6 +2,8 @@
 -- CSV, number formatting that reads back exactly, and checking tables of named arguments.
 local M = {}
 local check = require "kiln.check"
+local lfs = require "lfs"
+local core = require "kiln.core"
 
 -- Quote a string for /bin/sh.
 function M.shell_quote(s)
@@ -10,61 +12,96 @@ end
 
 function M.exists(path)
   check.string("kiln.util.exists", "path", path)
-  local f = io.open(path, "rb")
-  if f then f:close(); return true end
-  return false
+  return lfs.attributes(path, "mode") ~= nil
 end
 
 function M.is_dir(path)
   check.string("kiln.util.is_dir", "path", path)
-  local ok = os.execute("test -d " .. M.shell_quote(path))
-  return ok == true
+  return lfs.attributes(path, "mode") == "directory"
 end
 
+-- Create a directory and its missing parents (like mkdir -p).
 function M.mkdir(path)
   check.string("kiln.util.mkdir", "path", path, true)
   if M.is_dir(path) then return end
-  local ok = os.execute("mkdir -p " .. M.shell_quote(path))
-  if not ok then error(("kiln.util.mkdir: cannot create directory '%s'"):format(path), 0) end
+  local sofar = path:sub(1, 1) == "/" and "/" or ""
+  for part in path:gmatch("[^/]+") do
+    sofar = sofar .. part
+    if not M.is_dir(sofar) then
+      local ok, err = lfs.mkdir(sofar)
+      -- Another process may create it between the test and the call: that is success.
+      if not ok and not M.is_dir(sofar) then
+        error(("kiln.util.mkdir: cannot create directory '%s': %s"):format(sofar, tostring(err)), 0)
+      end
+    end
+    sofar = sofar .. "/"
+  end
 end
 
 function M.read_file(path)
   check.string("kiln.util.read_file", "path", path)
   local f, err = io.open(path, "rb")
   if not f then return nil, err end
-  local s = f:read("a")
+  local s, rerr = f:read("a")
   f:close()
+  if not s then return nil, rerr end
   return s
 end
 
--- Write the whole file through a temporary name and rename, so a crash never leaves a
--- half-written file under the real name.
+-- Replace a file's content in one step through the core's atomic writer (temporary file,
+-- fsync, rename, directory fsync): a crash or a full disk never leaves a half-written file
+-- under the real name.
 function M.write_atomic(path, text)
   check.string("kiln.util.write_atomic", "path", path, true)
   check.string("kiln.util.write_atomic", "text", text)
-  local tmp = path .. ".tmp"
-  local f, err = io.open(tmp, "wb")
-  if not f then error(("kiln.util.write_atomic: cannot write '%s': %s"):format(path, err), 0) end
-  local ok, werr = f:write(text)
-  if not ok then f:close(); os.remove(tmp); error(("kiln.util.write_atomic: cannot write '%s': %s"):format(path, werr), 0) end
-  f:close()
-  local rok, rerr = os.rename(tmp, path)
-  if not rok then os.remove(tmp); error(("kiln.util.write_atomic: cannot rename '%s' to '%s': %s"):format(tmp, path, rerr), 0) end
+  local ok, err = pcall(core.write_atomic, path, text)
+  if not ok then error("kiln.util.write_atomic: " .. tostring(err), 0) end
 end
 
--- Files in a directory matching a Lua pattern, sorted.
+-- Names in a directory matching a Lua pattern, sorted ({} when the directory is absent).
 function M.list_dir(dir, pattern)
   check.string("kiln.util.list_dir", "dir", dir)
   check.arg("kiln.util.list_dir", "pattern", pattern, "?string")
   local out = {}
-  local p = io.popen("ls -1 " .. M.shell_quote(dir) .. " 2>/dev/null")
-  if not p then return out end
-  for name in p:lines() do
-    if not pattern or name:match(pattern) then out[#out + 1] = name end
+  if not M.is_dir(dir) then return out end
+  for name in lfs.dir(dir) do
+    if name ~= "." and name ~= ".." and (not pattern or name:match(pattern)) then out[#out + 1] = name end
   end
-  p:close()
   table.sort(out)
   return out
+end
+
+-- Write text to an open file handle and check every result: a full disk or a closed pipe
+-- is an error naming the file, never a silently short file.
+function M.checked_write(f, path, text)
+  check.arg("kiln.util.checked_write", "f", f, "userdata")
+  check.string("kiln.util.checked_write", "path", path)
+  check.string("kiln.util.checked_write", "text", text)
+  if io.type(f) ~= "file" then check.fail("kiln.util.checked_write", "f", "an open file", f) end
+  local ok, err = f:write(text)
+  if not ok then error(("cannot write '%s': %s"):format(path, tostring(err)), 0) end
+  ok, err = f:flush()
+  if not ok then error(("cannot write '%s': %s"):format(path, tostring(err)), 0) end
+end
+
+-- The float32 nearest to x (the precision the core computes in).
+function M.f32(x)
+  check.arg("kiln.util.f32", "x", x, "number")
+  return (string.unpack("f", string.pack("f", x)))
+end
+
+-- Shortest decimal text that reads back as the same float32: the value the core used, written
+-- as a person would (0.9, not 0.8999999761581421).
+function M.num32(x)
+  if type(x) ~= "number" or math.type(x) == "integer" or x ~= x or math.abs(x) > 3.4028234663852886e38 then
+    return M.num(x)
+  end
+  local f = M.f32(x)
+  for p = 1, 9 do
+    local s = ("%." .. p .. "g"):format(f)
+    if M.f32(tonumber(s)) == f then return M.num(tonumber(s)) end
+  end
+  return M.num(f)
 end
 
 -- Shortest decimal text that reads back as the same number.

@@ -88,7 +88,7 @@ local one, one_mpi, two = dir .. "/one", dir .. "/one_mpi", dir .. "/two"
 sh(kiln_bin .. " " .. dir .. "/dp.lua " .. one .. " 16 20")
 local out, code = sh(mpi_kiln .. " " .. dir .. "/dp.lua " .. one_mpi .. " 16 20")
 t.eq(code, 0, "the MPI build runs as a single process without mpirun")
-t.ok(#losses(one, "loss") == 20 and max_diff(losses(one_mpi, "loss"), losses(one, "loss")) == 0,
+t.ok(#losses(one, "loss_weighted") == 20 and max_diff(losses(one_mpi, "loss_weighted"), losses(one, "loss_weighted")) == 0,
   "and gives the default build's losses bit for bit")
 
 -- Two ranks at batch 8 each.
@@ -96,7 +96,7 @@ out, code = run_mpi(2, dir .. "/dp.lua", two .. " 16 20")
 t.eq(code, 0, "2 ranks x batch 8 train 20 steps")
 t.ok(out:find("weights equal on every rank:\ttrue\tprocesses:\t2", 1, true), "the weights are identical on both ranks after 20 steps")
 t.eq(select(2, out:gsub("weights equal", "")), 1, "only rank 0 prints")
-local l1, l2 = losses(one, "loss"), losses(two, "loss")
+local l1, l2 = losses(one, "loss_weighted"), losses(two, "loss_weighted")
 t.eq(#l2, 20, "rank 0 alone wrote metrics.csv (one row per step)")
 -- Measured on the dev machine: 2.4e-7 at step 1 (the same windows; float summation order
 -- only), 5.7e-6 over 20 steps as the difference grows through AdamW.
@@ -117,15 +117,15 @@ local resumed = dir .. "/resumed"
 out, code = run_mpi(2, dir .. "/dp.lua", resumed .. " 16 20 plain 13")
 t.eq(code, 3, "os.exit(3) on both ranks ends the job with status 3")
 sh(kiln_bin .. " " .. dir .. "/dp.lua " .. resumed .. " 16 20")
-t.ok(#losses(resumed, "loss") == 20 and max_diff(losses(resumed, "loss"), l1) <= TOL,
-  ("killed on 2 ranks, resumed on 1: the single-process curve (%.3g)"):format(max_diff(losses(resumed, "loss"), l1)))
+t.ok(#losses(resumed, "loss_weighted") == 20 and max_diff(losses(resumed, "loss_weighted"), l1) <= TOL,
+  ("killed on 2 ranks, resumed on 1: the single-process curve (%.3g)"):format(max_diff(losses(resumed, "loss_weighted"), l1)))
 
 -- A mixture of two datasets with gradient accumulation: rows picked per dataset, then split.
 local mix1, mix2 = dir .. "/mix1", dir .. "/mix2"
 sh(kiln_bin .. " " .. dir .. "/dp.lua " .. mix1 .. " 16 6 mix")
 out, code = run_mpi(2, dir .. "/dp.lua", mix2 .. " 16 6 mix")
-t.ok(code == 0 and max_diff(losses(mix1, "loss"), losses(mix2, "loss")) <= TOL,
-  ("mixture data, accumulate = 2: 2 ranks match 1 process (%.3g)"):format(max_diff(losses(mix1, "loss"), losses(mix2, "loss"))))
+t.ok(code == 0 and max_diff(losses(mix1, "loss_weighted"), losses(mix2, "loss_weighted")) <= TOL,
+  ("mixture data, accumulate = 2: 2 ranks match 1 process (%.3g)"):format(max_diff(losses(mix1, "loss_weighted"), losses(mix2, "loss_weighted"))))
 
 -- A batch that does not split is refused, by name.
 out, code = run_mpi(2, dir .. "/dp.lua", dir .. "/odd 15 2")

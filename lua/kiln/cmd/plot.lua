@@ -25,7 +25,8 @@ end
 local function plot_run(dir, out, made)
   local m = util.read_csv(dir .. "/metrics.csv")
   if not m then error(("kiln plot: %s has no metrics.csv"):format(dir), 0) end
-  local series = { series_of(m, "tokens", "loss", "train") }
+  local series = { series_of(m, "tokens", "loss_weighted", "train (weighted)"),
+                   series_of(m, "tokens", "loss_unweighted", "train (unweighted)") }
   for _, h in ipairs(m.header) do
     local set = h:match("^(.+)_loss$")
     if set then series[#series + 1] = series_of(m, "tokens", h, set, true) end
