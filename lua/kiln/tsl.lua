@@ -651,7 +651,7 @@ end
 
 local function join_flags(list)
   local seen, out = {}, {}
-  for _, f in ipairs(list) do if not seen[f] then seen[f] = true; out[#out + 1] = f end end
+  for _, f in ipairs(list) do if f ~= "" and not seen[f] then seen[f] = true; out[#out + 1] = f end end
   return table.concat(out, " ")
 end
 
@@ -699,7 +699,6 @@ function M.evaluate(run_or_dir, opts)
     if fit_until == nil then
       local from = math.max(1, resolve_step(opts.fit_from, run, "fit_from", run.peak_step or 1))
       fit_until, info.fit_choice = M.choose_fit_until(run, set, from)
-      result.notes[#result.notes + 1] = info.fit_choice
     end
     local variants = { { name = "temporal", forms = opts.forms } }
     for _, vname in ipairs(util.sorted_keys(opts.variants or {})) do
