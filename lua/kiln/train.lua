@@ -42,7 +42,7 @@ local KNOWN = {
   context = true, accumulate = true, schedule = true, weighting = true, eval = true,
   checkpoint = true, run_dir = true, seed = true, log_every = true, config = true,
   quiet = true, on_step = true, on_eval = true, on_checkpoint = true, command = true,
-  progress = true, state = true, resume = true, final_eval = true,
+  progress = true, state = true, resume = true, final_eval = true, start = true,
 }
 
 local function fail(fmt, ...) error("kiln.train: " .. fmt:format(...), 0) end
@@ -208,6 +208,11 @@ local function check_option_types(o)
   end
   if o.steps ~= nil then check.integer(who, "steps", o.steps, 0) end
   if o.tokens ~= nil then check.positive(who, "tokens", o.tokens) end
+  if o.start ~= nil then   -- the checkpoint the model was loaded from, recorded in config.yaml
+    check.fields(who, "start", o.start, { "path", "sha256" })
+    check.string(who, "start.path", o.start.path, true)
+    check.string(who, "start.sha256", o.start.sha256, true)
+  end
   if o.eval ~= nil then
     check.fields(who, "eval", o.eval, { "every", "at", "sets", "windows", "batch" })
     if o.eval.windows ~= nil then check.integer(who, "eval.windows", o.eval.windows, 1) end
@@ -328,6 +333,7 @@ function M.run(o)
                   return t
                 end)() },
       optimizer = opt:hparams(),
+      start = o.start and { path = o.start.path, sha256 = o.start.sha256 } or nil,
     }
     config_text = kiln.yaml.encode(config)
     if util.exists(run_dir .. "/summary.yaml") then
@@ -522,8 +528,26 @@ function M.run(o)
   local t_start = kiln.clock()
   local t_last, tokens_last = t_start, 0
   local last_ckpt = nil
-  local step = start_step
-  while step < steps do
+  local step, stopped_at_start = start_step, false
+  -- eval.at = {0}: the starting weights, before any update (what forgetting is measured
+  -- against). A resumed run has it already.
+  if start_step == 0 and eval_steps[0] and #sets > 0 then
+    local row = do_eval(0)
+    if metrics_f then
+      local fields = { 0, tokens_seen, nil, nil, nil, nil }
+      for i, n in ipairs(set_names) do fields[6 + i] = row[n].loss end
+      metrics_f:write(util.csv_line(fields, 6 + #set_names))
+      metrics_f:flush()
+    end
+    if not quiet then
+      local parts = {}
+      for _, n in ipairs(set_names) do parts[#parts + 1] = ("%s %.4f"):format(n, row[n].loss) end
+      print(("eval @ 0: %s"):format(table.concat(parts, "  ")))
+    end
+    stopped_at_start = o.on_eval and call_hook("on_eval", { step = 0, tokens = tokens_seen, model = model,
+      optimizer = opt, state = state, steps = steps, eval = row }) or false
+  end
+  while step < steps and not stopped_at_start do
     local sched_ok, lr = pcall(sched, step)
     if not sched_ok then fail("the schedule failed at step %d: %s", step, tostring(lr)) end
     if type(lr) ~= "number" or lr ~= lr or lr < 0 then

@@ -210,9 +210,11 @@ function M.read_run(run_dir, opts)
   end
   if sched then
     run.lr = function(step) return sched(math.max(step - 1, 0)) end
-  elseif metrics and lr_col and #metrics.rows > 0 then
+  elseif metrics and lr_col and #metrics.rows > 0 and type(metrics.rows[#metrics.rows][lr_col]) == "number" then
     local st, lr = {}, {}
-    for _, r in ipairs(metrics.rows) do st[#st + 1], lr[#lr + 1] = r[1], r[lr_col] end
+    for _, r in ipairs(metrics.rows) do   -- a step-0 evaluation row has no LR
+      if type(r[lr_col]) == "number" then st[#st + 1], lr[#lr + 1] = r[1], r[lr_col] end
+    end
     run.lr_source = "metrics.csv (logged LR, interpolated)"
     run.lr = function(step)
       if step <= st[1] then return lr[1] end
