@@ -23,6 +23,8 @@
 --                          decay_frac = 240 / 297 } }
 --   P:phase { name = "from_early", from = "upstream.early", ... }
 --   P:phase { name = "scratch", data = ..., ... }                   -- no `from`: fresh init
+--   P:phase { name = "elsewhere", from = "runs/other",              -- a run dir's newest checkpoint,
+--             data = ..., schedule = ..., schedule_step = "source" } -- or a .safetensors file
 --   local r = P:run()         -- r.phases[name] = {dir, summary, start, curve}; r.status
 --
 -- Layout: dir/protocol.yaml (every phase's resolved description), dir/<phase>/ = a kiln.train
@@ -33,7 +35,13 @@
 -- has not started loads its source checkpoint again. So a protocol stopped anywhere and run
 -- again gives the same files, byte for byte, as one run straight through.
 --
--- Schedules run on the phase's own 0-based step. A schedule spec is one of
+-- A `from` that is not a phase of this protocol is a checkpoint file or a run directory (its
+-- newest checkpoint, chosen when the phase is added). Every continuation records the file it
+-- started from and its SHA-256 (kiln.train's `start`, in config.yaml; and start.yaml).
+--
+-- Schedules run on the phase's own 0-based step (schedule_step = "phase"), or, with
+-- schedule_step = "source", on the source checkpoint's step plus the phase's (a schedule laid
+-- out over a whole run, continued where the source left it). A schedule spec is one of
 --   { kind = "rewarm" | "cosine", peak =, floor = | floor_frac =, warmup = (steps) | warmup_frac =,
 --     decay_frac = 1, start = 0 }
 --       linear warmup start -> peak over W = round(warmup_frac * budget_steps) steps, then a

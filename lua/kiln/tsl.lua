@@ -942,13 +942,22 @@ function M.plot(result, dir, opts)
     local last = s.steps[#s.steps]
     for j = 0, 200 do
       local st = math.max(1, info.fit_from) * (last / math.max(1, info.fit_from)) ^ (j / 200)
-      dat[#dat + 1] = ("%.6g %.6g %.6g %.6g"):format(st * run.tokens_per_step / m.unit, m.forms.a0.at(st), m.forms.a1.at(st), m.forms.a2.at(st))
+      local v = { m.forms.a0.at(st), m.forms.a1.at(st), m.forms.a2.at(st) }
+      for i = 1, 3 do v[i] = finite(v[i]) and ("%.6g"):format(v[i]) or "NaN" end
+      dat[#dat + 1] = ("%.6g %s %s %s"):format(st * run.tokens_per_step / m.unit, v[1], v[2], v[3])
     end
     local gp = { "set terminal pngcairo size 1200,400", ("set output 'params_%s.png'"):format(set),
                  "set multiplot layout 1,3 title 'per-position law parameters over training, set " .. set .. "'",
                  ("set xlabel 'tokens / %g'"):format(m.unit), "set logscale x", "set key bottom left",
                  ("set arrow 1 from %.6g, graph 0 to %.6g, graph 1 nohead dt 2 lc rgb 'gray40'"):format(cut_t, cut_t) }
     for j, p in ipairs(PARAMS) do
+      -- y range from the per-checkpoint values: a form with a pole does not flatten them
+      local lo, hi = math.huge, -math.huge
+      for k, st in ipairs(s.steps) do
+        if st >= info.fit_from then lo, hi = math.min(lo, fits[k][p]), math.max(hi, fits[k][p]) end
+      end
+      local pad = 0.5 * math.max(hi - lo, 1e-3 * math.max(math.abs(hi), 1))
+      if lo <= hi then gp[#gp + 1] = ("set yrange [%.6g:%.6g]"):format(lo - pad, hi + pad) end
       gp[#gp + 1] = ("set title '%s: %s'"):format(p, m.forms[p].form)
       gp[#gp + 1] = ("plot 'params_%s.dat' index 0 using 1:%d with points pt 7 ps 0.5 title 'fitted per checkpoint', '' index 1 using 1:%d with lines lw 2 title 'form'"):format(set, j + 1, j + 1)
     end
@@ -996,7 +1005,7 @@ function M.plot(result, dir, opts)
       "set terminal pngcairo size 900,600", ("set output 'loss_%s.png'"):format(set),
       ("set title 'average loss, set %s: measured vs predicted (fit left of the dashed line)'"):format(set),
       ("set xlabel 'tokens / %g'"):format(m.unit), "set ylabel 'loss (nats)'", "set logscale x", "set key top right",
-      ("set yrange [%.6g:%.6g]"):format(lo - pad, hi + pad),
+      ("set yrange [%.6g:%.6g]"):format(lo - pad, hi + pad), "set termoption noenhanced",
       ("set arrow 1 from %.6g, graph 0 to %.6g, graph 1 nohead dt 2 lc rgb 'gray40'"):format(cut_t, cut_t),
       ("plot 'loss_%s.dat' using 1:2 with points pt 7 ps 0.6 lc rgb 'black' title 'measured', \\"):format(set),
       "     " .. table.concat(lines, ", \\\n     "), "" }, "\n"))
