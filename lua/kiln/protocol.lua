@@ -341,8 +341,7 @@ end
 -- checkpoint's step plus the phase's own (so a continuation picks up a schedule laid out over
 -- the whole run where its source left it). The source's step is kiln.train's `step` metadata,
 -- else the carried optimizer's step count.
-function P:source_schedule(ph, meta, opt, source_path)
-  me("source_schedule", self)
+local function source_schedule(ph, meta, opt, source_path)
   local offset = math.tointeger(tonumber(meta and meta.step))
   if offset == nil and ph.optimizer == "carry" then offset = opt.t end
   if offset == nil then
@@ -521,7 +520,7 @@ function P:run_phase(ph, opts)
       fail("phase %s: cannot start from %s: %s%s", ph.name, source_path, why,
         why:find("no optimizer state", 1, true) and " (optimizer = \"reset\" starts from the weights alone)" or "")
     end
-    if ph.schedule_step == "source" then sched = self:source_schedule(ph, meta, opt, source_path) end
+    if ph.schedule_step == "source" then sched = source_schedule(ph, meta, opt, source_path) end
   end
   if not quiet then
     print(("== %s: %d steps (%d tokens) from %s, optimizer %s, %s"):format(ph.name, ph.steps,
