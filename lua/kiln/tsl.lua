@@ -304,10 +304,10 @@ end
 local function form_mismatch(run, name, steps)
   if name ~= "cosine" and name ~= "lr" then return nil end
   local shape = M.schedule_shape(run)
-  local sched = shape.kind and ("a " .. shape.kind .. " schedule") or "this schedule"
+  local sched = "the run's " .. (shape.kind and shape.kind .. " schedule" or "schedule")
   if name == "cosine" and shape.decays ~= nil and not shape.cosine then
     local instead = shape.decays and "lr" or "log"
-    return ("the run has %s, whose LR %s"):format(sched, shape.decays and
+    return ("the LR of %s %s"):format(sched, shape.decays and
       ("does not decay as a half cosine after its peak (off by up to %.0f%% of the peak)"):format(100 * shape.cosine_error)
       or "does not decay after its peak"), instead
   end

@@ -278,7 +278,7 @@ do
   t.ok(ok, "kiln fit with its defaults succeeds on a 240-step WSD run with 12 evaluations")
   if not ok then t.note(out) end
   like(out, "fit_until = step 80: the first 4 of the 12 evaluations of set 'val' from step 11 on", "kiln fit says which window it chose")
-  like(out, "a2: the default form 'cosine' does not suit this run: the run has a wsd schedule, whose LR does not decay as a half cosine",
+  like(out, "a2: the default form 'cosine' does not suit this run: the LR of the run's wsd schedule does not decay as a half cosine",
     "kiln fit says the default cosine a2 form does not suit a WSD run")
   like(out, "using 'lr' instead", "... and replaces it by the LR-aware form")
   like(out, "a2: the default form 'lr' does not suit this run: its covariate %(the LR%) is constant over the fitted checkpoints %(steps 20%.%.80%)",
@@ -302,6 +302,21 @@ do
   end
   util.write_atomic(few .. "/positions.csv", table.concat(lines, "\n") .. "\n")
   t.err("set 'val' has 4 evaluations from step 11 on; the temporal law needs at least 5", tsl.evaluate, few)
+end
+
+-- A constant-LR run (no schedule given) evaluated at step 0 too: the cosine default becomes 'log'.
+do
+  local run_dir = dir .. "/constant"
+  local ds = kiln.dataset("tests/data/tiny_en.txt")
+  kiln.train { model = { vocab_size = 256, block_size = 32, n_layer = 1, n_head = 2, n_embd = 32, seed = 1 },
+    optimizer = { lr = 3e-3 }, data = ds, steps = 200, batch = 8, context = 32, quiet = true, seed = 1,
+    run_dir = run_dir, eval = { every = 20, at = { 0 }, sets = { val = ds }, windows = 32 } }
+  like(util.read_file(run_dir .. "/positions.csv") or "", "\n0,val,", "the run has a step-0 evaluation in positions.csv")
+  local ok = os.execute(("%s fit %s plots=false > %s/constant.out 2>&1"):format(kiln_bin, util.shell_quote(run_dir), dir))
+  local out = util.read_file(dir .. "/constant.out") or ""
+  t.ok(ok, "kiln fit with its defaults succeeds on a constant-LR run evaluated at step 0")
+  like(out, "a2: the default form 'cosine' does not suit this run: the LR of the run's schedule does not decay after its peak; using 'log' instead",
+    "kiln fit replaces the cosine default on a constant-LR run by 'log', and says so")
 end
 
 -- 8. Degenerate fits are flagged -------------------------------------------------------------------
