@@ -27,6 +27,10 @@
 --   linear      alpha + beta·x;      constant   alpha
 --   or a table {f = function(x, p, info) ... end, p0 = {...}, names = {...}, lower=, upper=}
 --   (info = {step=, tokens=, lr=lr/lr_max, cosine=c}), or {law = "power", p0=, lower=, upper=}.
+-- The schedule forms are checked against the run (matched_form): a default that does not suit
+-- it is replaced with a note, an asked-for one refused. evaluate chooses the fit window from
+-- the evaluations present when none is given (choose_fit_until) and flags degenerate fits
+-- (fit_flags, range_flag) in its tables; the loss plot's y axis ignores flagged predictions.
 local kiln = require "kiln"
 local util = require "kiln.util"
 local check = require "kiln.check"
