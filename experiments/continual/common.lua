@@ -119,7 +119,9 @@ function M.arm(P, cfg, a)
     sched = { kind = a.src == "scratch" and "cosine" or "rewarm", peak = cfg.upstream_peak * a.mult,
               warmup_frac = a.warmup, floor_frac = cfg.floor_frac, decay_frac = cfg.decay_frac }
   end
-  local from = a.src ~= "scratch" and (a.src == "final" and "upstream" or ("upstream." .. a.src)) or nil
+  -- start_from (a checkpoint file or run directory) stands in for the upstream final checkpoint
+  local final = cfg.start_from ~= "" and cfg.start_from or "upstream"
+  local from = a.src ~= "scratch" and (a.src == "final" and final or ("upstream." .. a.src)) or nil
   P:phase { name = name, from = from, data = data_path, tokens = tokens, budget = cfg.budget_tokens,
             schedule = sched, optimizer = cfg.optimizer, replay = cfg.replay > 0 and cfg.replay or nil }
   return { phase = name, upto = tokens }
@@ -327,13 +329,28 @@ function M.setup(cfg)
   data_setup.report_data("continual", cfg, sets, cfg.model.vocab_size)
 end
 
+-- The phases to run: all of them, but with start_from set the upstream phase only when an
+-- arm starts from one of its checkpoints or replays its data.
+function M.phases_to_run(P, cfg)
+  if cfg.start_from == "" then return nil end
+  local only, need_upstream = {}, cfg.replay > 0
+  for _, ph in ipairs(P.phases) do
+    if ph.name ~= "upstream" then
+      only[#only + 1] = ph.name
+      if ph.from and not ph.from_file then need_upstream = true end
+    end
+  end
+  if need_upstream then table.insert(only, 1, "upstream") end
+  return only
+end
+
 function M.main(name, args)
   local cfg = M.settings(name, args)
   M.setup(cfg)
   local dir = cfg.out
   local P = M.protocol(cfg, dir)
   local exp = M.define[name](P, cfg)
-  local r = P:run { command = table.concat({ arg[0], table.unpack(args) }, " ") }
+  local r = P:run { command = table.concat({ arg[0], table.unpack(args) }, " "), only = M.phases_to_run(P, cfg) }
   if r.status ~= "complete" then print("stopped: " .. r.status); return end
   local text = M.report(P, cfg, exp, name, dir .. "/" .. name)
   print(text)
@@ -348,7 +365,7 @@ function M.main_all(args)
   local exps = {}
   for _, n in ipairs(M.order) do exps[n] = M.define[n](P, cfg) end
   local t0 = kiln.clock()
-  local r = P:run { command = table.concat({ arg[0], table.unpack(args) }, " ") }
+  local r = P:run { command = table.concat({ arg[0], table.unpack(args) }, " "), only = M.phases_to_run(P, cfg) }
   if r.status ~= "complete" then print("stopped: " .. r.status); return end
   local parts = { ("## Continual-pretraining study: measured tables\n\nSettings: %s; upstream %s tokens of %s, continuation budget %s tokens of %s (OOD %s); model %s; batch %d x context %d; data-order seed %d; upstream peak %s; optimizer state %s.\n\n")
     :format(cfg.quick and "quick" or "default", mtok(cfg.upstream_tokens), cfg.upstream, mtok(cfg.budget_tokens), cfg.downstream,

@@ -27,12 +27,16 @@ function M.lines(o)
   if type(o) ~= "table" or type(o.path) ~= "string" then error("kiln.plot.lines: 'path' (without extension) is required", 2) end
   if type(o.series) ~= "table" or #o.series == 0 then error("kiln.plot.lines: 'series' must be a non-empty list", 2) end
   local who = "kiln.plot.lines"
-  check.fields(who, "options", o, { "path", "series", "title", "xlabel", "ylabel", "logx", "logy", "vlines" })
+  check.fields(who, "options", o, { "path", "series", "title", "xlabel", "ylabel", "logx", "logy", "vlines", "yrange" })
   for _, k in ipairs { "title", "xlabel", "ylabel" } do check.arg(who, k, o[k], "?string|number") end
   for i, s in ipairs(o.series) do
     check.arg(who, ("series[%d]"):format(i), s, "table")
     check.numbers(who, ("series[%d].x"):format(i), s.x)
     check.arg(who, ("series[%d].y"):format(i), s.y, "table")
+  end
+  if o.yrange ~= nil then
+    check.numbers(who, "yrange", o.yrange)
+    if #o.yrange ~= 2 or not (o.yrange[1] < o.yrange[2]) then check.fail(who, "yrange", "{lo, hi} with lo < hi", o.yrange) end
   end
   if o.vlines ~= nil then
     check.list(who, "vlines", o.vlines, "table")
@@ -62,6 +66,9 @@ function M.lines(o)
   }
   if o.logx then g[#g + 1] = "set logscale x" end
   if o.logy then g[#g + 1] = "set logscale y" end
+  if o.yrange then   -- {lo, hi}: keeps a wild series (a degenerate fit) from squashing the axis
+    g[#g + 1] = ("set yrange [%s:%s]"):format(util.num(o.yrange[1]), util.num(o.yrange[2]))
+  end
   for _, v in ipairs(o.vlines or {}) do
     g[#g + 1] = ("set arrow from %s, graph 0 to %s, graph 1 nohead dashtype 2"):format(util.num(v.x), util.num(v.x))
     if v.label then g[#g + 1] = ('set label "%s" at %s, graph 0.95'):format(esc(v.label), util.num(v.x)) end

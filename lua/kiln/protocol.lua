@@ -23,6 +23,8 @@
 --                          decay_frac = 240 / 297 } }
 --   P:phase { name = "from_early", from = "upstream.early", ... }
 --   P:phase { name = "scratch", data = ..., ... }                   -- no `from`: fresh init
+--   P:phase { name = "elsewhere", from = "runs/other",              -- a run dir's newest checkpoint,
+--             data = ..., schedule = ..., schedule_step = "source" } -- or a .safetensors file
 --   local r = P:run()         -- r.phases[name] = {dir, summary, start, curve}; r.status
 --
 -- Layout: dir/protocol.yaml (every phase's resolved description), dir/<phase>/ = a kiln.train
@@ -33,7 +35,13 @@
 -- has not started loads its source checkpoint again. So a protocol stopped anywhere and run
 -- again gives the same files, byte for byte, as one run straight through.
 --
--- Schedules run on the phase's own 0-based step. A schedule spec is one of
+-- A `from` that is not a phase of this protocol is a checkpoint file or a run directory (its
+-- newest checkpoint, chosen when the phase is added). Every continuation records the file it
+-- started from and its SHA-256 (kiln.train's `start`, in config.yaml; and start.yaml).
+--
+-- Schedules run on the phase's own 0-based step (schedule_step = "phase"), or, with
+-- schedule_step = "source", on the source checkpoint's step plus the phase's (a schedule laid
+-- out over a whole run, continued where the source left it). A schedule spec is one of
 --   { kind = "rewarm" | "cosine", peak =, floor = | floor_frac =, warmup = (steps) | warmup_frac =,
 --     decay_frac = 1, start = 0 }
 --       linear warmup start -> peak over W = round(warmup_frac * budget_steps) steps, then a
@@ -181,7 +189,19 @@ local function build_schedule(spec, budget_steps, who)
 end
 
 local PHASE_KNOWN = { name = true, from = true, data = true, replay = true, tokens = true, steps = true,
-                      budget = true, schedule = true, optimizer = true, checkpoints = true, seed = true }
+                      budget = true, schedule = true, optimizer = true, checkpoints = true, seed = true,
+                      schedule_step = true }
+
+-- The checkpoint a `from` outside the protocol names: the file itself, or a run directory's
+-- newest checkpoint (the highest step_*.safetensors in DIR/checkpoints, else in DIR).
+local function outside_checkpoint(path, who)
+  if not util.is_dir(path) then return path end
+  for _, sub in ipairs { path .. "/checkpoints", path } do
+    local files = util.list_dir(sub, "^step_%d+%.safetensors$")
+    if #files > 0 then return sub .. "/" .. files[#files] end
+  end
+  fail("%s: 'from' is the directory '%s', which holds no checkpoint (step_*.safetensors in it or in its checkpoints/)", who, path)
+end
 
 -- A plain description of a phase (for protocol.yaml and for comparing two specs).
 local function describe_phase(ph)
@@ -189,9 +209,12 @@ local function describe_phase(ph)
   for i, d in ipairs(ph.data) do data[i] = { path = d.dataset:path(), weight = d.weight } end
   local ck = {}
   for name, step in pairs(ph.checkpoints) do ck[name] = step end
+  -- Settings at their defaults are left out, so descriptions written before they existed
+  -- still compare equal.
   return { name = ph.name, from = ph.from or "scratch", data = data, steps = ph.steps,
            budget_steps = ph.budget_steps, tokens = ph.steps * ph.tpstep, schedule = ph.schedule:describe(),
-           optimizer = ph.optimizer, checkpoints = ck, seed = ph.seed }
+           optimizer = ph.optimizer, checkpoints = ck, seed = ph.seed, from_file = ph.from_file,
+           schedule_step = ph.schedule_step ~= "phase" and ph.schedule_step or nil }
 end
 
 -- P:phase{...}: add a phase (see the header). Returns the protocol. A phase added again
@@ -250,17 +273,33 @@ function P:phase(o)
     for _, d in ipairs(up.data) do data[#data + 1] = { dataset = d.dataset, weight = d.weight * o.replay } end
   end
   for i, d in ipairs(data) do d.name = ("data%d"):format(i) end
-  -- Source checkpoint: "phase" (its final) or "phase.checkpoint".
-  local from = o.from
+  -- Source checkpoint: "phase" (its final) or "phase.checkpoint" of this protocol, else a
+  -- checkpoint file or a run directory (its newest checkpoint, chosen now).
+  local from, from_file = o.from, nil
   if from ~= nil then
-    if type(from) ~= "string" then fail("%s: 'from' must be \"phase\" or \"phase.checkpoint\"", who) end
+    if type(from) ~= "string" or from == "" then
+      fail("%s: 'from' must be \"phase\", \"phase.checkpoint\", a checkpoint file or a run directory", who)
+    end
     local src, ck = from:match("^([%w_%-]+)%.([%w_%-]+)$")
     src = src or from
     local sp = self.by_name[src]
-    if not sp then fail("%s: 'from' names '%s', which is not an earlier phase", who, src) end
-    if ck and ck ~= "final" and not sp.checkpoints[ck] then
-      fail("%s: phase '%s' has no checkpoint named '%s'", who, src, ck)
+    if sp then
+      if ck and ck ~= "final" and not sp.checkpoints[ck] then
+        fail("%s: phase '%s' has no checkpoint named '%s'", who, src, ck)
+      end
+    elseif util.exists(from) then
+      from_file = outside_checkpoint(from, who)
+    else
+      local names = {}
+      for _, p in ipairs(self.phases) do names[#names + 1] = p.name end
+      fail("%s: 'from' names '%s', which is neither an earlier phase (%s) nor an existing checkpoint file or run directory",
+        who, from, #names > 0 and table.concat(names, ", ") or "none yet")
     end
+  end
+  local schedule_step = o.schedule_step or "phase"
+  if schedule_step ~= "phase" and schedule_step ~= "source" then
+    fail("%s: 'schedule_step' must be \"phase\" (the schedule starts at 0 with the phase) or \"source\" " ..
+      "(it continues from the source checkpoint's step), got %s", who, check.describe(schedule_step))
   end
   local optimizer = o.optimizer or "carry"
   if optimizer ~= "carry" and optimizer ~= "reset" then fail("%s: 'optimizer' must be \"carry\" or \"reset\"", who) end
@@ -278,9 +317,9 @@ function P:phase(o)
     checkpoints[ck] = s
   end
   local seed = o.seed or (#self.phases == 0 and self.seed or self.seed + 1)
-  local ph = { name = name, from = from, data = data, steps = steps, budget_steps = budget_steps,
-               schedule = sched, schedule_spec = o.schedule, optimizer = optimizer, checkpoints = checkpoints,
-               seed = seed, tpstep = self.tokens_per_step }
+  local ph = { name = name, from = from, from_file = from_file, data = data, steps = steps, budget_steps = budget_steps,
+               schedule = sched, schedule_spec = o.schedule, schedule_step = schedule_step, optimizer = optimizer,
+               checkpoints = checkpoints, seed = seed, tpstep = self.tokens_per_step }
   local old = self.by_name[name]
   if old then
     local a, b = describe_phase(old), describe_phase(ph)
@@ -296,6 +335,22 @@ function P:phase(o)
   self.phases[#self.phases + 1] = ph
   self.by_name[name] = ph
   return self
+end
+
+-- A phase's schedule under schedule_step = "source": the step it is asked for is the source
+-- checkpoint's step plus the phase's own (so a continuation picks up a schedule laid out over
+-- the whole run where its source left it). The source's step is kiln.train's `step` metadata,
+-- else the carried optimizer's step count.
+local function source_schedule(ph, meta, opt, source_path)
+  local offset = math.tointeger(tonumber(meta and meta.step))
+  if offset == nil and ph.optimizer == "carry" then offset = opt.t end
+  if offset == nil then
+    fail("phase %s: schedule_step = \"source\" needs the source's step, but %s records none (no 'step' metadata, " ..
+      "optimizer not carried); use schedule_step = \"phase\"", ph.name, source_path)
+  end
+  local base = ph.schedule
+  return schedule.from(function(s) return base(s + offset) end,
+    { describe = ("%s from step %d"):format(base:describe(), offset) })
 end
 
 function P:phase_dir(name)
@@ -362,7 +417,8 @@ function P:curve(name, upto_tokens)
         local v = r[col[set .. "_loss"]]
         if type(v) == "number" then row[set] = v; any = true end
       end
-      if any and (not upto_tokens or row.tokens <= upto_tokens + 1e-9) then out[#out + 1] = row end
+      local dup = row.step == 0 and out[1] and out[1].step == 0   -- eval.at = {0}: start.yaml has it
+      if any and not dup and (not upto_tokens or row.tokens <= upto_tokens + 1e-9) then out[#out + 1] = row end
     end
   end
   return out
@@ -450,28 +506,32 @@ function P:run_phase(ph, opts)
   -- model. kiln.train replaces it with the phase's own newest checkpoint when resuming.
   local model = kiln.model(self.model)
   local opt = kiln.adamw(model, self.optimizer)
-  local source_path
+  local source_path, start, sched = nil, nil, ph.schedule
   if ph.from then
-    source_path = self:checkpoint_path(ph.from)
+    source_path = ph.from_file or self:checkpoint_path(ph.from)
     if not util.exists(source_path) then
-      fail("phase %s starts from %s, but %s does not exist (run that phase first)", ph.name, ph.from, source_path)
+      fail("phase %s starts from %s, but %s does not exist (%s)", ph.name, ph.from, source_path,
+        ph.from_file and "it was there when the phase was added" or "run that phase first")
     end
-    if ph.optimizer == "carry" then
-      kiln.load(source_path, { model = model, optimizer = opt })
-    else
-      kiln.load(source_path, { model = model })
+    start = { path = source_path, sha256 = (kiln.sha256_file(source_path)) }
+    local ok, _, meta = pcall(kiln.load, source_path, { model = model, optimizer = ph.optimizer == "carry" and opt or nil })
+    if not ok then
+      local why = tostring(_)
+      fail("phase %s: cannot start from %s: %s%s", ph.name, source_path, why,
+        why:find("no optimizer state", 1, true) and " (optimizer = \"reset\" starts from the weights alone)" or "")
     end
+    if ph.schedule_step == "source" then sched = source_schedule(ph, meta, opt, source_path) end
   end
   if not quiet then
     print(("== %s: %d steps (%d tokens) from %s, optimizer %s, %s"):format(ph.name, ph.steps,
-      ph.steps * self.tokens_per_step, ph.from or "scratch", ph.optimizer, ph.schedule:describe()))
+      ph.steps * self.tokens_per_step, ph.from_file or ph.from or "scratch", ph.optimizer, sched:describe()))
   end
   local hooks = self.hooks
   if hooks.on_phase_start then hooks.on_phase_start(ph.name, model, opt, { source = source_path, phase = ph }) end
   util.mkdir(dir)
   if not util.exists(dir .. "/start.yaml") then
     util.write_atomic(dir .. "/start.yaml", kiln.yaml.encode({ source = source_path or "scratch",
-      eval = self:evaluate(model) }))
+      sha256 = start and start.sha256 or nil, eval = self:evaluate(model) }))
   end
   local ck = { at = {} }
   for _, s in pairs(ph.checkpoints) do ck.at[#ck.at + 1] = s end
@@ -485,7 +545,7 @@ function P:run_phase(ph, opts)
   for i, d in ipairs(ph.data) do data[i] = { name = d.name, dataset = d.dataset, weight = d.weight } end
   local summary = check.call("kiln.protocol: phase " .. ph.name, train.run, {
     model = model, optimizer = opt, data = data, steps = ph.steps, batch = self.batch,
-    context = self.context, schedule = ph.schedule, eval = self:eval_spec(), checkpoint = ck,
+    context = self.context, schedule = sched, eval = self:eval_spec(), checkpoint = ck, start = source_path,
     run_dir = dir, seed = ph.seed, log_every = self.log_every, quiet = quiet,
     config = { protocol = self.dir, phase = describe_phase(ph), source = source_path or "scratch" },
     command = opts.command or "kiln.protocol",

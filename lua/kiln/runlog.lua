@@ -74,6 +74,8 @@ local function config_table(p, o, fp)
               weighting = p.weighting and without_addresses(p.weighting:describe()) or "uniform",
               data = data, eval_sets = evals },
     optimizer = hparams_as_used(p.opt),
+    -- the checkpoint a continuation started from (also in the fingerprint)
+    start = fp.settings["start.path"] and { path = fp.settings["start.path"], sha256 = fp.settings["start.sha256"] } or nil,
     fingerprint = { digest = fp.digest, settings = fp.settings },
   }
 end
@@ -151,8 +153,8 @@ local function appender(path)
   if not f then fail("cannot open '%s' for appending: %s", path, tostring(err)) end
   return {
     path = path,
-    line = function(self, fields)
-      local ok, werr = pcall(util.checked_write, f, self.path, util.csv_line(fields))
+    line = function(self, fields, n)   -- n: the field count when fields has nil holes
+      local ok, werr = pcall(util.checked_write, f, self.path, util.csv_line(fields, n))
       if not ok then fail("%s", tostring(werr)) end
     end,
     close = function(self)

@@ -289,6 +289,24 @@ local function step_kit(r)
            grads = r.model:flat_grads(), hp = { lr = 0 } }
 end
 
+-- eval.at = {0}: the starting weights, before any update (what forgetting is measured
+-- against): a metrics row with no LR or training loss, positions, on_eval with step 0. A
+-- resumed run has it already. Returns true when the hook stopped the run.
+local function eval_at_start(r)
+  local p = r.p
+  if r.step ~= 0 or not p.eval_steps[0] or #p.sets == 0 then return false end
+  local row = do_eval(r, 0, true)
+  local fields, parts = { 0, r.tokens, nil, nil, nil, nil }, {}
+  for i, s in ipairs(p.sets) do
+    fields[6 + i] = row[s.name].loss
+    parts[i] = ("%s %.4f"):format(s.name, row[s.name].loss)
+  end
+  if r.log and r.log.metrics then r.log.metrics:line(fields, 6 + #p.sets) end
+  if not p.quiet then print(("eval @ 0: %s"):format(table.concat(parts, "  "))) end
+  return call_hook(r, "on_eval", { step = 0, tokens = r.tokens, model = r.model, optimizer = r.opt,
+                                   state = r.state, steps = p.steps, eval = row })
+end
+
 local function train_loop(r)
   local p = r.p
   local k = step_kit(r)
@@ -296,6 +314,7 @@ local function train_loop(r)
   -- would otherwise train apart without a word).
   if p.nranks > 1 then kiln.mpi.broadcast(r.model:flat_params(), 0, "initial weights") end
   r.t_start, r.tokens_last, r.last_progress, r.speed_scratch = kiln.clock(), r.tokens, -math.huge, {}
+  if eval_at_start(r) then return end
   while r.step < p.steps do
     local t0 = kiln.clock()
     train_step(r, k)

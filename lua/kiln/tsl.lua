@@ -27,6 +27,10 @@
 --   linear      alpha + beta·x;      constant   alpha
 --   or a table {f = function(x, p, info) ... end, p0 = {...}, names = {...}, lower=, upper=}
 --   (info = {step=, tokens=, lr=lr/lr_max, cosine=c}), or {law = "power", p0=, lower=, upper=}.
+-- The schedule forms are checked against the run (matched_form): a default that does not suit
+-- it is replaced with a note, an asked-for one refused. evaluate chooses the fit window from
+-- the evaluations present when none is given (choose_fit_until) and flags degenerate fits
+-- (fit_flags, range_flag) in its tables; the loss plot's y axis ignores flagged predictions.
 local kiln = require "kiln"
 local util = require "kiln.util"
 local check = require "kiln.check"
@@ -204,11 +208,18 @@ function M.read_run(run_dir, opts)
       if sched then run.lr_source = "config.yaml: " .. train.schedule end
     end
   end
+  if type(train.schedule_config) == "table" and type(train.schedule_config.kind) == "string" then
+    run.schedule_kind = train.schedule_config.kind
+  elseif type(train.schedule) == "string" then
+    run.schedule_kind = train.schedule:match("^([%w_]+)%(")
+  end
   if sched then
     run.lr = function(step) return sched(math.max(step - 1, 0)) end
-  elseif metrics and lr_col and #metrics.rows > 0 then
+  elseif metrics and lr_col and #metrics.rows > 0 and type(metrics.rows[#metrics.rows][lr_col]) == "number" then
     local st, lr = {}, {}
-    for _, r in ipairs(metrics.rows) do st[#st + 1], lr[#lr + 1] = r[1], r[lr_col] end
+    for _, r in ipairs(metrics.rows) do   -- a step-0 evaluation row has no LR
+      if type(r[lr_col]) == "number" then st[#st + 1], lr[#lr + 1] = r[1], r[lr_col] end
+    end
     run.lr_source = "metrics.csv (logged LR, interpolated)"
     run.lr = function(step)
       if step <= st[1] then return lr[1] end
@@ -270,6 +281,55 @@ local function covariates(run, step)
   return lr, c
 end
 
+-- What the run's schedule looks like after its peak, for matching forms to it:
+--   {kind = the config's schedule kind or nil, decays = the LR falls after the peak,
+--    cosine = the fall is a half cosine from the peak to the decay end (within 2% of lr_max)}.
+function M.schedule_shape(run)
+  if type(run) ~= "table" then check.fail("kiln.tsl.schedule_shape", "run", "a table from tsl.read_run", run) end
+  local shape = { kind = run.schedule_kind }
+  if not run.lr or not run.peak_step then return shape end
+  shape.decays = run.decay_end > run.peak_step
+  if not shape.decays then return shape end
+  local floor = run.lr(run.decay_end) / run.lr_max
+  local worst = 0
+  for st = run.peak_step, run.decay_end do
+    local _, c = covariates(run, st)
+    worst = math.max(worst, math.abs(run.lr(st) / run.lr_max - (floor + (1 - floor) * c)))
+  end
+  shape.cosine_error = worst
+  shape.cosine = worst <= 0.02
+  return shape
+end
+
+-- A form whose covariate is the schedule ('cosine', 'lr') must suit the run: 'cosine' only
+-- a cosine decay, and either one only if its covariate varies over the fitted checkpoints
+-- (a constant covariate leaves alpha and beta unidentified: any split fits, and the
+-- prediction after the cut is arbitrary). Returns nil when it suits, else why not and the
+-- form to use instead.
+local function form_mismatch(run, name, steps)
+  if name ~= "cosine" and name ~= "lr" then return nil end
+  local shape = M.schedule_shape(run)
+  local sched = "the run's " .. (shape.kind and shape.kind .. " schedule" or "schedule")
+  if name == "cosine" and shape.decays ~= nil and not shape.cosine then
+    local instead = shape.decays and "lr" or "log"
+    return ("the LR of %s %s"):format(sched, shape.decays and
+      ("does not decay as a half cosine after its peak (off by up to %.0f%% of the peak)"):format(100 * shape.cosine_error)
+      or "does not decay after its peak"), instead
+  end
+  if not run.lr or #steps == 0 then return nil end
+  local lo, hi = math.huge, -math.huge
+  for _, st in ipairs(steps) do
+    local lr, c = covariates(run, st)
+    local v = name == "lr" and lr or c
+    lo, hi = math.min(lo, v), math.max(hi, v)
+  end
+  if hi - lo <= 1e-6 then
+    return ("its covariate (%s) is constant over the fitted checkpoints (steps %d..%d) of %s"):format(
+      name == "lr" and "the LR" or "the cosine", steps[1], steps[#steps], sched), "log"
+  end
+  return nil
+end
+
 local function resolve_form(spec, pname)
   if type(spec) == "string" then
     local f = BUILTIN_FORMS[spec]
@@ -329,7 +389,8 @@ local function fit_form(run, form, steps, values, unit, pname)
     local law, p = form.law, r.p
     at = function(step) return kiln.fit.eval(law, p, x_of(step)) end
   end
-  return { form = form.name, formula = form.formula, p = r.p, named = r.named, r2 = r.r2, mse = r.mse, at = at }
+  return { form = form.name, formula = form.formula, p = r.p, named = r.named, r2 = r.r2, mse = r.mse, at = at,
+           law = not form.fn and not form.covariate and form.law or nil, lower = form.lower, upper = form.upper }
 end
 
 -- Temporal law ------------------------------------------------------------------------------
@@ -401,17 +462,44 @@ function M.fit_temporal(run_or_dir, opts)
   local forms_spec = opts.forms or M.default_forms
   local model = { set = set, T = run.T, unit = unit, tokens_per_step = run.tokens_per_step,
                   fit_until = cut, fit_from = from, steps = steps, forms = {}, run = run,
-                  lr_source = run.lr_source }
+                  lr_source = run.lr_source, notes = {} }
   for _, p in ipairs(PARAMS) do
-    local form = resolve_form(forms_spec[p] or M.default_forms[p], p)
+    local form = M.matched_form(run, p, forms_spec[p], steps, opts.match_schedule, model.notes)
     local need = form.fn and #form.p0 or kiln.fit.laws()[form.law] and #kiln.fit.laws()[form.law].params or 3
     if #steps < need + 1 then
-      fail("only %d checkpoints of set '%s' lie in steps %d..%d, too few to fit %s with form '%s' (need at least %d): " ..
-        "evaluate more often early (eval = {at = {...}}) or fit until a later step", #steps, set, from, cut, p, form.name, need + 1)
+      local later = {}
+      for _, st in ipairs(s.steps) do if st >= from then later[#later + 1] = st end end
+      local hint = later[need + 1] and ("fit_until = %d would give %d"):format(later[need + 1], need + 1)
+                   or ("set '%s' has only %d evaluations from step %d on"):format(set, #later, from)
+      fail("only %d checkpoints of set '%s' lie in steps %d..%d, too few to fit %s with form '%s' (need at least %d; %s): " ..
+        "evaluate more often early (eval = {at = {...}}) or fit until a later step", #steps, set, from, cut, p, form.name,
+        need + 1, hint)
     end
     model.forms[p] = fit_form(run, form, steps, vals[p], unit, p)
   end
   return model
+end
+
+-- The form for parameter `pname`: `asked` (nil = the default) resolved, and checked against
+-- the run's schedule over the fitted `steps`. A default that does not suit the run is
+-- replaced, with a sentence added to `notes`; an asked-for form that does not suit is refused
+-- (match_schedule = false fits it regardless).
+function M.matched_form(run, pname, asked, steps, match_schedule, notes)
+  local form = resolve_form(asked or M.default_forms[pname], pname)
+  if match_schedule == false then return form end
+  for _ = 1, 2 do   -- cosine -> lr -> log at most
+    local why, instead = form_mismatch(run, form.name, steps)
+    if not why then return form end
+    if asked ~= nil then
+      fail("forms.%s = '%s' does not suit %s: %s (use %s=%s, or match_schedule=false to fit it anyway)",
+        pname, form.name, run.dir or "the run", why, pname, instead)
+    end
+    local note = ("%s: the default form '%s' does not suit this run: %s; using '%s' instead"):format(
+      pname, form.name, why, instead)
+    if notes then notes[#notes + 1] = note end
+    form = resolve_form(instead, pname)
+  end
+  return form
 end
 
 -- predict(model, step | {steps}) -> {step=, tokens=, a0=, a1=, a2=, loss=, positions={...}} (or a list)
@@ -462,7 +550,7 @@ function M.fit_baseline(name, steps, losses, tokens_per_step, unit)
   for k, st in ipairs(steps) do xs[k] = st * tokens_per_step / unit end
   local r = check.call(who, kiln.fit.curve, b.law, xs, losses)
   local p, law = r.p, b.law
-  return { name = name, formula = b.formula, p = r.p, named = r.named, r2 = r.r2, mse = r.mse,
+  return { name = name, formula = b.formula, p = r.p, named = r.named, r2 = r.r2, mse = r.mse, law = law,
            at = function(step) return kiln.fit.eval(law, p, step * tokens_per_step / unit) end }
 end
 
@@ -478,53 +566,174 @@ local function held_out_stats(truth, pred)
            final_err = 100 * (pred[n] - truth[n]) / truth[n] }
 end
 
--- evaluate(run_dir | run, opts) -> {rows = {...}, sets = {...}, markdown = text, csv = text}
---   opts: fit_until (default 0.2), fit_from, forms, unit, schedule, sets = {names},
---         variants = { name = forms, ... } (extra temporal-law rows with other forms),
---         min_position_r2 (0.95: the threshold counted in the position-fit summary)
+-- The fit window when none is asked for: the first `fraction` (20%) of the set's evaluations
+-- from step `from` on, but at least M.min_fit_points (enough for a three-parameter form plus
+-- one) and leaving at least one evaluation to predict. Returns the last fitted step and a
+-- sentence saying what was chosen.
+M.default_fit_fraction = 0.2
+M.min_fit_points = 4
+function M.choose_fit_until(run, set, from, fraction)
+  local who = "kiln.tsl.choose_fit_until"
+  if type(run) ~= "table" or type(run.sets) ~= "table" then check.fail(who, "run", "a table from tsl.read_run", run) end
+  local s = run.sets[set]
+  if not s then fail("%s has no evaluation set '%s'", run.dir or "the run", tostring(set)) end
+  check.integer(who, "from", from, 0)
+  fraction = fraction or M.default_fit_fraction
+  check.number(who, "fraction", fraction, 0, 1)
+  local later = {}
+  for _, st in ipairs(s.steps) do if st >= from then later[#later + 1] = st end end
+  local n = #later
+  local k = math.max(M.min_fit_points, math.ceil(fraction * n - 1e-9))
+  if n < M.min_fit_points + 1 then
+    fail("set '%s' has %d evaluations from step %d on; the temporal law needs at least %d (%d to fit, 1 to predict): " ..
+      "evaluate more often (eval = {every = ..., at = {...}}) or give fit_from", set, n, from, M.min_fit_points + 1,
+      M.min_fit_points)
+  end
+  k = math.min(k, n - 1)
+  return later[k], ("fit_until = step %d: the first %d of the %d evaluations of set '%s' from step %d on " ..
+    "(%g%% of them, at least %d)"):format(later[k], k, n, set, from, 100 * fraction, M.min_fit_points)
+end
+
+-- Degenerate fits --------------------------------------------------------------------------
+
+-- How far outside the observed losses a prediction may fall before it is flagged, as a
+-- multiple of their spread (max - min over the evaluations from fit_from on).
+M.range_margin = 0.5
+M.flag_meanings = {
+  bound = "a fitted parameter sits on its bound (the law degenerates, e.g. a power with exponent 0)",
+  pole = "the law has a pole (x = -gamma) between the first fitted and the last predicted checkpoint",
+  range = "a prediction lies outside the observed losses by more than range_margin times their spread",
+  a1_negative = "the predicted a1 went negative and was clamped to 0",
+}
+
+local function bound_at(bounds, j, names)
+  if type(bounds) ~= "table" then return nil end
+  local v = bounds[j]
+  if v == nil and names then v = bounds[names[j]] end
+  return v
+end
+
+-- fit_flags(fit, x_lo, x_hi) -> list of flag names for one fitted law ({law=, p=, lower=,
+-- upper=} as fit_form and fit_baseline return) over x (tokens / unit) in [x_lo, x_hi]:
+-- "bound" when a parameter sits on a finite bound (its own or the law's), "pole" when a
+-- hyperbolic or reciprocal law's pole -gamma lies in the range.
+function M.fit_flags(fit, x_lo, x_hi)
+  local who = "kiln.tsl.fit_flags"
+  check.arg(who, "fit", fit, "table")
+  check.numbers(who, "fit.p", fit.p, true)
+  check.number(who, "x_lo", x_lo); check.number(who, "x_hi", x_hi)
+  local flags = {}
+  local law = fit.law and kiln.fit.laws()[fit.law]
+  if not law then return flags end
+  for j, v in ipairs(fit.p) do
+    for _, b in ipairs { bound_at(fit.lower, j, law.params) or law.lower[j], bound_at(fit.upper, j, law.params) or law.upper[j] } do
+      if finite(b) and math.abs(v - b) <= 1e-6 * math.max(1, math.abs(b)) then flags.bound = true end
+    end
+  end
+  if (fit.law == "hyperbolic" or fit.law == "reciprocal") and -fit.p[3] >= x_lo and -fit.p[3] <= x_hi then
+    flags.pole = true
+  end
+  local out = {}
+  for _, f in ipairs { "bound", "pole" } do if flags[f] then out[#out + 1] = f end end
+  return out
+end
+
+-- range_flag(predictions, observed [, margin]) -> "range" or nil: a prediction that is not
+-- finite or lies outside [min - m, max + m] of the observed losses, m = margin x their spread.
+function M.range_flag(predictions, observed, margin)
+  local who = "kiln.tsl.range_flag"
+  check.list(who, "predictions", predictions, "number")
+  check.numbers(who, "observed", observed, true)
+  margin = margin or M.range_margin
+  check.number(who, "margin", margin, 0)
+  local lo, hi = math.huge, -math.huge
+  for _, v in ipairs(observed) do lo, hi = math.min(lo, v), math.max(hi, v) end
+  if #observed == 0 then return nil end
+  local m = margin * (hi - lo)
+  for _, v in ipairs(predictions) do
+    if not finite(v) or v < lo - m or v > hi + m then return "range" end
+  end
+  return nil
+end
+
+local function join_flags(list)
+  local seen, out = {}, {}
+  for _, f in ipairs(list) do if f ~= "" and not seen[f] then seen[f] = true; out[#out + 1] = f end end
+  return table.concat(out, " ")
+end
+
+-- Evaluation --------------------------------------------------------------------------------
+
+local function held_out_stats(truth, pred)
+  local n = #truth
+  if n == 0 then return {} end
+  local r2, mse = kiln.fit.stats(truth, pred)
+  local ape = 0
+  for i = 1, n do ape = ape + math.abs(pred[i] - truth[i]) / math.abs(truth[i]) end
+  return { r2 = r2, mse = mse, mape = 100 * ape / n, final_pred = pred[n], final_true = truth[n],
+           final_err = 100 * (pred[n] - truth[n]) / truth[n] }
+end
+
+-- evaluate(run_dir | run, opts) -> {rows = {...}, sets = {...}, notes = {...}, markdown = text, csv = text}
+--   opts: fit_until (default: tsl.choose_fit_until's window), fit_from, forms, unit, schedule,
+--         sets = {names}, variants = { name = forms, ... } (extra temporal-law rows with other
+--         forms), min_position_r2 (0.95: the threshold counted in the position-fit summary),
+--         match_schedule (false: keep schedule forms that do not suit the run),
+--         range_margin (tsl.range_margin)
 -- For each validation set: fit the temporal law and each baseline on the checkpoints in
 -- [fit_from, fit_until], predict the average loss at every later checkpoint, and score the
--- predictions there (R², MSE, mean absolute % error, error at the last checkpoint).
+-- predictions there (R², MSE, mean absolute % error, error at the last checkpoint). Each row
+-- carries `flags` (tsl.flag_meanings) when its fit is degenerate.
 function M.evaluate(run_or_dir, opts)
   local who = "kiln.tsl.evaluate"
   opts = check.arg(who, "opts", opts, "?table") or {}
   if opts.sets ~= nil then check.list(who, "opts.sets", opts.sets, "string") end
   check.arg(who, "opts.variants", opts.variants, "?table")
   check.arg(who, "opts.forms", opts.forms, "?table")
+  check.arg(who, "opts.match_schedule", opts.match_schedule, "?boolean")
   if opts.min_position_r2 ~= nil then check.number(who, "opts.min_position_r2", opts.min_position_r2) end
   if opts.unit ~= nil then check.positive(who, "opts.unit", opts.unit) end
+  if opts.range_margin ~= nil then check.number(who, "opts.range_margin", opts.range_margin, 0) end
   local run = get_run(run_or_dir, opts)
-  local fit_until = opts.fit_until or 0.2
   local thr = opts.min_position_r2 or 0.95
-  local result = { run = run, rows = {}, sets = {}, fit_until = fit_until }
+  local result = { run = run, rows = {}, sets = {}, fit_until = opts.fit_until, notes = {} }
   local set_names = opts.sets or run.set_names
   for _, set in ipairs(set_names) do
     local s = run.sets[set]
     if not s then fail("%s has no evaluation set '%s' (sets: %s)", run.dir or "the run", set, table.concat(run.set_names, ", ")) end
-    local variants = { { name = "temporal", forms = opts.forms or M.default_forms } }
+    local info = { set = set, models = {}, baselines = {} }
+    local fit_until = opts.fit_until
+    if fit_until == nil then
+      local from = math.max(1, resolve_step(opts.fit_from, run, "fit_from", run.peak_step or 1))
+      fit_until, info.fit_choice = M.choose_fit_until(run, set, from)
+    end
+    local variants = { { name = "temporal", forms = opts.forms } }
     for _, vname in ipairs(util.sorted_keys(opts.variants or {})) do
       variants[#variants + 1] = { name = vname, forms = opts.variants[vname] }
     end
-    local info = { set = set, models = {}, baselines = {} }
     local base_model
     for _, v in ipairs(variants) do
       local m = M.fit_temporal(run, { set = set, fit_until = fit_until, fit_from = opts.fit_from,
-                                      forms = v.forms, unit = opts.unit })
+                                      forms = v.forms, unit = opts.unit, match_schedule = opts.match_schedule })
       info.models[v.name] = m
       base_model = base_model or m
+      for _, n in ipairs(m.notes) do result.notes[#result.notes + 1] = ("set %s, %s: %s"):format(set, v.name, n) end
     end
     local cut, from = base_model.fit_until, base_model.fit_from
     info.fit_until, info.fit_from = cut, from
     -- Baselines on the average loss over the same checkpoints.
-    local fsteps, flosses, tsteps, tlosses = {}, {}, {}, {}
+    local fsteps, flosses, tsteps, tlosses, observed = {}, {}, {}, {}, {}
     for k, st in ipairs(s.steps) do
       if st >= from and st <= cut then fsteps[#fsteps + 1], flosses[#flosses + 1] = st, s.mean[k] end
       if st > cut then tsteps[#tsteps + 1], tlosses[#tlosses + 1] = st, s.mean[k] end
+      if st >= from then observed[#observed + 1] = s.mean[k] end
     end
     if #tsteps == 0 then
       fail("set '%s': no checkpoint after step %d to predict (fit_until is at or past the last evaluation)", set, cut)
     end
-    info.test_steps, info.test_losses = tsteps, tlosses
+    info.test_steps, info.test_losses, info.observed = tsteps, tlosses, observed
+    local unit = opts.unit or 1e6
+    local x_lo, x_hi = from * run.tokens_per_step / unit, tsteps[#tsteps] * run.tokens_per_step / unit
     -- Position-fit quality over the checkpoints from fit_from on.
     local fits = M.position_fits(run, set)
     local r2s, n_ok = {}, 0
@@ -536,7 +745,7 @@ function M.evaluate(run_or_dir, opts)
     end
     table.sort(r2s)
     info.position_r2 = { min = r2s[1], median = util.median(r2s), n = #r2s, n_above = n_ok, threshold = thr }
-    local function add_row(method, formula, predict_fn, fit_r2)
+    local function add_row(method, formula, predict_fn, fit_r2, flags)
       local pred = {}
       for k, st in ipairs(tsteps) do pred[k] = predict_fn(st) end
       local st = held_out_stats(tlosses, pred)
@@ -544,21 +753,32 @@ function M.evaluate(run_or_dir, opts)
                     fit_from = from, fit_until = cut, fit_r2 = fit_r2 }
       for k, v in pairs(st) do row[k] = v end
       row.predictions = pred
+      flags = flags or {}
+      flags[#flags + 1] = M.range_flag(pred, observed, opts.range_margin)
+      row.flags = join_flags(flags)
       result.rows[#result.rows + 1] = row
       return row
     end
     for _, v in ipairs(variants) do
       local m = info.models[v.name]
-      local parts = {}
-      for _, p in ipairs(PARAMS) do parts[#parts + 1] = p .. ":" .. m.forms[p].form end
-      add_row(v.name, table.concat(parts, " "), function(st) return M.predict(m, st).loss end,
-        math.min(m.forms.a0.r2 or 1, m.forms.a1.r2 or 1, m.forms.a2.r2 or 1))
+      local parts, flags = {}, {}
+      for _, p in ipairs(PARAMS) do
+        parts[#parts + 1] = p .. ":" .. m.forms[p].form
+        for _, f in ipairs(M.fit_flags(m.forms[p], x_lo, x_hi)) do flags[#flags + 1] = f .. "(" .. p .. ")" end
+      end
+      local clamped = false
+      add_row(v.name, table.concat(parts, " "), function(st)
+        local pr = M.predict(m, st)
+        clamped = clamped or pr.a1_clamped
+        return pr.loss
+      end, math.min(m.forms.a0.r2 or 1, m.forms.a1.r2 or 1, m.forms.a2.r2 or 1), flags)
+      if clamped then result.rows[#result.rows].flags = join_flags { result.rows[#result.rows].flags, "a1_negative" } end
     end
     for _, b in ipairs(M.baselines) do
       local ok, bl = pcall(M.fit_baseline, b.name, fsteps, flosses, run.tokens_per_step, opts.unit)
       if ok then
         info.baselines[b.name] = bl
-        add_row(b.name, b.formula, bl.at, bl.r2)
+        add_row(b.name, b.formula, bl.at, bl.r2, M.fit_flags(bl, x_lo, x_hi))
       else
         local row = add_row(b.name, b.formula, function() return 0 / 0 end, nil)
         row.error = tostring(bl)
@@ -583,7 +803,7 @@ local function g4(x)
 end
 
 M.csv_columns = { "set", "method", "formula", "fit_from", "fit_until", "n_fit", "n_test", "fit_r2", "r2", "mse",
-                  "mape", "final_true", "final_pred", "final_err" }
+                  "mape", "final_true", "final_pred", "final_err", "flags" }
 
 -- A result of tsl.evaluate (rows and sets lists of tables), or an error naming `who`.
 local function check_result(who, result)
@@ -621,15 +841,22 @@ function M.markdown(result)
       info.set, info.fit_from, info.fit_until, #info.test_steps, info.test_steps[1], info.test_steps[#info.test_steps])
     out[#out + 1] = ("Per-position fits from step %d on: R² min %.4f, median %.4f; %d of %d checkpoints ≥ %.2f.\n"):format(
       info.fit_from, pr.min or 0 / 0, pr.median or 0 / 0, pr.n_above, pr.n, pr.threshold)
-    out[#out + 1] = "| method | form | R² (held out) | MSE | MAPE % | final true | final pred | final err % | fit R² |"
-    out[#out + 1] = "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+    if info.fit_choice then out[#out + 1] = "Fit window chosen: " .. info.fit_choice .. ".\n" end
+    out[#out + 1] = "| method | form | R² (held out) | MSE | MAPE % | final true | final pred | final err % | fit R² | flags |"
+    out[#out + 1] = "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"
+    local flagged = {}
     for _, r in ipairs(result.rows) do
       if r.set == info.set then
-        out[#out + 1] = ("| %s | %s | %s | %s | %s | %s | %s | %s | %s |"):format(r.method, r.error and ("failed: " .. r.error) or r.formula,
-          f4(r.r2), g4(r.mse), f4(r.mape, 2), f4(r.final_true), f4(r.final_pred), f4(r.final_err, 2), f4(r.fit_r2))
+        out[#out + 1] = ("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |"):format(r.method, r.error and ("failed: " .. r.error) or r.formula,
+          f4(r.r2), g4(r.mse), f4(r.mape, 2), f4(r.final_true), f4(r.final_pred), f4(r.final_err, 2), f4(r.fit_r2), r.flags or "")
+        for f in (r.flags or ""):gmatch("[%w_]+") do if M.flag_meanings[f] then flagged[f] = true end end
       end
     end
     out[#out + 1] = ""
+    for _, f in ipairs(util.sorted_keys(flagged)) do
+      out[#out + 1] = ("Flag `%s`: %s."):format(f, M.flag_meanings[f])
+    end
+    if next(flagged) then out[#out + 1] = "Flagged rows are degenerate fits: read their numbers with care.\n" end
     for _, name in ipairs(util.sorted_keys(info.models)) do
       local m = info.models[name]
       out[#out + 1] = ("%s parameter laws (t in units of %g tokens):"):format(name, m.unit)
@@ -683,18 +910,24 @@ local function plot_params(run, set, s, fits, info, m, path)
     fx[j + 1] = st * run.tokens_per_step / m.unit
     for _, p in ipairs(PARAMS) do form[p][j + 1] = m.forms[p].at(st) end
   end
-  local out = {}
+  local out, lo, hi = {}, math.huge, -math.huge
   for _, p in ipairs(PARAMS) do
     out[#out + 1] = series(p .. " per checkpoint", x, per[p], true)
     out[#out + 1] = series(p .. ": " .. m.forms[p].form, fx, form[p])
+    -- the y range from the per-checkpoint values: a form with a pole does not flatten them
+    for k, st in ipairs(s.steps) do
+      if st >= info.fit_from and finite(per[p][k]) then lo, hi = math.min(lo, per[p][k]), math.max(hi, per[p][k]) end
+    end
   end
+  local pad = 0.5 * math.max(hi - lo, 1e-3 * math.max(math.abs(hi), 1))
   return plot_mod.lines { path = path, series = out, logx = true, ylabel = "parameter value",
+    yrange = lo <= hi and { lo - pad, hi + pad } or nil,
     xlabel = ("tokens / %g"):format(m.unit), title = "per-position law parameters over training, set " .. set,
     vlines = { { x = info.fit_until * run.tokens_per_step / m.unit, label = "fit until" } } }
 end
 
 -- The measured average loss against the temporal law's prediction and each baseline.
-local function plot_loss(run, set, s, info, m, path)
+local function plot_loss(run, set, s, info, m, path, result_rows)
   local x, measured, predicted, px = {}, {}, {}, {}
   local base = {}
   for _, b in ipairs(M.baselines) do base[b.name] = {} end
@@ -708,9 +941,31 @@ local function plot_loss(run, set, s, info, m, path)
       end
     end
   end
-  local out = { series("measured", x, measured, true), series("temporal law", px, predicted) }
-  for _, b in ipairs(M.baselines) do out[#out + 1] = series(b.name, px, base[b.name]) end
+  -- The y range is the measured losses and the predictions of unflagged methods: a degenerate
+  -- fit (a pole, a prediction of -5 nats) is drawn, clipped, but does not squash the axis.
+  local flags_of = {}
+  for _, r in ipairs(result_rows or {}) do
+    if r.set == set then flags_of[r.method] = r.flags ~= "" and r.flags or (r.error and "failed") or nil end
+  end
+  local lo, hi = math.huge, -math.huge
+  for k, st in ipairs(s.steps) do
+    if st >= info.fit_from or k == #s.steps then lo, hi = math.min(lo, s.mean[k]), math.max(hi, s.mean[k]) end
+  end
+  local function widen(name, ys)
+    if flags_of[name] then return end
+    for _, v in ipairs(ys) do if finite(v) then lo, hi = math.min(lo, v), math.max(hi, v) end end
+  end
+  local function title(name, text) return text .. (flags_of[name] and (" [flagged: " .. flags_of[name] .. "]") or "") end
+  widen("temporal", predicted)
+  local out = { series("measured", x, measured, true), series(title("temporal", "temporal law"), px, predicted) }
+  local shown = { power = "power (Kaplan)", reciprocal = "reciprocal", log = "logarithmic" }
+  for _, b in ipairs(M.baselines) do
+    widen(b.name, base[b.name])
+    out[#out + 1] = series(title(b.name, shown[b.name] or b.name), px, base[b.name])
+  end
+  local pad = 0.05 * math.max(hi - lo, 1e-3)
   return plot_mod.lines { path = path, series = out, logx = true, xlabel = ("tokens / %g"):format(m.unit),
+    yrange = lo <= hi and { lo - pad, hi + pad } or nil,
     ylabel = "loss (nats)", title = ("average loss, set %s: measured vs predicted"):format(set),
     vlines = { { x = info.fit_until * run.tokens_per_step / m.unit, label = "fit until" } } }
 end
@@ -741,7 +996,7 @@ function M.plot(result, dir, opts)
     local fits, m = M.position_fits(run, set), info.models.temporal
     add(plot_positions(run, set, s, fits, dir .. "/positions_" .. set))
     add(plot_params(run, set, s, fits, info, m, dir .. "/params_" .. set))
-    add(plot_loss(run, set, s, info, m, dir .. "/loss_" .. set))
+    add(plot_loss(run, set, s, info, m, dir .. "/loss_" .. set, result.rows))
   end
   return files
 end

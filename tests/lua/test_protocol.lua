@@ -191,13 +191,113 @@ t.eq(Pe.by_name.reset.steps, 6, "adding a phase again with more steps extends it
 t.err("added twice with different settings", function()
   Pe:phase { name = "reset", from = "upstream", data = OTHER, steps = 4, optimizer = "reset", schedule = { kind = "rewarm", peak = PEAK } }
 end)
-t.err("not an earlier phase", function() Pe:phase { name = "x", from = "nope", data = OTHER, steps = 2, schedule = { kind = "constant", lr = 1e-3 } } end)
+t.err("'from' names 'nope', which is neither an earlier phase %(upstream, down, reset, replay%) nor an existing checkpoint file or run directory", function() Pe:phase { name = "x", from = "nope", data = OTHER, steps = 2, schedule = { kind = "constant", lr = 1e-3 } } end)
 t.err("no checkpoint named 'late'", function() Pe:phase { name = "x", from = "upstream.late", data = OTHER, steps = 2, schedule = { kind = "constant", lr = 1e-3 } } end)
 t.err("'optimizer' must be", function() Pe:phase { name = "x", from = "upstream", optimizer = "keep", data = OTHER, steps = 2, schedule = { kind = "constant", lr = 1e-3 } } end)
 t.err("unknown schedule field 'peek'", function() Pe:phase { name = "x", data = OTHER, steps = 2, schedule = { kind = "rewarm", peek = 1e-3 } } end)
 t.err("unknown field 'tokenz'", function() Pe:phase { name = "x", data = OTHER, tokenz = 2, schedule = { kind = "constant", lr = 1e-3 } } end)
 local Pm = build(dir .. "/p5")
 t.err("does not exist %(run that phase first%)", function() Pm:run { only = { "down" } } end)
+
+-- 5. Continuing from a checkpoint made outside the protocol. --------------------------------------
+-- Another script trains a model of the protocol's shape for 3 steps and saves it with kiln.save
+-- (with its AdamW moments and step = 3 in the metadata; and a weights-only copy).
+local outside, bare = dir .. "/outside.safetensors", dir .. "/bare.safetensors"
+do
+  local script = dir .. "/make_outside.lua"
+  t.write(script, ([[
+local kiln = require "kiln"
+kiln.set_threads(1)
+local m = kiln.model { vocab_size = 256, n_layer = 1, n_head = 2, n_embd = 16, block_size = 16, seed = 5 }
+local opt = kiln.adamw(m, { lr = 1e-3 })
+local ds, rng, b = kiln.dataset(%q), kiln.rng(3), kiln.batch(4, 16)
+for _ = 1, 3 do ds:sample(b, rng); m:zero_grad(); m:forward(b); m:backward(); opt:step() end
+kiln.save(%q, { model = m, optimizer = opt, meta = { step = 3, made_by = "make_outside.lua" } })
+kiln.save(%q, { model = m })
+]]):format(OTHER, outside, bare))
+  local kiln_bin = (os.getenv("KILN_BUILD") or "build") .. "/kiln"
+  t.ok(os.execute(kiln_bin .. " " .. script), "another script saves a checkpoint with kiln.save")
+end
+local sched_src = kiln.schedule.cosine { peak = PEAK, floor = FLOOR, steps = 10, warmup = 2 }
+local started, seen_lr = {}, {}
+local function outside_protocol(d)
+  return protocol {
+    dir = d, model = { n_layer = 1, n_head = 2, n_embd = 16, block_size = 16 },
+    batch = 4, context = 16, seed = 7, quiet = true,
+    eval = { sets = { upstream = EN, downstream = OTHER }, at = { 0, 2 }, windows = 8 },
+    on_phase_start = function(name, model)
+      local saved = kiln.model(model:config())
+      kiln.load(outside, { model = saved })
+      started[name] = same(model:flat_params(), saved:flat_params())
+    end,
+    on_step = function(name, info) seen_lr[name] = seen_lr[name] or {}; seen_lr[name][info.step] = info.lr end,
+  }
+end
+local d5 = dir .. "/p_outside"
+local Po = outside_protocol(d5)
+Po:phase { name = "cont", from = outside, data = EN, steps = 4, schedule = { kind = "rewarm", peak = PEAK, warmup = 1 } }
+Po:phase { name = "resumed_schedule", from = outside, data = EN, steps = 4, schedule = sched_src, schedule_step = "source" }
+Po:phase { name = "weights_only", from = bare, optimizer = "reset", data = EN, steps = 2, schedule = { kind = "constant", lr = FLOOR } }
+local ro = Po:run()
+t.eq(ro.status, "complete", "a protocol whose phases start from a checkpoint saved outside it runs")
+t.ok(started.cont, "cont: the weights before its first step are the outside checkpoint's")
+local cfg = kiln.yaml.load(d5 .. "/cont/config.yaml")
+local sha = kiln.sha256_file(outside)
+t.ok(cfg.start and cfg.start.path == outside and cfg.start.sha256 == sha,
+  "config.yaml records the start checkpoint: its path and SHA-256 (" .. tostring(cfg.start and cfg.start.sha256) .. ")")
+t.eq(kiln.yaml.load(d5 .. "/cont/start.yaml").sha256, sha, "start.yaml records the same SHA-256")
+-- eval at step 0: the outside weights, evaluated before any update
+local m0 = kiln.model { vocab_size = 256, n_layer = 1, n_head = 2, n_embd = 16, block_size = 16 }
+kiln.load(outside, { model = m0 })
+local want = require("kiln.train").evaluate(m0, kiln.dataset(EN), 16, 8, 4)
+local mcsv = util.read_csv(d5 .. "/cont/metrics.csv")
+local col = {}
+for i, h in ipairs(mcsv.header) do col[h] = i end
+local row0 = mcsv.rows[1]
+t.ok(row0[1] == 0 and row0[col.tokens] == 0 and row0[col.upstream_loss] == want and type(row0[col.downstream_loss]) == "number",
+  ("metrics.csv starts with the step-0 evaluation: upstream %s (the outside weights give %s)"):format(
+    tostring(row0[col.upstream_loss]), tostring(want)))
+local pcsv = util.read_csv(d5 .. "/cont/positions.csv")
+t.ok(pcsv.rows[1][1] == 0 and pcsv.rows[2][1] == 0 and #pcsv.rows == 6,
+  "positions.csv has step 0 for both sets, then steps 2 and 4 (" .. #pcsv.rows .. " rows)")
+local curve = Po:curve("cont")
+t.ok(curve[1].step == 0 and curve[2].step == 2 and curve[1].upstream == want, "the phase's curve has step 0 once, from the start weights")
+-- schedule_step = "source": phase step s runs the schedule at 3 + s (the outside step was 3)
+local lr_ok = true
+for s = 1, 4 do lr_ok = lr_ok and seen_lr.resumed_schedule[s] == sched_src(3 + s - 1) end
+t.ok(lr_ok, ("schedule_step = \"source\": update 1 uses the schedule at step 3 (%.6g = %.6g), and so on"):format(
+  seen_lr.resumed_schedule[1], sched_src(3)))
+t.ok(seen_lr.cont[1] == 0, "schedule_step = \"phase\" (default): the rewarm starts at the phase's step 0 (lr 0)")
+t.eq(kiln.yaml.load(d5 .. "/weights_only/config.yaml").start.sha256, kiln.sha256_file(bare), "a weights-only start is recorded too")
+-- a run directory: its newest checkpoint
+local Pd = outside_protocol(dir .. "/p_dir")
+Pd:phase { name = "from_dir", from = d1 .. "/upstream", data = OTHER, steps = 2, schedule = { kind = "constant", lr = FLOOR } }
+t.eq(Pd.by_name.from_dir.from_file, d1 .. "/upstream/checkpoints/step_00000012.safetensors",
+  "from = a run directory: its newest checkpoint")
+util.mkdir(dir .. "/empty_run")
+t.err("'from' is the directory '.*empty_run', which holds no checkpoint", function()
+  Pd:phase { name = "e", from = dir .. "/empty_run", data = OTHER, steps = 2, schedule = { kind = "constant", lr = FLOOR } } end)
+Pd:phase { name = "carry_bare", from = bare, data = OTHER, steps = 2, schedule = { kind = "constant", lr = FLOOR } }
+t.err("phase carry_bare: cannot start from .*bare%.safetensors: .*has no optimizer state.*optimizer = \"reset\" starts from the weights alone",
+  function() Pd:run { only = { "carry_bare" } } end)
+t.err("'schedule_step' must be \"phase\"", function()
+  Pd:phase { name = "s", from = bare, data = OTHER, steps = 2, schedule_step = "run", schedule = { kind = "constant", lr = FLOOR } } end)
+Pd:phase { name = "src_bare", from = bare, optimizer = "reset", schedule_step = "source", data = OTHER, steps = 2,
+           schedule = { kind = "constant", lr = FLOOR } }
+t.err("schedule_step = \"source\" needs the source's step, but .*bare%.safetensors records none",
+  function() Pd:run { only = { "src_bare" } } end)
+-- kiln.train alone: eval.at = {0} evaluates before the first update; `start` is checked
+do
+  local m = kiln.model { vocab_size = 256, n_layer = 1, n_head = 2, n_embd = 16, block_size = 16, seed = 2 }
+  local before = require("kiln.train").evaluate(m, kiln.dataset(EN), 16, 8, 4)
+  local at0
+  local sum = kiln.train { model = m, data = kiln.dataset(EN), steps = 2, batch = 4, context = 16, quiet = true,
+    eval = { at = { 0 }, sets = { val = kiln.dataset(EN) }, windows = 8 },
+    on_eval = function(info) if info.step == 0 then at0 = info.eval.val.loss end end }
+  t.ok(at0 == before and sum.steps == 2, ("kiln.train: eval.at = {0} evaluates the starting weights (%.5f)"):format(at0 or 0 / 0))
+  t.err("kiln%.train: argument 'start' must be a non%-empty string", kiln.train, { model = m, data = kiln.dataset(EN), steps = 1,
+    batch = 4, context = 16, quiet = true, start = { path = "x" } })
+end
 
 -- Argument checks name the method and the argument.
 t.err("kiln%.protocol:phase: called on string, expected a kiln%.protocol", function() Pe.phase("x", {}) end)

@@ -12,6 +12,11 @@ local dir = t.tmpdir()
 local kiln_bin = (os.getenv("KILN_BUILD") or "build") .. "/kiln"
 
 local rng = kiln.rng(7)
+local function like(text, pattern, what)
+  local ok = type(text) == "string" and text:find(pattern) ~= nil
+  t.ok(ok, what)
+  if not ok then t.note(("expected /%s/ in: %s"):format(pattern, tostring(text):sub(1, 2000))) end
+end
 local function rel(a, b) return math.abs(a - b) / math.max(math.abs(b), 1e-3) end
 
 -- 1. kiln.fit.curve --------------------------------------------------------------------------
@@ -254,6 +259,112 @@ do
   t.note(("real run (%.1f s): per-checkpoint R² %s"):format(kiln.clock() - t0, table.concat(parts, " ")))
   t.ok(ok800, "real run: per-position R² >= 0.95 at every checkpoint from step 850")
   t.ok(ok300, "real run: per-position R² >= 0.8 at every checkpoint from step 300")
+end
+
+-- 7. `kiln fit` on a WSD run with its defaults ---------------------------------------------------
+-- A 1-layer d=32 byte model, 240 steps of warmup 10 / stable 150 / linear decay 80, evaluated
+-- every 20 steps (12 evaluations). The default window is chosen from the evaluations (the
+-- first 4 from the LR peak on: steps 20..80), the default a2 form 'cosine' is replaced (the
+-- decay is linear, not a half cosine; then the LR is constant over the fitted steps, so 'log').
+do
+  local run_dir = dir .. "/wsd"
+  local ds = kiln.dataset("tests/data/tiny_en.txt")
+  kiln.train { model = { vocab_size = 256, block_size = 32, n_layer = 1, n_head = 2, n_embd = 32, seed = 1 },
+    optimizer = { lr = 3e-3 }, data = ds, steps = 240, batch = 8, context = 32, quiet = true, seed = 1,
+    schedule = kiln.schedule.wsd { peak = 3e-3, warmup = 10, stable = 150, decay = 80, floor_frac = 0.1 },
+    run_dir = run_dir, checkpoint = { every = 240 }, eval = { every = 20, sets = { val = ds }, windows = 32 } }
+  local ok = os.execute(("%s fit %s > %s/wsd.out 2>&1"):format(kiln_bin, util.shell_quote(run_dir), dir))
+  local out = util.read_file(dir .. "/wsd.out") or ""
+  t.ok(ok, "kiln fit with its defaults succeeds on a 240-step WSD run with 12 evaluations")
+  if not ok then t.note(out) end
+  like(out, "fit_until = step 80: the first 4 of the 12 evaluations of set 'val' from step 11 on", "kiln fit says which window it chose")
+  like(out, "a2: the default form 'cosine' does not suit this run: the LR of the run's wsd schedule does not decay as a half cosine",
+    "kiln fit says the default cosine a2 form does not suit a WSD run")
+  like(out, "using 'lr' instead", "... and replaces it by the LR-aware form")
+  like(out, "a2: the default form 'lr' does not suit this run: its covariate %(the LR%) is constant over the fitted checkpoints %(steps 20%.%.80%)",
+    "... which cannot be fitted where the LR is flat, so it says so")
+  like(out, "using 'log' instead", "... and uses the log form")
+  like(out, "| temporal | a0:log a1:hyperbolic a2:log |", "the table's temporal row has the forms used")
+  like(util.read_file(run_dir .. "/tsl.csv") or "", "^set,method,formula,.*,flags\n", "tsl.csv has a flags column")
+  t.err("forms%.a2 = 'cosine' does not suit .*wsd.*use a2=lr, or match_schedule=false", tsl.evaluate, run_dir,
+    { forms = { a2 = "cosine" } })
+  local r = tsl.evaluate(run_dir, { forms = { a2 = "cosine" }, match_schedule = false })
+  t.eq(r.sets[1].models.temporal.forms.a2.form, "cosine", "match_schedule = false fits the asked-for form anyway")
+  t.err("only 3 checkpoints .* too few to fit a1 with form 'hyperbolic' %(need at least 4; fit_until = 80 would give 4%)", tsl.fit_temporal, run_dir,
+    { fit_until = 60, forms = { a2 = "log" } })
+  -- too few evaluations for any window
+  local few = dir .. "/few"
+  util.mkdir(few)
+  util.write_atomic(few .. "/config.yaml", util.read_file(run_dir .. "/config.yaml"))
+  local lines = {}
+  for line in util.read_file(run_dir .. "/positions.csv"):gmatch("[^\n]+") do
+    if #lines < 5 then lines[#lines + 1] = line end
+  end
+  util.write_atomic(few .. "/positions.csv", table.concat(lines, "\n") .. "\n")
+  t.err("set 'val' has 4 evaluations from step 11 on; the temporal law needs at least 5", tsl.evaluate, few)
+end
+
+-- A constant-LR run (no schedule given) evaluated at step 0 too: the cosine default becomes 'log'.
+do
+  local run_dir = dir .. "/constant"
+  local ds = kiln.dataset("tests/data/tiny_en.txt")
+  kiln.train { model = { vocab_size = 256, block_size = 32, n_layer = 1, n_head = 2, n_embd = 32, seed = 1 },
+    optimizer = { lr = 3e-3 }, data = ds, steps = 200, batch = 8, context = 32, quiet = true, seed = 1,
+    run_dir = run_dir, eval = { every = 20, at = { 0 }, sets = { val = ds }, windows = 32 } }
+  like(util.read_file(run_dir .. "/positions.csv") or "", "\n0,val,", "the run has a step-0 evaluation in positions.csv")
+  local ok = os.execute(("%s fit %s plots=false > %s/constant.out 2>&1"):format(kiln_bin, util.shell_quote(run_dir), dir))
+  local out = util.read_file(dir .. "/constant.out") or ""
+  t.ok(ok, "kiln fit with its defaults succeeds on a constant-LR run evaluated at step 0")
+  like(out, "a2: the default form 'cosine' does not suit this run: the LR of the run's constant schedule does not decay after its peak; using 'log' instead",
+    "kiln fit replaces the cosine default on a constant-LR run by 'log', and says so")
+end
+
+-- 8. Degenerate fits are flagged -------------------------------------------------------------------
+do
+  t.eq(table.concat(tsl.fit_flags({ law = "hyperbolic", p = { 1, 2, -3 } }, 1, 5), ","), "pole",
+    "fit_flags: a hyperbolic law with its pole x = 3 inside [1, 5]")
+  t.eq(#tsl.fit_flags({ law = "hyperbolic", p = { 1, 2, -3 } }, 4, 5), 0, "fit_flags: ... not when the pole is before the range")
+  t.eq(table.concat(tsl.fit_flags({ law = "reciprocal", p = { 2, 1, -0.5 } }, 0.1, 2), ","), "pole",
+    "fit_flags: the reciprocal baseline's pole too")
+  t.eq(table.concat(tsl.fit_flags({ law = "power", p = { 1, 1, 0 } }, 1, 5), ","), "bound",
+    "fit_flags: a power law whose exponent sits on its bound 0")
+  t.eq(table.concat(tsl.fit_flags({ law = "kaplan", p = { 1, 0, 0.5 } }, 1, 5), ","), "bound",
+    "fit_flags: the Kaplan baseline with t_c on its bound 0")
+  t.eq(table.concat(tsl.fit_flags({ law = "log", p = { 2, 0.5 }, upper = { beta = 0.5 } }, 1, 5), ","), "bound",
+    "fit_flags: a parameter on a bound the form set (by name)")
+  t.eq(#tsl.fit_flags({ law = "power", p = { 1, 1, 0.3 } }, 1, 5), 0, "fit_flags: an ordinary fit has none")
+  t.eq(tsl.range_flag({ 2.3, -4.88 }, { 3, 2.5, 2.2 }), "range", "range_flag: -4.88 nats against observed 2.2..3")
+  t.eq(tsl.range_flag({ 2.3, 0 / 0 }, { 3, 2.5, 2.2 }), "range", "range_flag: a NaN prediction")
+  t.eq(tsl.range_flag({ 2.0, 3.3 }, { 3, 2.5, 2.2 }), nil, "range_flag: within the margin (0.5 x the spread 0.8)")
+  t.eq(tsl.range_flag({ 1.7 }, { 3, 2.5, 2.2 }, 0.25), "range", "range_flag: outside a narrower margin")
+  -- A run whose a0 falls as a log until 0.4M tokens and is flat after: the log baseline (and a
+  -- log temporal form) fitted before that keeps falling, far below every measured loss.
+  FORM.logcap = function(s, p) return p[1] + p[2] * math.log(math.min(X(s), p[3])) end
+  local d = synthetic_run("capped", { val = { a0 = { "logcap", { 3.0, -0.5, 0.4 } }, a1 = { "constant", { 0.3 } },
+    a2 = { "constant", { 1.5 } }, noise = 1e-3 } })
+  local r = tsl.evaluate(d, { fit_until = 400, forms = { a0 = "log", a1 = "constant", a2 = "constant" } })
+  local by = {}
+  for _, row in ipairs(r.rows) do by[row.method] = row end
+  like(by.log.flags, "range", ("evaluate: the log baseline predicting %.3f (measured %.3f) is flagged 'range'"):format(
+    by.log.final_pred, by.log.final_true))
+  like(r.markdown, "| flags |", "the markdown table has a flags column")
+  like(r.markdown, "Flag `range`: ", "... and explains each flag used")
+  like(r.csv, ",range\n", "the csv rows carry the flags")
+  local files = tsl.plot(r, d .. "/plots", { gnuplot = false })
+  t.ok(#files > 0, "plot writes its files")
+  local gp = util.read_file(d .. "/plots/loss_val.gp") or ""
+  local lo, hi = gp:match("set yrange %[([^:]+):([^%]]+)%]")
+  lo, hi = tonumber(lo), tonumber(hi)
+  local s = r.run.sets.val
+  local mmin, mmax = math.huge, -math.huge
+  for k, v in ipairs(s.mean) do
+    if s.steps[k] >= r.sets[1].fit_from then mmin, mmax = math.min(mmin, v), math.max(mmax, v) end
+  end
+  -- unflagged predictions may reach 0.5 x the spread below the measured minimum, plus 5% padding
+  t.ok(lo and lo > by.log.final_pred and lo >= mmin - 0.7 * (mmax - mmin) and hi > lo,
+    ("the loss plot's y range [%s, %s] keeps the flagged prediction %.3f off the axis (measured min %.3f)"):format(
+      tostring(lo), tostring(hi), by.log.final_pred, mmin))
+  like(gp, "logarithmic %[flagged: range%]", "the flagged method is marked in the plot's legend")
 end
 
 -- Argument checks name the function and the argument; sizes are bounded.

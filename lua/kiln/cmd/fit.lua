@@ -1,11 +1,13 @@
 -- kiln fit RUN_DIR [key=value ...] — fit the temporal scaling law to a run, predict its loss
 --
--- kiln fit RUN_DIR [fit_until=0.2] [fit_from=STEP] [set=NAME] [a0=log] [a1=hyperbolic]
---                  [a2=cosine] [unit=1e6] [plots=true] [variants=true] [laws=false]
+-- kiln fit RUN_DIR [fit_until=STEP|FRACTION] [fit_from=STEP] [set=NAME] [a0=log] [a1=hyperbolic]
+--                  [a2=cosine] [unit=1e6] [plots=true] [variants=true] [match_schedule=true] [laws=false]
 --
 -- Fits the temporal scaling law to a run's per-position evaluations (positions.csv) on the
 -- checkpoints up to fit_until (an integer step, or a fraction of the planned steps written
--- with a decimal point: 0.2, 1.0), predicts the average loss at every later checkpoint, and
+-- with a decimal point: 0.2, 1.0; by default the first 20% of the evaluations from fit_from
+-- on, at least 4, and the choice is printed), predicts the average loss at every later
+-- checkpoint, and
 -- compares with the power-law, reciprocal and logarithmic baselines fitted to the average
 -- loss on the same checkpoints. Prints the table; writes RUN_DIR/tsl.md, RUN_DIR/tsl.csv and
 -- RUN_DIR/tsl_plots/ (NAME.dat + NAME.gp always, NAME.png when gnuplot is installed).
@@ -15,8 +17,8 @@ local kiln = require "kiln"
 local util = require "kiln.util"
 local tsl = require "kiln.tsl"
 
-local USAGE = "usage: kiln fit RUN_DIR [fit_until=0.2] [fit_from=STEP] [set=NAME] [a0=FORM] [a1=FORM] [a2=FORM] " ..
-              "[unit=1e6] [plots=true] [variants=true] [laws=false]\n  forms: " .. table.concat(util.sorted_keys(tsl.forms), ", ")
+local USAGE = "usage: kiln fit RUN_DIR [fit_until=STEP|FRACTION] [fit_from=STEP] [set=NAME] [a0=FORM] [a1=FORM] [a2=FORM] " ..
+              "[unit=1e6] [plots=true] [variants=true] [match_schedule=true] [laws=false]\n  forms: " .. table.concat(util.sorted_keys(tsl.forms), ", ")
 
 -- "300" is step 300; "0.2" (a decimal point or exponent) is a fraction of the planned steps.
 local function step_or_fraction(text, what)
@@ -29,17 +31,19 @@ end
 
 return function(...)
   local args = { ... }
+  -- An empty form means "the default, if it suits the run's schedule" (tsl.matched_form).
   local opts, positional = kiln.config.resolve({
-    fit_until = "0.2", fit_from = "", set = "", a0 = tsl.default_forms.a0, a1 = tsl.default_forms.a1,
-    a2 = tsl.default_forms.a2, unit = 1e6, plots = true, variants = true, laws = false,
+    fit_until = "", fit_from = "", set = "", a0 = "", a1 = "", a2 = "", unit = 1e6, plots = true,
+    variants = true, match_schedule = true, laws = false,
   }, args, { positional = true })
+  local function form(p) return opts[p] ~= "" and opts[p] or nil end
   if #positional ~= 1 then kiln.config.fail("kiln fit: give one run directory\n%s", USAGE) end
   local dir = positional[1]:gsub("/+$", "")
   local eopts = {
     fit_until = step_or_fraction(tostring(opts.fit_until), "fit_until"),
     fit_from = step_or_fraction(opts.fit_from, "fit_from"),
-    forms = { a0 = opts.a0, a1 = opts.a1, a2 = opts.a2 },
-    unit = opts.unit,
+    forms = { a0 = form("a0"), a1 = form("a1"), a2 = form("a2") },
+    unit = opts.unit, match_schedule = opts.match_schedule,
     sets = opts.set ~= "" and { opts.set } or nil,
   }
   if opts.variants then
@@ -53,9 +57,12 @@ return function(...)
     ("Per-position law L_i = a0/(1 + a1*i) + a2 fitted at each checkpoint (i = 1..%d); parameter laws in t = tokens / %g; " ..
       "LR from %s (peak at step %s, decay ends at step %s). fit_until = %s, fit_from = %s."):format(
       run.T, opts.unit, run.lr_source or "nowhere (LR-aware forms unavailable)", tostring(run.peak_step),
-      tostring(run.decay_end), tostring(eopts.fit_until or 0.2), tostring(eopts.fit_from or "the LR peak")),
+      tostring(run.decay_end), tostring(eopts.fit_until or "chosen from the evaluations"),
+      tostring(eopts.fit_from or "the LR peak")),
     "", "R², MSE and MAPE are measured on the held-out checkpoints after the cut, against the measured average loss.", "",
   }
+  for _, note in ipairs(result.notes) do header[#header + 1] = "note: " .. note end
+  if #result.notes > 0 then header[#header + 1] = "" end
   local md = table.concat(header, "\n") .. result.markdown
   print(md)
   util.write_atomic(dir .. "/tsl.md", md .. "\n")
