@@ -208,8 +208,9 @@ end
 md[#md + 1] = "\n## Fitted laws and prediction error on the held-out widths\n"
 md[#md + 1] = ("ARE = mean |(y − ŷ)/y| over the held-out widths. \"Final\": L(N) fitted on the final losses, scored on the final losses. \"Per fraction\": L(N) fitted separately at each checkpoint fraction ≥ %s and scored at the same fraction. \"L(N, D)\": E + A/N^α + B/D^β (D in millions of tokens) fitted once on the smaller widths' checkpoints at fractions ≥ %s, scored on the held-out widths' checkpoints at fractions ≥ %s.\n"):format(
   util.num(cfg.fit.target_from), util.num(cfg.fit.fit_from), util.num(cfg.fit.target_from))
-md[#md + 1] = "| param | a | b | c | fit R² | ARE final (max) | ARE per fraction | L(N, D): E, A, α, B, β | ARE L(N, D) |"
-md[#md + 1] = "|---|---|---|---|---|---|---|---|---|"
+md[#md + 1] = "\"Flat\" is the baseline that predicts no gain: every held-out width gets the final loss of the largest fitted width.\n"
+md[#md + 1] = "| param | a | b | c | fit R² | ARE final (max) | ARE flat | ARE per fraction | L(N, D): E, A, α, B, β | ARE L(N, D) |"
+md[#md + 1] = "|---|---|---|---|---|---|---|---|---|---|"
 for _, param in ipairs(cfg.parametrizations) do
   local a = analysis[param]
   local fl = a.final
@@ -222,9 +223,11 @@ for _, param in ipairs(cfg.parametrizations) do
     end
     if #ys > 0 then are, worst = ladder.are(ys, yh) end
   end
-  md[#md + 1] = ("| %s | %s | %s | %s | %s | %s (%s) | %s | %s | %s |"):format(param,
+  local last_fit = results[param][widths[n_fit]].losses[tc.steps]
+  local are_flat = held_out_are(param, { tc.steps }, function() return last_fit == last_fit and last_fit or nil end)
+  md[#md + 1] = ("| %s | %s | %s | %s | %s | %s (%s) | %s | %s | %s | %s |"):format(param,
     fl and ("%.4g"):format(fl.a) or "-", fl and ("%.4g"):format(fl.b) or "-", fl and ("%.4g"):format(fl.c) or "-",
-    fl and ("%.4f"):format(fl.r2) or "-", pct(are), pct(worst), pct(a.are_per_fraction),
+    fl and ("%.4f"):format(fl.r2) or "-", pct(are), pct(worst), pct(are_flat), pct(a.are_per_fraction),
     a.nd and ("%.3f, %.3g, %.3f, %.3g, %.3f"):format(a.nd.E, a.nd.A, a.nd.alpha, a.nd.B, a.nd.beta) or "-", pct(a.are_nd))
 end
 md[#md + 1] = "\n## ARE of L(N) at each fraction of training\n"
