@@ -254,7 +254,17 @@ for _, seed in ipairs(cfg.seeds) do
     end
   end
 end
-md[#md + 1] = ("\nWall time %.0f s.\n"):format(kiln.clock() - t0)
+local train_wall = 0
+for _, seed in ipairs(cfg.seeds) do
+  for _, x in ipairs(res[seed].small) do train_wall = train_wall + (x.wall or 0) end
+  for _, arm in ipairs(active) do
+    for _, w in ipairs(mc.widths) do
+      for _, x in ipairs(res[seed][arm.name][w].rows) do train_wall = train_wall + (x.wall or 0) end
+    end
+  end
+end
+md[#md + 1] = ("\nTraining time %.0f s (the runs' own wall times, also when a rerun skipped them); this invocation %.0f s.\n"):format(
+  train_wall, kiln.clock() - t0)
 local text = table.concat(md, "\n")
 util.write_atomic(cfg.out .. "/results.md", text .. "\n")
 util.write_atomic(cfg.out .. "/results.csv", table.concat(csv))

@@ -241,7 +241,12 @@ for _, s in ipairs(eval_steps) do
   end
   md[#md + 1] = ("| %s | %d | %s |"):format(util.num(fraction_of[s]), s, table.concat(cells, " | "))
 end
-md[#md + 1] = ("\nWall time %.0f s.\n"):format(kiln.clock() - t0)
+local train_wall = 0
+for _, param in ipairs(cfg.parametrizations) do
+  for _, w in ipairs(widths) do train_wall = train_wall + (results[param][w].wall or 0) end
+end
+md[#md + 1] = ("\nTraining time %.0f s (the runs' own wall times, also when a rerun skipped them); this invocation %.0f s.\n"):format(
+  train_wall, kiln.clock() - t0)
 local text = table.concat(md, "\n")
 util.write_atomic(cfg.out .. "/results.md", text .. "\n")
 util.write_atomic(cfg.out .. "/results.csv", table.concat(csv))
