@@ -3,6 +3,7 @@
 --
 --   rundir.find(root)               -> sorted list of run directories under root (root too)
 --   rundir.newest_checkpoint(dir)   -> path, step   (nil, -1 when there is none)
+--   rundir.print_table(rows)       prints rows of strings as aligned columns
 --   rundir.inspect(dir)             -> {status, steps_done, steps_planned, eval = {set = loss},
 --                                       eval_names, eval_se, final_loss, fingerprint, digest}
 local kiln = require "kiln"
@@ -59,6 +60,19 @@ local function status_of(dir, summary, ckpt)
   local holder = kiln.lock_holder and kiln.lock_holder(dir .. "/lock")
   if holder then return "running (pid " .. holder .. ")" end
   return ckpt and "partial" or "new"
+end
+
+-- Print rows (lists of strings) as left-aligned columns, trailing blanks trimmed.
+function M.print_table(rows)
+  local width = {}
+  for _, r in ipairs(rows) do
+    for i, c in ipairs(r) do width[i] = math.max(width[i] or 0, utf8.len(c) or #c) end
+  end
+  for _, r in ipairs(rows) do
+    local cells = {}
+    for i, c in ipairs(r) do cells[i] = c .. string.rep(" ", width[i] - (utf8.len(c) or #c)) end
+    print((table.concat(cells, "  "):gsub("%s+$", "")))
+  end
 end
 
 function M.inspect(dir)

@@ -11,18 +11,6 @@ local function show(v)
   return type(v) == "number" and util.num(v) or tostring(v)
 end
 
-local function print_table(rows)
-  local width = {}
-  for _, r in ipairs(rows) do
-    for i, c in ipairs(r) do width[i] = math.max(width[i] or 0, utf8.len(c) or #c) end
-  end
-  for _, r in ipairs(rows) do
-    local cells = {}
-    for i, c in ipairs(r) do cells[i] = c .. string.rep(" ", width[i] - (utf8.len(c) or #c)) end
-    print((table.concat(cells, "  "):gsub("%s+$", "")))
-  end
-end
-
 return function(...)
   local args = { ... }
   if #args ~= 2 then error(USAGE, 0) end
@@ -53,5 +41,5 @@ return function(...)
     rows[#rows + 1] = { n .. "_loss", cell(a), cell(b) }
   end
   if a.final_loss or b.final_loss then rows[#rows + 1] = { "final_loss", show(a.final_loss), show(b.final_loss) } end
-  print_table(rows)
+  rundir.print_table(rows)
 end

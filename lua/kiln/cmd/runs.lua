@@ -28,14 +28,6 @@ return function(...)
   if #dirs == 0 then print(("no runs under %s (a run is a directory with a config.yaml)"):format(root)); return end
   local rows = { { "run", "status", "steps", "final eval", "fingerprint" } }
   for _, d in ipairs(dirs) do rows[#rows + 1] = row_of(d) end
-  local width = {}
-  for _, r in ipairs(rows) do
-    for i, c in ipairs(r) do width[i] = math.max(width[i] or 0, utf8.len(c) or #c) end
-  end
-  for _, r in ipairs(rows) do
-    local cells = {}
-    for i, c in ipairs(r) do cells[i] = c .. string.rep(" ", width[i] - (utf8.len(c) or #c)) end
-    print((table.concat(cells, "  "):gsub("%s+$", "")))
-  end
+  rundir.print_table(rows)
   if kiln.isatty(1) then print(("%d run%s"):format(#dirs, #dirs == 1 and "" or "s")) end
 end
