@@ -12,6 +12,7 @@
 --   optimizer.<field>             AdamW hyperparameters
 --   start.path/sha256             the checkpoint a continuation starts from (when there is one)
 --   tokenizer.sha256              the tokenizer of token data (when there is one)
+--   average.<field>               weight averaging (kind, decay, every, start, warmup), if any
 --
 --   local fp = fingerprint.compute(spec)     -> {settings = {...}, digest = "hex"}
 --   local diffs = fingerprint.diff(old, new) -> {{key=, old=, new=}, ...} (sorted by key)
@@ -105,6 +106,7 @@ function M.compute(spec)
   add_table(s, "optimizer.", spec.optimizer or {})
   if spec.start then s["start.path"], s["start.sha256"] = spec.start.path, spec.start.sha256 end
   if spec.tokenizer then s["tokenizer.sha256"] = spec.tokenizer end
+  if spec.average then add_table(s, "average.", spec.average) end
   return { settings = s, digest = kiln.sha256(canonical(s)) }
 end
 

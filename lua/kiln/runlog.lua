@@ -49,6 +49,7 @@ function M.identity(p)
     model = p.mcfg, steps = p.steps, batch = p.B, context = p.T, accumulate = p.accum, seed = p.seed,
     lr = p.lr, weights = p.weight_values, normalize = p.normalize, data = data, eval = evals,
     eval_windows = #p.sets > 0 and p.eval_windows or nil, optimizer = hparams_as_used(p.opt), start = start,
+    average = p.average,
   })
   if not ok then fail("%s", tostring(fp)) end
   return fp
@@ -169,6 +170,9 @@ M.METRICS = { "step", "tokens", "lr", "loss_weighted", "loss_unweighted", "grad_
 function M.headers(p)
   local metrics = { table.unpack(M.METRICS) }
   for _, s in ipairs(p.sets) do metrics[#metrics + 1] = s.name .. "_loss" end
+  if p.average then
+    for _, s in ipairs(p.sets) do metrics[#metrics + 1] = s.name .. "_avg_loss" end
+  end
   local positions = { "step", "set" }
   for i = 1, p.T do positions[#positions + 1] = "pos" .. i end
   return { metrics = metrics, positions = positions, timing = { "step", "tokens_per_s", "seconds" } }

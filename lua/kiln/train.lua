@@ -114,6 +114,30 @@ local function diverged(r, fmtstr, ...)
   fail("diverged: " .. fmtstr .. "; stopped (last good checkpoint: %s)", table.unpack(args, 1, args.n + 1))
 end
 
+-- The averaged weights as a model checkpoint of their own (loadable as the model), written
+-- before the checkpoint it belongs to, so a checkpoint never lacks its average.
+local function average_path(path) return (path:gsub("%.safetensors$", ".average.safetensors")) end
+
+local function save_average(r, path)
+  r.opt:swap_average()
+  local ok, err = pcall(kiln.save, average_path(path), { model = r.model, tokenizer = r.p.data[1].dataset:tokenizer(),
+    meta = { average_count = r.opt:average().count } })
+  r.opt:swap_average()
+  if not ok then error(err, 0) end
+end
+
+-- Resuming: the average saved with the checkpoint goes back into the optimizer, bit for bit.
+local function restore_average(r, path, count)
+  if count == 0 then return end
+  local apath = average_path(path)
+  if not util.exists(apath) then fail("%s: the weight average saved with this checkpoint is missing (%s)", path, apath) end
+  r.opt:set_average_count(count)   -- first: there is no average to swap in before
+  r.opt:swap_average()
+  local ok, err = pcall(kiln.load, apath, { model = r.model })
+  r.opt:swap_average()
+  if not ok then error(err, 0) end
+end
+
 local function save_checkpoint(r, step)
   local p = r.p
   if not p.run_dir then return nil end
@@ -123,14 +147,37 @@ local function save_checkpoint(r, step)
     diverged(r, "step %d: parameter %d of the model is %s, not saved as a checkpoint", step, bad, util.num(flat:get(bad)))
   end
   local path = ("%s/checkpoints/step_%08d.safetensors"):format(p.run_dir, step)
+  if p.rank == 0 and p.average then save_average(r, path) end
   if p.rank == 0 then
     kiln.save(path, { model = r.model, optimizer = r.opt, tokenizer = p.data[1].dataset:tokenizer(), meta = {
       step = step, tokens = r.tokens, rng = r.rng:state(), lua_state = kiln.yaml.encode(r.state),
-      last_step = kiln.yaml.encode(r.last) } })
+      last_step = kiln.yaml.encode(r.last), average_count = p.average and r.opt:average().count or nil } })
   end
   if p.nranks > 1 then kiln.mpi.barrier("checkpoint") end   -- the file exists on return, on every rank
   r.saved[step], r.last_good = true, path
   return path
+end
+
+-- The averaged weights (optimizer-kept EMA or mean), evaluated on every set: swapped into the
+-- model, evaluated, swapped back (bit-exact both ways). Before the first averaged step there
+-- is no average yet: nil.
+local function eval_average(r, step)
+  if r.opt:average().count == 0 then return nil end
+  local p, out = r.p, {}
+  r.opt:swap_average()
+  local ok, err = pcall(function()
+    for _, s in ipairs(p.sets) do
+      out[s.name] = M.evaluate(r.model, s.dataset, p.T, p.eval_windows, p.eval_opts.batch or p.local_B, p.nranks > 1)
+    end
+  end)
+  r.opt:swap_average()
+  if not ok then error(err, 0) end
+  for name, loss in pairs(out) do
+    if loss ~= loss or loss == math.huge or loss == -math.huge then
+      diverged(r, "step %d: the averaged weights' evaluation loss on '%s' is %s", step, name, util.num(loss))
+    end
+  end
+  return out
 end
 
 -- Evaluate every set at `step`; with write_rows, log the per-position losses.
@@ -150,6 +197,7 @@ local function do_eval(r, step, write_rows)
     end
   end
   r.last_eval = row
+  r.last_eval_avg = p.average and eval_average(r, step) or nil
   return row
 end
 
@@ -165,6 +213,7 @@ local function resume(r)
   r.step, r.tokens = tonumber(meta.step), tonumber(meta.tokens)
   if meta.lua_state then r.state = kiln.yaml.decode(meta.lua_state) end
   if meta.last_step then r.last = kiln.yaml.decode(meta.last_step) end
+  if p.average then restore_average(r, log.checkpoint, math.tointeger(tonumber(meta.average_count or "0")) or 0) end
   r.saved[r.step], r.last_good = true, log.checkpoint
   if not p.quiet then print(("%s: resuming from step %d (%s)"):format(p.run_dir, r.step, log.checkpoint)) end
 end
@@ -220,7 +269,11 @@ local function log_metrics(r, evaluated, eval_row)
   if not (step % p.log_every == 0 or evaluated or step == p.steps) then return end
   local fields = { step, r.tokens, util.num32(last.lr), last.loss_weighted, last.loss_unweighted, last.grad_norm }
   for _, s in ipairs(p.sets) do fields[#fields + 1] = evaluated and eval_row[s.name].loss or nil end
-  log.metrics:line(fields)
+  if p.average then
+    local avg = evaluated and r.last_eval_avg or {}
+    for i, s in ipairs(p.sets) do fields[6 + #p.sets + i] = avg[s.name] end
+  end
+  log.metrics:line(fields, 6 + #p.sets * (p.average and 2 or 1))
   local now = kiln.clock()
   local tps = r.tokens > r.tokens_last and recent_speed(r, p.log_every) or nil
   log.timing:line({ step, tps and math.floor(tps + 0.5) or nil, ("%.3f"):format(now - r.t_start) })
@@ -301,7 +354,7 @@ local function eval_at_start(r)
     fields[6 + i] = row[s.name].loss
     parts[i] = ("%s %.4f"):format(s.name, row[s.name].loss)
   end
-  if r.log and r.log.metrics then r.log.metrics:line(fields, 6 + #p.sets) end
+  if r.log and r.log.metrics then r.log.metrics:line(fields, 6 + #p.sets * (p.average and 2 or 1)) end
   if not p.quiet then print(("eval @ 0: %s"):format(table.concat(parts, "  "))) end
   return call_hook(r, "on_eval", { step = 0, tokens = r.tokens, model = r.model, optimizer = r.opt,
                                    state = r.state, steps = p.steps, eval = row })
@@ -346,6 +399,7 @@ local function summary_of(r)
     summary.eval[name] = e.loss
     summary.positions[name] = e.positions
   end
+  if p.average then summary.eval_average = r.last_eval_avg or {} end
   return summary
 end
 

@@ -18,6 +18,7 @@ M.KNOWN = {
   checkpoint = true, run_dir = true, seed = true, log_every = true, config = true,
   quiet = true, on_step = true, on_eval = true, on_checkpoint = true, command = true,
   progress = true, state = true, resume = true, final_eval = true, restart = true, start = true,
+  average = true, ema = true,
 }
 
 -- The one way kiln.train reports a mistake: "kiln.train: <message>".
@@ -195,6 +196,33 @@ local function resolve_lr(p)
   p.lr = lr
 end
 
+-- Weight averaging kept by the optimizer, fused into its step: average = {kind = "ema" |
+-- "mean", decay = 0.999, every = 1, start = 1, warmup = false}; ema = {...} is the same with
+-- kind "ema". The averaged weights are evaluated beside the raw ones and saved with every
+-- checkpoint (step_N.average.safetensors, a model checkpoint of its own).
+local function resolve_average(o, p)
+  if o.average ~= nil and o.ema ~= nil then fail("give 'average' or 'ema', not both") end
+  local spec, name = o.average or o.ema, o.average and "average" or "ema"
+  if spec == nil then return end
+  check.fields(WHO, name, spec, { "kind", "decay", "every", "start", "warmup" })
+  local kind = spec.kind or "ema"
+  if name == "ema" and kind ~= "ema" then fail("ema.kind must be \"ema\" (use average = {kind = ...} otherwise)") end
+  if kind ~= "ema" and kind ~= "mean" then check.fail(WHO, name .. ".kind", '"ema" or "mean"', kind) end
+  local a = { kind = kind, every = spec.every or 1, start = spec.start or 1, warmup = spec.warmup or false }
+  check.integer(WHO, name .. ".every", a.every, 1)
+  check.integer(WHO, name .. ".start", a.start, 1)
+  check.arg(WHO, name .. ".warmup", a.warmup, "boolean")
+  if kind == "ema" then
+    a.decay = spec.decay or 0.999
+    check.number(WHO, name .. ".decay", a.decay)
+    if not (a.decay >= 0 and a.decay < 1) then check.fail(WHO, name .. ".decay", "a number in [0, 1)", a.decay) end
+  elseif spec.decay ~= nil then
+    fail("%s.decay applies to kind \"ema\" only", name)
+  end
+  check.call(WHO, p.opt.set_average, p.opt, a)
+  p.average = a
+end
+
 -- resolve(o) -> plan: every option checked, converted and filled in with its default.
 function M.resolve(o)
   if type(o) ~= "table" then error("kiln.train: expected a table of options", 3) end
@@ -211,6 +239,7 @@ function M.resolve(o)
   resolve_data(o, p)
   resolve_schedule_weighting(o, p)
   resolve_lr(p)
+  resolve_average(o, p)
   p.log_every, p.seed = o.log_every or 10, o.seed or 1
   p.quiet = o.quiet or p.rank ~= 0
   p.run_dir = o.run_dir and (o.run_dir:gsub("(.)/+$", "%1"))
