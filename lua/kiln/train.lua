@@ -34,6 +34,7 @@ local util = require "kiln.util"
 local check = require "kiln.check"
 local schedule_mod = require "kiln.schedule"
 local weighting_mod = require "kiln.weighting"
+local evaluate_mod = require "kiln.evaluate"
 
 local M = {}
 
@@ -111,46 +112,20 @@ local function step_set(spec, what, total)
   return set
 end
 
--- Evaluate the model on a dataset's fixed windows: mean loss and the per-position means.
--- With fewer windows asked for than the list holds, they are spread evenly over the list
--- (windows 1, 1+s, 1+2s, ...), so a validation file's later documents count too.
--- With split = true (a collective: every rank must call it) each rank evaluates its share
--- of the windows and the sums are combined with kiln.mpi.allreduce.
+-- Evaluate the model on a dataset's fixed windows: mean loss and the per-position means
+-- (kiln.evaluate returns, as a third value, its standard errors and per-window losses).
+-- windows = nil or "all" evaluates every window; fewer are spread evenly over the list.
+-- With split = true (a collective: every rank must call it) each rank evaluates its share.
 function M.evaluate(model, ds, T, windows, B, split)
   local who = "kiln.train.evaluate"
   check.arg(who, "model", model, "kiln.Model")
   check.arg(who, "dataset", ds, "kiln.Dataset")
   T = check.integer(who, "T", T, 1, check.MAX_POSITIONS)
-  if windows ~= nil then windows = check.integer(who, "windows", windows, 1) end
+  if windows ~= nil and windows ~= "all" then windows = check.integer(who, "windows", windows, 1) end
   if B ~= nil then B = check.integer(who, "batch", B, 1, check.MAX_BATCH) end
   check.arg(who, "split", split, "?boolean")
-  B = B or 16
-  local total = ds:num_eval_windows(T)
-  if total < 1 then error(("%s: no evaluation window of %d tokens fits"):format(ds:path(), T + 1), 0) end
-  local n = (windows and windows < total) and windows or total
-  local stride = total // n
-  local last = 1 + (n - 1) * stride
-  local nranks = split and kiln.mpi.size() or 1
-  local lo = 1
-  if nranks > 1 then   -- this rank's windows: list entries j0+1 .. j1 of the n
-    local r = kiln.mpi.rank()
-    local j0, j1 = n * r // nranks, n * (r + 1) // nranks
-    lo, last = 1 + j0 * stride, 1 + (j1 - 1) * stride
-  end
-  local batch, acc = kiln.batch(math.min(B, n), T), kiln.tensor(T)
-  local rows, first = 0, lo
-  while first <= last do
-    local got = ds:eval_batch(batch, first, last, stride)
-    model:forward(batch)
-    model:add_position_losses(acc)
-    rows, first = rows + got, first + got * stride
-  end
-  if nranks > 1 then kiln.mpi.allreduce(acc, "sum", "evaluation"); rows = kiln.mpi.allreduce(rows, "sum", "evaluation") end
-  acc:scale(1 / rows)
-  local per = acc:totable()
-  local sum = 0
-  for _, v in ipairs(per) do sum = sum + v end
-  return sum / T, per
+  local r = evaluate_mod.run(model, ds, T, { windows = windows, batch = B, split = split })
+  return r.loss, r.positions, r
 end
 
 -- Simple serialisation of a flat table of strings/numbers/booleans for checkpoint meta.
@@ -209,8 +184,13 @@ local function check_option_types(o)
   if o.steps ~= nil then check.integer(who, "steps", o.steps, 0) end
   if o.tokens ~= nil then check.positive(who, "tokens", o.tokens) end
   if o.eval ~= nil then
-    check.fields(who, "eval", o.eval, { "every", "at", "sets", "windows", "batch" })
-    if o.eval.windows ~= nil then check.integer(who, "eval.windows", o.eval.windows, 1) end
+    check.fields(who, "eval", o.eval, { "every", "at", "sets", "windows", "final_windows", "batch" })
+    for _, k in ipairs { "windows", "final_windows" } do
+      local n = o.eval[k]
+      if n ~= nil and n ~= "all" and (math.type(n) ~= "integer" or n < 1) then
+        check.fail(who, "eval." .. k, 'a positive integer or "all"', n)
+      end
+    end
     if o.eval.batch ~= nil then check.integer(who, "eval.batch", o.eval.batch, 1, check.MAX_BATCH) end
   end
   if o.checkpoint ~= nil then check.fields(who, "checkpoint", o.checkpoint, { "every", "at" }) end
@@ -365,6 +345,7 @@ function M.run(o)
       if rank == 0 then
         truncate_csv(run_dir .. "/metrics.csv", ckpt_step)
         truncate_csv(run_dir .. "/positions.csv", ckpt_step)
+        truncate_csv(run_dir .. "/positions_se.csv", ckpt_step)
       end
       if not quiet then print(("%s: resuming from step %d (%s)"):format(run_dir, start_step, ckpt)) end
     elseif rank == 0 then
@@ -372,11 +353,12 @@ function M.run(o)
       -- dropped, so they are not written twice.
       truncate_csv(run_dir .. "/metrics.csv", -1)
       truncate_csv(run_dir .. "/positions.csv", -1)
+      truncate_csv(run_dir .. "/positions_se.csv", -1)
       if not util.exists(run_dir .. "/config.yaml") then util.write_atomic(run_dir .. "/config.yaml", config_text) end
     end
   end
 
-  local metrics_f, positions_f
+  local metrics_f, positions_f, positions_se_f
   local set_names = {}
   for i, s in ipairs(sets) do set_names[i] = s.name end
   if run_dir and rank == 0 then
@@ -384,6 +366,12 @@ function M.run(o)
     local fresh_m, fresh_p = not util.exists(mpath), not util.exists(ppath)
     metrics_f = assert(io.open(mpath, "ab"))
     positions_f = assert(io.open(ppath, "ab"))
+    -- Standard errors of positions.csv's rows, in the same layout (a file of its own, so
+    -- readers of positions.csv see only losses).
+    local sepath = run_dir .. "/positions_se.csv"
+    local fresh_se = not util.exists(sepath)
+    positions_se_f = assert(io.open(sepath, "ab"))
+    if #sets > 0 then util.mkdir(run_dir .. "/windows") end
     if fresh_m then
       local header = { "step", "tokens", "lr", "loss", "grad_norm", "tokens_per_s" }
       for _, n in ipairs(set_names) do header[#header + 1] = n .. "_loss" end
@@ -393,6 +381,11 @@ function M.run(o)
       local header = { "step", "set" }
       for i = 1, T do header[#header + 1] = "pos" .. i end
       positions_f:write(util.csv_line(header))
+    end
+    if fresh_se then
+      local header = { "step", "set" }
+      for i = 1, T do header[#header + 1] = "pos" .. i end
+      positions_se_f:write(util.csv_line(header))
     end
   end
 
@@ -443,21 +436,34 @@ function M.run(o)
     return path
   end
 
+  -- One row of per-position numbers (positions.csv, positions_se.csv).
+  local function write_positions(f, step, name, values)
+    local fields = { step, name }
+    for i = 1, T do fields[#fields + 1] = values[i] end
+    f:write(util.csv_line(fields))
+  end
+
+  -- Evaluate every set: eval.windows windows (default 64), eval.final_windows (default the
+  -- same) at the last step. Per-window losses go to windows/<set>_step<N>.csv.
   local function do_eval(step)
     local row = {}
+    local windows = eval_opts.windows or 64
+    if step == steps and eval_opts.final_windows ~= nil then windows = eval_opts.final_windows end
     for _, s in ipairs(sets) do
-      local mean, per = M.evaluate(model, s.dataset, T, eval_opts.windows or 64, eval_opts.batch or local_B, nranks > 1)
+      local mean, per, r = M.evaluate(model, s.dataset, T, windows, eval_opts.batch or local_B, nranks > 1)
       if mean ~= mean or mean == math.huge or mean == -math.huge then
         diverged("step %d: the evaluation loss on '%s' is %s", step, s.name, util.num(mean))
       end
-      row[s.name] = { loss = mean, positions = per }
+      row[s.name] = { loss = mean, positions = per, se = r.se, positions_se = r.positions_se,
+                      n_windows = r.n, windows = r.windows,
+                      windows_file = ("windows/%s_step%08d.csv"):format(s.name, step) }
       if positions_f then
-        local fields = { step, s.name }
-        for i = 1, T do fields[#fields + 1] = per[i] end
-        positions_f:write(util.csv_line(fields))
+        write_positions(positions_f, step, s.name, per)
+        if r.se then write_positions(positions_se_f, step, s.name, r.positions_se) end
+        evaluate_mod.write_windows(run_dir .. "/" .. row[s.name].windows_file, r)
       end
     end
-    if positions_f then positions_f:flush() end
+    if positions_f then positions_f:flush(); positions_se_f:flush() end
     last_eval = row
     return row
   end
@@ -587,7 +593,11 @@ function M.run(o)
       end
       if evaluated then
         local parts = {}
-        for _, n in ipairs(set_names) do parts[#parts + 1] = ("%s %.4f"):format(n, eval_row[n].loss) end
+        for _, n in ipairs(set_names) do
+          local e = eval_row[n]
+          parts[#parts + 1] = e.se and ("%s %.4f ± %.4f (%d windows)"):format(n, e.loss, e.se, e.n_windows)
+                              or ("%s %.4f"):format(n, e.loss)
+        end
         if progress then io.write("\n") end
         print(("eval @ %d: %s"):format(step, table.concat(parts, "  ")))
       end
@@ -605,7 +615,7 @@ function M.run(o)
     if stop then break end
   end
   if progress and not quiet then io.write("\n") end
-  if metrics_f then metrics_f:close(); positions_f:close() end
+  if metrics_f then metrics_f:close(); positions_f:close(); positions_se_f:close() end
 
   local summary = {
     status = status, steps = step, tokens = tokens_seen, final_loss = last_loss,
@@ -619,9 +629,17 @@ function M.run(o)
     summary.allreduce_ms = util.median(ar_times) and util.median(ar_times) * 1000 or nil
   end
   summary.positions = {}
+  -- The last evaluation's standard errors (over windows), its window count and the file of
+  -- its per-window losses (relative to run_dir).
+  summary.eval_se, summary.eval_windows, summary.positions_se, summary.windows_file = {}, {}, {}, {}
+  local window_losses = {}
   for name, r in pairs(last_eval) do
     summary.eval[name] = r.loss
     summary.positions[name] = r.positions
+    summary.eval_se[name], summary.positions_se[name] = r.se, r.positions_se
+    summary.eval_windows[name] = r.n_windows
+    summary.windows_file[name] = run_dir and r.windows_file or nil
+    window_losses[name] = r.windows
   end
   if run_dir and status == "complete" then
     if not ckpt_steps[step] then save_checkpoint(step) end
@@ -629,6 +647,7 @@ function M.run(o)
   end
   if nranks > 1 then mpi.barrier("end of kiln.train") end   -- rank 0's files are complete when any rank returns
   summary.model, summary.optimizer, summary.state = model, opt, state
+  summary.window_losses = window_losses   -- in memory only: the files hold them on disk
   return summary
 end
 
