@@ -72,18 +72,28 @@ function M.run(model, ds, T, o)
   T, windows, B, split = check_args(model, ds, T, o)
   local plan = window_plan(ds, T, windows, split)
   local batch = kiln.batch(math.min(B, plan.n), T)
+  -- Per-batch sums come back in float32 and are added up here in double precision: the
+  -- per-position variance is a difference of two large sums, which float32 totals over
+  -- thousands of windows would blur.
   local sum, sumsq, means = kiln.tensor(T), kiln.tensor(T), kiln.tensor(plan.n)
+  local sums, sqs = {}, {}
+  for t = 1, T do sums[t], sqs[t] = 0, 0 end
   local place = plan.lo
   while place <= plan.hi do
     local first = 1 + (place - 1) * plan.stride
     local last = 1 + (plan.hi - 1) * plan.stride
     local got = ds:eval_batch(batch, first, last, plan.stride)
     model:forward(batch)
+    sum:fill(0); sumsq:fill(0)
     model:add_loss_stats(sum, sumsq, means, place)
+    local bs, bq = sum:totable(), sumsq:totable()
+    for t = 1, T do sums[t], sqs[t] = sums[t] + bs[t], sqs[t] + bq[t] end
     place = place + got
   end
   if split and kiln.mpi.size() > 1 then
-    for _, t in ipairs { sum, sumsq, means } do kiln.mpi.allreduce(t, "sum", "evaluation") end
+    local ts, tq = kiln.tensor_from(sums), kiln.tensor_from(sqs)
+    for _, x in ipairs { ts, tq, means } do kiln.mpi.allreduce(x, "sum", "evaluation") end
+    sums, sqs = ts:totable(), tq:totable()
   end
   local r = { n = plan.n, total = plan.total, windows = means:totable(), indices = {}, positions = {}, positions_se = {} }
   local s, ss = 0, 0
@@ -92,7 +102,6 @@ function M.run(model, ds, T, o)
     r.indices[i] = 1 + (i - 1) * plan.stride
   end
   r.loss, r.se = mean_se(s, ss, plan.n)
-  local sums, sqs = sum:totable(), sumsq:totable()
   for t = 1, T do r.positions[t], r.positions_se[t] = mean_se(sums[t], sqs[t], plan.n) end
   return r
 end
