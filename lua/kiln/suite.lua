@@ -409,4 +409,117 @@ function M.run(o)
            status = #failed > 0 and "failed" or "complete" }
 end
 
+-- Mean and 95% interval over a list of per-seed values (no interval from one value).
+local function band(xs)
+  if #xs == 0 then return nil end
+  if #xs == 1 then return xs[1], nil, nil end
+  local m, half = stats.ci_mean(xs)
+  return m, m - half, m + half
+end
+
+-- The evaluated losses of one set in a run's metrics.csv, as {[step] = loss}.
+local function eval_curve(run_dir, set)
+  local csv = util.read_csv(run_dir .. "/metrics.csv")
+  local out = {}
+  if not csv then return out end
+  local col
+  for i, h in ipairs(csv.header) do if h == set .. "_loss" then col = i end end
+  for _, row in ipairs(csv.rows) do
+    if col and type(row[col]) == "number" then out[row[1]] = row[col] end
+  end
+  return out
+end
+
+-- The last evaluation's per-position losses of one set in a run's positions.csv.
+local function last_positions(run_dir, set)
+  local csv = util.read_csv(run_dir .. "/positions.csv")
+  local last
+  for _, row in ipairs(csv and csv.rows or {}) do
+    if row[2] == set then last = row end
+  end
+  if not last then return nil end
+  return table.move(last, 3, #last, 1, {})
+end
+
+-- Plots of a suite's result for one evaluation set, from its runs' files:
+--   <path>_loss:      each variant's mean evaluation loss over seeds at each evaluated step,
+--                     with its 95% interval over seeds as a band;
+--   <path>_positions: each variant's final per-position loss minus the baseline's, paired
+--                     by seed, mean and 95% band over seeds (needs opts.baseline).
+-- opts = {set = "val", path = dir .. "/plot_val", baseline = "uniform"}. Returns the files.
+function M.plot(result, opts)
+  local who = "kiln.suite.plot"
+  check.arg(who, "result", result, "table")
+  check.arg(who, "opts", opts, "table")
+  check.fields(who, "opts", opts, { "set", "path", "baseline", "xlabel", "ylabel" })
+  check.string(who, "opts.set", opts.set)
+  check.string(who, "opts.path", opts.path)
+  check.arg(who, "result.runs", result.runs, "table")
+  local plot = require "kiln.plot"
+  local order, by_variant = {}, {}
+  for _, r in ipairs(result.runs) do
+    if not by_variant[r.variant] then by_variant[r.variant] = {}; order[#order + 1] = r.variant end
+    if r.status == "complete" then table.insert(by_variant[r.variant], r) end
+  end
+  local series = {}
+  for _, name in ipairs(order) do
+    local curves, steps, seen = {}, {}, {}
+    for _, r in ipairs(by_variant[name]) do
+      local c = eval_curve(r.run_dir, opts.set)
+      curves[#curves + 1] = c
+      for step in pairs(c) do if not seen[step] then seen[step] = true; steps[#steps + 1] = step end end
+    end
+    table.sort(steps)
+    local sr = { name = ("%s (%d seeds)"):format(name, #curves), x = {}, y = {}, lo = {}, hi = {} }
+    for _, step in ipairs(steps) do
+      local xs = {}
+      for _, c in ipairs(curves) do if c[step] then xs[#xs + 1] = c[step] end end
+      local k = #sr.x + 1
+      sr.x[k] = step
+      sr.y[k], sr.lo[k], sr.hi[k] = band(xs)
+      sr.lo[k], sr.hi[k] = sr.lo[k] or 0 / 0, sr.hi[k] or 0 / 0
+    end
+    if #sr.x > 0 then series[#series + 1] = sr end
+  end
+  if #series == 0 then fail("plot: no run has evaluations of set '%s'", opts.set) end
+  local out = { loss = plot.lines { path = opts.path .. "_loss", series = series, xlabel = "step",
+    ylabel = opts.ylabel or (opts.set .. " loss"), title = opts.set .. " loss: mean over seeds, 95% band" } }
+  if opts.baseline then
+    check.string(who, "opts.baseline", opts.baseline)
+    if not by_variant[opts.baseline] then fail("plot: baseline '%s' is not a variant of the result", opts.baseline) end
+    local base = {}
+    for _, r in ipairs(by_variant[opts.baseline]) do base[r.seed] = last_positions(r.run_dir, opts.set) end
+    series = {}
+    for _, name in ipairs(order) do
+      if name ~= opts.baseline then
+        local diffs = {}
+        for _, r in ipairs(by_variant[name]) do
+          local p, b = last_positions(r.run_dir, opts.set), base[r.seed]
+          if p and b and #p == #b then
+            local d = {}
+            for i = 1, #p do d[i] = p[i] - b[i] end
+            diffs[#diffs + 1] = d
+          end
+        end
+        if #diffs > 0 then
+          local sr = { name = ("%s - %s (%d seeds)"):format(name, opts.baseline, #diffs), x = {}, y = {}, lo = {}, hi = {} }
+          for i = 1, #diffs[1] do
+            local xs = {}
+            for _, d in ipairs(diffs) do xs[#xs + 1] = d[i] end
+            sr.x[i] = i
+            sr.y[i], sr.lo[i], sr.hi[i] = band(xs)
+            sr.lo[i], sr.hi[i] = sr.lo[i] or 0 / 0, sr.hi[i] or 0 / 0
+          end
+          series[#series + 1] = sr
+        end
+      end
+    end
+    if #series > 0 then
+      out.positions = plot.lines { path = opts.path .. "_positions", series = series, xlabel = "position",
+        ylabel = "loss difference", title = ("%s: per-position loss minus %s, mean over seeds, 95%% band"):format(opts.set, opts.baseline) }
+    end
+  end
+  return out
+end
+
 return setmetatable(M, { __call = function(_, o) return M.run(o) end })

@@ -120,4 +120,37 @@ t.err("kiln.suite: baseline 'nope' is not one of the variants", kiln.suite,
 t.err("seed 1 has 200 windows for the variant and 3 for the baseline", kiln.suite,
   { dir = dir .. "/s3", quiet = true, baseline = "uniform", variants = { { name = "uniform", id = 1 }, { name = "same", id = 3 } },
     run = fake_run, windows = function(sum, v) return { val = v.name == "uniform" and { 1, 2, 3 } or sum.window_losses.val } end })
+
+-- 4. A real suite of tiny runs: the comparison comes from the files kiln.train wrote, the
+-- same when the suite is run again over its complete runs, and the plots have bands.
+local function real_suite()
+  return kiln.suite {
+    dir = dir .. "/real", quiet = true, seeds = { 1, 2 }, baseline = "uniform",
+    variants = { { name = "uniform" }, { name = "head", weighting = { kind = "head", fraction = 0.25, factor = 0.5 } } },
+    run = function(v, seed, run_dir)
+      return kiln.train {
+        model = { vocab_size = 256, block_size = T, n_layer = 1, n_head = 2, n_embd = 16, seed = seed },
+        optimizer = { lr = 3e-3 }, data = kiln.dataset("tests/data/tiny_en.txt"), weighting = v.weighting,
+        steps = 4, batch = 4, context = T, seed = seed, quiet = true, run_dir = run_dir,
+        eval = { every = 2, windows = 3, final_windows = "all", sets = { val = val } },
+      }
+    end,
+  }
+end
+local first = real_suite()
+local again = real_suite()
+local c1, c2 = first.comparisons[1], again.comparisons[1]
+t.ok(c1.d and c1.d.n_windows == 2 * total, "the real suite paired every window of both seeds")
+t.ok(c2.d and c2.d.diff == c1.d.diff and c2.d.half == c1.d.half, "run again over complete runs: the same comparison, from the window files")
+local files = kiln.suite.plot(first, { set = "val", path = dir .. "/real/plot_val", baseline = "uniform" })
+local dat = util.read_file(files.loss.dat)
+t.ok(dat:find("# uniform (2 seeds)", 1, true) and dat:find("\n2 [-%d.e]+ [-%d.e]+ [-%d.e]+\n"), "the loss plot has each variant's mean with a band")
+local gp = util.read_file(files.loss.gp)
+t.ok(gp:find("filledcurves", 1, true), "drawn as a shaded band")
+local pdat = util.read_file(files.positions.dat)
+local rows = 0
+for _ in pdat:gmatch("\n%d+ [-%d.e]+ [-%d.e]+ [-%d.e]+") do rows = rows + 1 end
+t.eq(rows, T, "the position plot: head - uniform at each of the T positions, with a band")
+t.err("kiln.suite: plot: baseline 'x' is not a variant", kiln.suite.plot, first, { set = "val", path = dir .. "/p", baseline = "x" })
+t.err("kiln.plot.lines: series 1 needs both 'lo' and 'hi'", kiln.plot.lines, { path = dir .. "/p", series = { { x = { 1 }, y = { 1 }, lo = { 1 } } } })
 t.done()
