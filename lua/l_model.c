@@ -381,9 +381,11 @@ static int m_add_loss_stats(lua_State *L)
     if (sum->shape[0] != T) return luaL_argerror(L, 2, lua_pushfstring(L, "sum: expected %d values", T));
     if (sumsq->shape[0] != T) return luaL_argerror(L, 3, lua_pushfstring(L, "sumsq: expected %d values", T));
     if (!lua_isnoneornil(L, 4)) {
+        kn_tensor *means = check_vector(L, 4, B, "window_means");
         lua_Integer first = luaL_checkinteger(L, 5);
-        luaL_argcheck(L, first >= 1, 5, "window index is 1-based");
-        kn_tensor *means = check_vector(L, 4, first - 1 + B, "window_means");
+        /* Checked before any arithmetic on it: a huge first must not overflow. */
+        luaL_argcheck(L, first >= 1 && first <= means->shape[0] - B + 1, 5,
+                      "window_means has no room for the batch's rows at that index");
         for (int b = 0; b < B; b++) {
             double s = 0;
             for (int t = 0; t < T; t++) s += ce[(size_t)b * T + t];

@@ -46,6 +46,15 @@ t.ok(mean == full.loss and per == full.positions and full.se == r.se, "kiln.trai
 t.err("kiln.evaluate: argument 'windows'", kiln.evaluate, model, val, T, { windows = 0 })
 t.err('kiln.evaluate: argument \'options\' has an unknown field "window"', kiln.evaluate, model, val, T, { window = 3 })
 
+local sT, qT, w3 = kiln.tensor(T), kiln.tensor(T), kiln.tensor(3)
+val:eval_batch(one, total, total)
+model:forward(one)
+t.err("window_means has no room", model.add_loss_stats, model, sT, qT, w3, math.maxinteger)
+t.err("window_means has no room", model.add_loss_stats, model, sT, qT, w3, 4)
+t.err("sumsq: expected a contiguous vector", model.add_loss_stats, model, sT, kiln.tensor(T - 1))
+t.eq(model:add_loss_stats(sT, qT, w3, 3), 1, "add_loss_stats: the last forward's row count")
+t.near(w3:get(3), win[total], 1e-6, "and the window mean at the index given")
+
 local wpath = dir .. "/w.csv"
 kiln.evaluate.write_windows(wpath, r4)
 local losses, idx = kiln.evaluate.read_windows(wpath)
