@@ -19,8 +19,9 @@ local cfg = setup.config(here, "reweighting", arg, {
   ["train.steps"] = P, ["train.batch"] = P, ["train.lr"] = R, ["train.warmup"] = N,
   ["train.floor_frac"] = F, ["train.weight_decay"] = { min = 0 }, ["train.clip"] = { min = 0 },
   ["train.eval_every"] = P, ["train.eval_windows"] = P, ["weighting.factor"] = { min = 0 },
-  ["train.final_windows"] = { check = function(v)
-    if v ~= "all" and (math.type(v) ~= "integer" or v < 1) then return 'expected "all" or a positive integer' end
+  ["train.final_windows"] = { check = function(v)   -- a string setting: "all" or digits
+    local n = math.tointeger(tonumber(v))
+    if v ~= "all" and not (n and n >= 1) then return '"all" or a positive integer' end
   end },
   ["weighting.head_fraction"] = F, ["weighting.middle_fraction"] = F, ["weighting.tail_fraction"] = F,
 })
@@ -45,6 +46,7 @@ local ranges = {}
 ranges.head, ranges.middle, ranges.tail = kiln.weighting.split(T, w.head_fraction)
 
 local tc = cfg.train
+if tc.final_windows ~= "all" then tc.final_windows = math.tointeger(tonumber(tc.final_windows)) end
 
 local function range_mean(per, r)
   local s = 0
