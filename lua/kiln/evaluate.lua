@@ -24,6 +24,9 @@
 --
 -- With split = true (a collective: every rank must call it) each rank evaluates its share of
 -- the windows and the sums are combined with kiln.mpi.allreduce.
+--
+-- Batches go through m:forward, the training forward (no backward is run): the core this
+-- binding is built on has no separate evaluation-only forward.
 local kiln = require "kiln"
 local check = require "kiln.check"
 local util = require "kiln.util"
