@@ -19,6 +19,10 @@ local cfg = setup.config(here, "reweighting", arg, {
   ["train.steps"] = P, ["train.batch"] = P, ["train.lr"] = R, ["train.warmup"] = N,
   ["train.floor_frac"] = F, ["train.weight_decay"] = { min = 0 }, ["train.clip"] = { min = 0 },
   ["train.eval_every"] = P, ["train.eval_windows"] = P, ["weighting.factor"] = { min = 0 },
+  ["train.final_windows"] = { check = function(v)   -- a string setting: "all" or digits
+    local n = math.tointeger(tonumber(v))
+    if v ~= "all" and not (n and n >= 1) then return '"all" or a positive integer' end
+  end },
   ["weighting.head_fraction"] = F, ["weighting.middle_fraction"] = F, ["weighting.tail_fraction"] = F,
 })
 local data, V = setup.open_data("reweighting", cfg.tokenizer, cfg.data,
@@ -42,6 +46,7 @@ local ranges = {}
 ranges.head, ranges.middle, ranges.tail = kiln.weighting.split(T, w.head_fraction)
 
 local tc = cfg.train
+if tc.final_windows ~= "all" then tc.final_windows = math.tointeger(tonumber(tc.final_windows)) end
 
 local function range_mean(per, r)
   local s = 0
@@ -51,12 +56,22 @@ end
 
 print(("re-weighting ablation: %d variants x %d seeds, %d steps of %d x %d tokens, %d threads -> %s"):format(
   #variants, #cfg.seeds, tc.steps, tc.batch, T, kiln.get_threads(), cfg.out))
+-- The comparison with uniform rests on the final evaluation: say how many windows it reads.
+local function n_final(ds)
+  local total = ds:num_eval_windows(T)
+  return tc.final_windows == "all" and total or math.min(tc.final_windows, total), total
+end
+print(("evaluation: every %d steps on %d windows; final evaluation on %d of %d windows (id), %d of %d (ood), %d tokens each"):format(
+  tc.eval_every, tc.eval_windows, select(1, n_final(val_ds)), select(2, n_final(val_ds)),
+  select(1, n_final(ood_ds)), select(2, n_final(ood_ds)), T))
 
 local results = kiln.suite {
   dir = cfg.out,
   title = "Position re-weighting ablation" .. (cfg.quick and " (quick setting)" or ""),
   variants = variants,
   seeds = cfg.seeds,
+  baseline = "uniform",
+  digits = 5,   -- differences and standard errors are of the order of 1e-4 nats
   parallel = cfg.parallel,
   run = function(v, seed, run_dir)
     return kiln.train {
@@ -66,7 +81,8 @@ local results = kiln.suite {
       data = train_ds, steps = tc.steps, batch = tc.batch, context = T, seed = seed,
       schedule = kiln.schedule.cosine { peak = tc.lr, floor_frac = tc.floor_frac, steps = tc.steps, warmup = tc.warmup },
       weighting = v.weighting,
-      eval = { every = tc.eval_every, windows = tc.eval_windows, sets = { id = val_ds, ood = ood_ds } },
+      eval = { every = tc.eval_every, windows = tc.eval_windows, final_windows = tc.final_windows,
+               sets = { id = val_ds, ood = ood_ds } },
       run_dir = run_dir, config = cfg, log_every = math.max(1, tc.steps // 10), restart = cfg.restart,
     }
   end,
@@ -76,15 +92,25 @@ local results = kiln.suite {
       id_loss = s.eval.id, ood_loss = s.eval.ood,
       head_loss = range_mean(per, ranges.head), middle_loss = range_mean(per, ranges.middle),
       tail_loss = range_mean(per, ranges.tail),
-      id_bpb = s.eval.id / math.log(2) / val_bytes_per_token, tokens_per_s = s.tokens_per_s,
+      id_bpb = s.eval.id / math.log(2) / val_bytes_per_token, id_se = s.eval_se.id, ood_se = s.eval_se.ood,
+      tokens_per_s = s.tokens_per_s, wall_seconds = s.wall_seconds,
     }
   end,
-  columns = { "id_loss", "ood_loss", "head_loss", "middle_loss", "tail_loss", "id_bpb", "tokens_per_s" },
+  columns = { "id_loss", "ood_loss", "head_loss", "middle_loss", "tail_loss", "id_bpb", "id_se", "ood_se",
+              "tokens_per_s", "wall_seconds" },
 }
+local plots = {}
+for _, set in ipairs { "id", "ood" } do
+  local files = kiln.suite.plot(results, { set = set, path = cfg.out .. "/plot_" .. set, baseline = "uniform" })
+  plots[#plots + 1] = files.loss.dat
+  if files.positions then plots[#plots + 1] = files.positions.dat end
+end
 
 print()
 io.write(results.table)
 print(("\nhead = positions 1..%d, middle = %d..%d, tail = %d..%d of %d (1-based); losses in nats per %s."):format(
   ranges.head.count, ranges.middle.first + 1, ranges.middle.last + 1, ranges.tail.first + 1, ranges.tail.last + 1, T,
   cfg.tokenizer == "bytes" and "byte" or (cfg.tokenizer .. " token")))
-print(("tables: %s/results.md, %s/results.csv; per run: %s/runs.csv"):format(cfg.out, cfg.out, cfg.out))
+print(("tables: %s/results.md, %s/results.csv, %s/comparison.csv, %s/timing.csv; per run: %s/runs.csv"):format(
+  cfg.out, cfg.out, cfg.out, cfg.out, cfg.out))
+print("plots (with .gp, and .png when gnuplot is installed): " .. table.concat(plots, " "))

@@ -356,6 +356,56 @@ static int m_add_position_losses(lua_State *L)
     return 1;
 }
 
+/* A contiguous 1-D tensor of at least n values at argument arg, or an argument error. */
+static kn_tensor *check_vector(lua_State *L, int arg, int64_t n, const char *what)
+{
+    kn_tensor *v = knL_check_tensor(L, arg);
+    if (v->ndim != 1 || v->shape[0] < n || !kn_tensor_is_contiguous(v))
+        luaL_argerror(L, arg, lua_pushfstring(L, "%s: expected a contiguous vector of at least %I values",
+                                              what, (lua_Integer)n));
+    return v;
+}
+
+/* m:add_loss_stats(sum, sumsq [, window_means, first]) : for the last forward's CE[b,t],
+ * sum[t] += sum_b CE[b,t] and sumsq[t] += sum_b CE[b,t]^2 (each batch summed in double
+ * first), and window_means[first + b] = mean_t CE[b,t] (first is 1-based). What an
+ * evaluation needs for standard errors per position and over windows, without a Lua loop
+ * over tokens. Returns the number of rows. */
+static int m_add_loss_stats(lua_State *L)
+{
+    kn_gpt *g = knL_check_model(L, 1);
+    int B, T;
+    const float *ce = last_losses(L, g, "add_loss_stats", &B, &T);
+    kn_tensor *sum = check_vector(L, 2, T, "sum");
+    kn_tensor *sumsq = check_vector(L, 3, T, "sumsq");
+    if (sum->shape[0] != T) return luaL_argerror(L, 2, lua_pushfstring(L, "sum: expected %d values", T));
+    if (sumsq->shape[0] != T) return luaL_argerror(L, 3, lua_pushfstring(L, "sumsq: expected %d values", T));
+    if (!lua_isnoneornil(L, 4)) {
+        kn_tensor *means = check_vector(L, 4, B, "window_means");
+        lua_Integer first = luaL_checkinteger(L, 5);
+        /* Checked before any arithmetic on it: a huge first must not overflow. */
+        luaL_argcheck(L, first >= 1 && first <= means->shape[0] - B + 1, 5,
+                      "window_means has no room for the batch's rows at that index");
+        for (int b = 0; b < B; b++) {
+            double s = 0;
+            for (int t = 0; t < T; t++) s += ce[(size_t)b * T + t];
+            means->data[first - 1 + b] = (float)(s / T);
+        }
+    }
+    for (int t = 0; t < T; t++) {
+        double s = 0, s2 = 0;
+        for (int b = 0; b < B; b++) {
+            double x = ce[(size_t)b * T + t];
+            s += x;
+            s2 += x * x;
+        }
+        sum->data[t] += (float)s;
+        sumsq->data[t] += (float)s2;
+    }
+    lua_pushinteger(L, B);
+    return 1;
+}
+
 /* m:reserve(B, T): size activations now (otherwise the first forward does). */
 static int m_reserve(lua_State *L)
 {
@@ -388,6 +438,7 @@ static const luaL_Reg model_methods[] = {
     {"param", m_param}, {"grad", m_grad}, {"flat_params", m_flat_params},
     {"flat_grads", m_flat_grads}, {"params", m_params}, {"num_params", m_num_params},
     {"config", m_config}, {"losses", m_losses}, {"add_position_losses", m_add_position_losses},
+    {"add_loss_stats", m_add_loss_stats},
     {"reserve", m_reserve}, {"memory_bytes", m_memory}, {"init", m_init},
     {NULL, NULL}
 };

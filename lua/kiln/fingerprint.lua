@@ -103,6 +103,7 @@ function M.compute(spec)
   add_files(s, "data.", spec.data, true)
   add_files(s, "eval.", spec.eval)
   if spec.eval_windows then s["eval.windows"] = spec.eval_windows end
+  if spec.final_windows then s["eval.final_windows"] = spec.final_windows end
   add_table(s, "optimizer.", spec.optimizer or {})
   if spec.start then s["start.path"], s["start.sha256"] = spec.start.path, spec.start.sha256 end
   if spec.tokenizer then s["tokenizer.sha256"] = spec.tokenizer end

@@ -8,6 +8,9 @@
 --     series = { { name = "train", x = {...}, y = {...} }, { name = "val", x = ..., y = ..., points = true } },
 --     vlines = { { x = 1e6, label = "cut" } },
 --   }  -> { dat = ..., gp = ..., png = ... or nil }
+--
+-- A series with `lo` and `hi` (lists as long as x) is drawn as its line over a shaded band
+-- from lo to hi in the same colour (a confidence interval, say).
 local util = require "kiln.util"
 local check = require "kiln.check"
 
@@ -33,6 +36,16 @@ function M.lines(o)
     check.arg(who, ("series[%d]"):format(i), s, "table")
     check.numbers(who, ("series[%d].x"):format(i), s.x)
     check.arg(who, ("series[%d].y"):format(i), s.y, "table")
+    if (s.lo == nil) ~= (s.hi == nil) then
+      error(("kiln.plot.lines: series %d needs both 'lo' and 'hi' for a band, or neither"):format(i), 2)
+    end
+    if s.lo ~= nil then
+      check.arg(who, ("series[%d].lo"):format(i), s.lo, "table")
+      check.arg(who, ("series[%d].hi"):format(i), s.hi, "table")
+      if #s.lo ~= #s.x or #s.hi ~= #s.x then
+        error(("kiln.plot.lines: series %d has %d x, %d lo and %d hi values"):format(i, #s.x, #s.lo, #s.hi), 2)
+      end
+    end
   end
   if o.yrange ~= nil then
     check.numbers(who, "yrange", o.yrange)
@@ -50,7 +63,16 @@ function M.lines(o)
     local lines = { "# " .. tostring(s.name or ("series " .. i)) }
     for k = 1, #s.x do
       local y = s.y[k]
-      if type(y) == "number" and y == y then lines[#lines + 1] = util.num(s.x[k]) .. " " .. util.num(y) end
+      if type(y) == "number" and y == y then
+        local line = util.num(s.x[k]) .. " " .. util.num(y)
+        if s.lo then
+          local lo, hi = s.lo[k], s.hi[k]
+          -- A point without an interval (one seed) gets a zero-width band.
+          if type(lo) ~= "number" or lo ~= lo or type(hi) ~= "number" or hi ~= hi then lo, hi = y, y end
+          line = line .. " " .. util.num(lo) .. " " .. util.num(hi)
+        end
+        lines[#lines + 1] = line
+      end
     end
     blocks[#blocks + 1] = table.concat(lines, "\n")
   end
@@ -75,8 +97,12 @@ function M.lines(o)
   end
   local parts = {}
   for i, s in ipairs(o.series) do
-    parts[#parts + 1] = ('"%s" index %d using 1:2 with %s title "%s"'):format(
-      esc(base), i - 1, s.points and "linespoints pt 7 ps 0.6" or "lines lw 2", esc(s.name or ("series " .. i)))
+    if s.lo then
+      parts[#parts + 1] = ('"%s" index %d using 1:3:4 with filledcurves fs transparent solid 0.2 noborder lc %d notitle'):format(
+        esc(base), i - 1, i)
+    end
+    parts[#parts + 1] = ('"%s" index %d using 1:2 with %s lc %d title "%s"'):format(
+      esc(base), i - 1, s.points and "linespoints pt 7 ps 0.6" or "lines lw 2", i, esc(s.name or ("series " .. i)))
   end
   g[#g + 1] = "plot " .. table.concat(parts, ", \\\n     ")
   util.write_atomic(gp, table.concat(g, "\n") .. "\n")

@@ -49,7 +49,7 @@ function M.identity(p)
     model = p.mcfg, steps = p.steps, batch = p.B, context = p.T, accumulate = p.accum, seed = p.seed,
     lr = p.lr, weights = p.weight_values, normalize = p.normalize, data = data, eval = evals,
     eval_windows = #p.sets > 0 and p.eval_windows or nil, optimizer = hparams_as_used(p.opt), start = start,
-    average = p.average,
+    average = p.average, final_windows = #p.sets > 0 and p.eval_opts.final_windows or nil,
   })
   if not ok then fail("%s", tostring(fp)) end
   return fp
@@ -90,7 +90,7 @@ end
 
 -- The files kiln.train writes in a run directory (other files, such as a caller's start
 -- checkpoint prepared there, stay where they are).
-M.OWN = { "config.yaml", "metrics.csv", "timing.csv", "positions.csv", "summary.yaml", "checkpoints" }
+M.OWN = { "config.yaml", "metrics.csv", "timing.csv", "positions.csv", "positions_se.csv", "windows", "summary.yaml", "checkpoints" }
 
 -- restart: the previous run's files move to <run_dir>.old-<n>/.
 local function move_aside(dir, quiet)
@@ -166,6 +166,8 @@ local function appender(path)
 end
 
 M.METRICS = { "step", "tokens", "lr", "loss_weighted", "loss_unweighted", "grad_norm" }
+-- The CSV files a run appends to (each rebuilt up to the checkpoint when resuming).
+M.FILES = { "metrics", "positions", "positions_se", "timing" }
 
 function M.headers(p)
   local metrics = { table.unpack(M.METRICS) }
@@ -175,7 +177,8 @@ function M.headers(p)
   end
   local positions = { "step", "set" }
   for i = 1, p.T do positions[#positions + 1] = "pos" .. i end
-  return { metrics = metrics, positions = positions, timing = { "step", "tokens_per_s", "seconds" } }
+  return { metrics = metrics, positions = positions, positions_se = positions,
+           timing = { "step", "tokens_per_s", "seconds" } }
 end
 
 -- Open the run directory for training. Returns a log object, or (nil, summary) when the
@@ -213,7 +216,8 @@ function M.open(p, o)
     util.write_atomic(dir .. "/config.yaml", kiln.yaml.encode(config_table(p, o, fp)))
   end
   local h = M.headers(p)
-  for _, name in ipairs { "metrics", "positions", "timing" } do
+  if #p.sets > 0 then util.mkdir(dir .. "/windows") end
+  for _, name in ipairs(M.FILES) do
     local path = ("%s/%s.csv"):format(dir, name)
     rebuild_csv(path, h[name], ckpt and ckpt_step or -1)
     log[name] = appender(path)
@@ -226,7 +230,7 @@ end
 function M.close(log)
   if not log or log.closed then return end
   log.closed = true
-  for _, name in ipairs { "metrics", "positions", "timing" } do
+  for _, name in ipairs(M.FILES) do
     if log[name] then pcall(log[name].close, log[name]) end
   end
   if log.lock then log.lock:close() end
@@ -235,7 +239,7 @@ end
 -- The end of a run: the CSV files closed (a failed close is an error naming the file), then
 -- summary.yaml when given, all before the lock is released.
 function M.finish(log, summary)
-  for _, name in ipairs { "metrics", "positions", "timing" } do
+  for _, name in ipairs(M.FILES) do
     if log[name] then log[name]:close(); log[name] = nil end
   end
   if summary and log.rank == 0 then util.write_atomic(log.dir .. "/summary.yaml", kiln.yaml.encode(summary)) end

@@ -37,6 +37,7 @@
 local kiln = require "kiln"
 local util = require "kiln.util"
 local check = require "kiln.check"
+local evaluate_mod = require "kiln.evaluate"
 local options = require "kiln.train.options"
 local runlog = require "kiln.runlog"
 local sampler = require "kiln.train.sampler"
@@ -47,43 +48,19 @@ local fail = options.fail
 -- Evaluate the model on a dataset's fixed windows: mean loss and the per-position means.
 -- With fewer windows asked for than the list holds, they are spread evenly over the list
 -- (windows 1, 1+s, 1+2s, ...), so a validation file's later documents count too.
--- With split = true (a collective: every rank must call it) each rank evaluates its share
--- of the windows and the sums are combined with kiln.mpi.allreduce.
+-- kiln.evaluate returns, as a third value, the standard errors and per-window losses;
+-- windows = nil or "all" evaluates every window. With split = true (a collective: every rank
+-- must call it) each rank evaluates its share of the windows.
 function M.evaluate(model, ds, T, windows, B, split)
   local who = "kiln.train.evaluate"
   check.arg(who, "model", model, "kiln.Model")
   check.arg(who, "dataset", ds, "kiln.Dataset")
   T = check.integer(who, "T", T, 1, check.MAX_POSITIONS)
-  if windows ~= nil then windows = check.integer(who, "windows", windows, 1) end
+  if windows ~= nil and windows ~= "all" then windows = check.integer(who, "windows", windows, 1) end
   if B ~= nil then B = check.integer(who, "batch", B, 1, check.MAX_BATCH) end
   check.arg(who, "split", split, "?boolean")
-  B = B or 16
-  local total = ds:num_eval_windows(T)
-  if total < 1 then error(("%s: no evaluation window of %d tokens fits"):format(ds:path(), T + 1), 0) end
-  local n = (windows and windows < total) and windows or total
-  local stride = total // n
-  local last = 1 + (n - 1) * stride
-  local nranks = split and kiln.mpi.size() or 1
-  local lo = 1
-  if nranks > 1 then   -- this rank's windows: list entries j0+1 .. j1 of the n
-    local r = kiln.mpi.rank()
-    local j0, j1 = n * r // nranks, n * (r + 1) // nranks
-    lo, last = 1 + j0 * stride, 1 + (j1 - 1) * stride
-  end
-  local batch, acc = kiln.batch(math.min(B, n), T), kiln.tensor(T)
-  local rows, first = 0, lo
-  while first <= last do
-    local got = ds:eval_batch(batch, first, last, stride)
-    model:forward(batch)
-    model:add_position_losses(acc)
-    rows, first = rows + got, first + got * stride
-  end
-  if nranks > 1 then kiln.mpi.allreduce(acc, "sum", "evaluation"); rows = kiln.mpi.allreduce(rows, "sum", "evaluation") end
-  acc:scale(1 / rows)
-  local per = acc:totable()
-  local sum = 0
-  for _, v in ipairs(per) do sum = sum + v end
-  return sum / T, per
+  local r = evaluate_mod.run(model, ds, T, { windows = windows, batch = B, split = split })
+  return r.loss, r.positions, r
 end
 
 -- The run's state between its parts (one table, so each part is a function of it).
@@ -181,19 +158,31 @@ local function eval_average(r, step)
 end
 
 -- Evaluate every set at `step`; with write_rows, log the per-position losses.
+local function position_row(step, name, values, T)
+  local fields = { step, name }
+  for i = 1, T do fields[#fields + 1] = values[i] end
+  return fields
+end
+
+-- eval.windows windows (default 64) at every evaluation, eval.final_windows at the last step.
+-- Each set's standard errors go to positions_se.csv, its per-window losses to
+-- windows/<set>_step<N>.csv.
 local function do_eval(r, step, write_rows)
   local p = r.p
   local row = {}
+  local windows = p.eval_windows
+  if step == p.steps and p.eval_opts.final_windows ~= nil then windows = p.eval_opts.final_windows end
   for _, s in ipairs(p.sets) do
-    local mean, per = M.evaluate(r.model, s.dataset, p.T, p.eval_windows, p.eval_opts.batch or p.local_B, p.nranks > 1)
+    local mean, per, e = M.evaluate(r.model, s.dataset, p.T, windows, p.eval_opts.batch or p.local_B, p.nranks > 1)
     if mean ~= mean or mean == math.huge or mean == -math.huge then
       diverged(r, "step %d: the evaluation loss on '%s' is %s", step, s.name, util.num(mean))
     end
-    row[s.name] = { loss = mean, positions = per }
+    row[s.name] = { loss = mean, positions = per, se = e.se, positions_se = e.positions_se, n_windows = e.n,
+                    windows = e.windows, windows_file = ("windows/%s_step%08d.csv"):format(s.name, step) }
     if write_rows and r.log and r.log.positions then
-      local fields = { step, s.name }
-      for i = 1, p.T do fields[#fields + 1] = per[i] end
-      r.log.positions:line(fields)
+      r.log.positions:line(position_row(step, s.name, per, p.T))
+      if e.se then r.log.positions_se:line(position_row(step, s.name, e.positions_se, p.T)) end
+      evaluate_mod.write_windows(p.run_dir .. "/" .. row[s.name].windows_file, e)
     end
   end
   r.last_eval = row
@@ -307,7 +296,11 @@ local function print_progress(r, evaluated, eval_row)
   end
   if evaluated then
     local parts = {}
-    for _, s in ipairs(p.sets) do parts[#parts + 1] = ("%s %.4f"):format(s.name, eval_row[s.name].loss) end
+    for _, s in ipairs(p.sets) do
+      local e = eval_row[s.name]
+      parts[#parts + 1] = e.se and ("%s %.4f ± %.4f (%d windows)"):format(s.name, e.loss, e.se, e.n_windows)
+                          or ("%s %.4f"):format(s.name, e.loss)
+    end
     if p.progress then io.write("\n") end
     print(("eval @ %d: %s"):format(step, table.concat(parts, "  ")))
   end
@@ -395,10 +388,18 @@ local function summary_of(r)
     summary.processes = p.nranks
     summary.allreduce_ms = util.median(r.ar_times) and util.median(r.ar_times) * 1000 or nil
   end
+  -- the last evaluation's standard errors (over windows), window counts and the files of its
+  -- per-window losses (relative to run_dir); the losses themselves in memory only
+  summary.eval_se, summary.eval_windows, summary.positions_se, summary.windows_file = {}, {}, {}, {}
+  local window_losses = {}
   for name, e in pairs(r.last_eval) do
     summary.eval[name] = e.loss
     summary.positions[name] = e.positions
+    summary.eval_se[name], summary.positions_se[name], summary.eval_windows[name] = e.se, e.positions_se, e.n_windows
+    summary.windows_file[name] = p.run_dir and e.windows_file or nil
+    window_losses[name] = e.windows
   end
+  r.window_losses = window_losses
   if p.average then summary.eval_average = r.last_eval_avg or {} end
   return summary
 end
@@ -431,6 +432,7 @@ function M.run(o)
   if log then runlog.finish(log, r.status == "complete" and summary or nil) end
   if p.nranks > 1 then kiln.mpi.barrier("end of kiln.train") end   -- rank 0's files are complete when any rank returns
   summary.model, summary.optimizer, summary.state = r.model, r.opt, r.state
+  summary.window_losses = r.window_losses   -- in memory only: the files hold them on disk
   return summary
 end
 

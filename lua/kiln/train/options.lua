@@ -106,8 +106,13 @@ local function check_option_types(o)
   if o.steps ~= nil then check.integer(WHO, "steps", o.steps, 0) end
   if o.tokens ~= nil then check.positive(WHO, "tokens", o.tokens) end
   if o.eval ~= nil then
-    check.fields(WHO, "eval", o.eval, { "every", "at", "sets", "windows", "batch" })
-    if o.eval.windows ~= nil then check.integer(WHO, "eval.windows", o.eval.windows, 1) end
+    check.fields(WHO, "eval", o.eval, { "every", "at", "sets", "windows", "final_windows", "batch" })
+    for _, k in ipairs { "windows", "final_windows" } do
+      local n = o.eval[k]
+      if n ~= nil and n ~= "all" and (math.type(n) ~= "integer" or n < 1) then
+        check.fail(WHO, "eval." .. k, 'a positive integer or "all"', n)
+      end
+    end
     if o.eval.batch ~= nil then check.integer(WHO, "eval.batch", o.eval.batch, 1, check.MAX_BATCH) end
   end
   if o.checkpoint ~= nil then check.fields(WHO, "checkpoint", o.checkpoint, { "every", "at" }) end
