@@ -187,6 +187,21 @@ static int m_forward(lua_State *L)
     return 1;
 }
 
+/* m:evaluate(batch [, weights [, normalize]]) -> loss: the forward for evaluation, with no
+ * gradient work and no backward buffers (a backward after it is refused). */
+static int m_evaluate(lua_State *L)
+{
+    kn_gpt *g = knL_check_model(L, 1);
+    knL_batch *b = knL_check_batch(L, 2);
+    if (b->rows < 1) luaL_argerror(L, 2, "batch has no rows filled");
+    const float *w = check_weights(L, 3, b->T);
+    bool normalize = lua_toboolean(L, 4);
+    float loss = 0;
+    KNL_TRY(L, kn_gpt_evaluate(g, b->inputs, b->targets, b->rows, b->T, w, normalize, &loss));
+    lua_pushnumber(L, loss);
+    return 1;
+}
+
 /* m:backward([grad_scale]) adds the last forward's gradient (times grad_scale) into grads;
  * the core refuses when there is no forward to differentiate. */
 static int m_backward(lua_State *L)
@@ -434,7 +449,7 @@ static int m_init(lua_State *L)
 }
 
 static const luaL_Reg model_methods[] = {
-    {"forward", m_forward}, {"backward", m_backward}, {"zero_grad", m_zero_grad},
+    {"forward", m_forward}, {"evaluate", m_evaluate}, {"backward", m_backward}, {"zero_grad", m_zero_grad},
     {"param", m_param}, {"grad", m_grad}, {"flat_params", m_flat_params},
     {"flat_grads", m_flat_grads}, {"params", m_params}, {"num_params", m_num_params},
     {"config", m_config}, {"losses", m_losses}, {"add_position_losses", m_add_position_losses},

@@ -25,8 +25,7 @@
 -- With split = true (a collective: every rank must call it) each rank evaluates its share of
 -- the windows and the sums are combined with kiln.mpi.allreduce.
 --
--- Batches go through m:forward, the training forward (no backward is run): the core this
--- binding is built on has no separate evaluation-only forward.
+-- Batches go through m:evaluate, the forward without gradient work or backward buffers.
 local kiln = require "kiln"
 local check = require "kiln.check"
 local util = require "kiln.util"
@@ -86,7 +85,7 @@ function M.run(model, ds, T, o)
     local first = 1 + (place - 1) * plan.stride
     local last = 1 + (plan.hi - 1) * plan.stride
     local got = ds:eval_batch(batch, first, last, plan.stride)
-    model:forward(batch)
+    model:evaluate(batch)
     sum:fill(0); sumsq:fill(0)
     model:add_loss_stats(sum, sumsq, means, place)
     local bs, bq = sum:totable(), sumsq:totable()
