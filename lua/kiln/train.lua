@@ -532,21 +532,21 @@ function M.run(o)
     local t0 = kiln.clock()
     model:zero_grad()
     local loss = 0
-    for _ = 1, accum do
+    for micro = 1, accum do
       fill_batch()
       local l = model:forward(batch, weights, normalize)
       if l ~= l or l == math.huge or l == -math.huge then
         diverged("step %d: the loss is %s, before the update", step, util.num(l))
       end
-      model:backward(1 / accum)
+      if nranks > 1 and micro == accum then
+        -- the global batch's mean gradient, reduced during the last backward; the wait after it
+        ar_times[#ar_times + 1] = mpi.backward(model, 1 / accum, "mean", "grads")
+      else
+        model:backward(1 / accum)
+      end
       loss = loss + l / accum
     end
-    if nranks > 1 then   -- the global batch's mean gradient and loss, on every rank
-      local t1 = kiln.clock()
-      mpi.allreduce(grads, "mean", "grads")
-      ar_times[#ar_times + 1] = kiln.clock() - t1
-      loss = mpi.allreduce(loss, "mean", "loss")
-    end
+    if nranks > 1 then loss = mpi.allreduce(loss, "mean", "loss") end
     step_hp.lr = lr
     local ok, norm = pcall(opt.step, opt, step_hp)
     if not ok then diverged("step %d: %s, before the update", step, tostring(norm)) end
