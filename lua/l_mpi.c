@@ -546,6 +546,7 @@ typedef struct {
     float scale;                 /* 1/size for "mean", 1 for "sum" */
     bool shaken, agreed;
     long long k;                 /* the handshake's collective number */
+    double shake_s, poll_s;      /* time in the handshake, in polls during the backward */
     char msg[512];
 } overlap;
 
@@ -594,6 +595,7 @@ static kn_status grads_ready(void *ctx, size_t offset, size_t count)
 {
     overlap *o = ctx;
     (void)count;
+    double t0 = now();
     if (!o->shaken) {
         o->shaken = true;
         o->k = collectives + 1;
@@ -602,10 +604,13 @@ static kn_status grads_ready(void *ctx, size_t offset, size_t count)
                   o->what, o->msg, sizeof o->msg))
             return kn_fail(KN_ERR_ARG, "%s", o->msg);
         o->agreed = true;
+        o->shake_s = now() - t0;
+        t0 = now();
     }
     o->lo = offset;
     if (o->hi - o->lo >= bucket_floats || offset == 0) start_buckets(o);
     poll_buckets(o);
+    o->poll_s += now() - t0;
     return KN_OK;
 }
 
@@ -625,8 +630,10 @@ static void wait_buckets(overlap *o)
 #endif
 
 /* backward(model [, grad_scale [, op [, label]]]) -> seconds waited for the reduction after
- * the backward, number of buckets. model:backward(grad_scale), then the gradient reduced
- * over the ranks (op "sum" or "mean"), overlapped with the backward on several ranks. */
+ * the backward, number of buckets, seconds in the handshake (waiting for the other ranks to
+ * reach the backward's first range), seconds starting and testing buckets during the
+ * backward. model:backward(grad_scale), with the gradient reduced over the ranks (op "sum"
+ * or "mean") during the backward on several ranks. */
 static int l_backward(lua_State *L)
 {
     kn_gpt *g = knL_check_model(L, 1);
@@ -637,7 +644,9 @@ static int l_backward(lua_State *L)
         KNL_TRY(L, kn_gpt_backward(g, scale));
         lua_pushnumber(L, 0);
         lua_pushinteger(L, 0);
-        return 2;
+        lua_pushnumber(L, 0);
+        lua_pushnumber(L, 0);
+        return 4;
     }
 #ifdef KILN_MPI
     char what[96];
@@ -655,8 +664,10 @@ static int l_backward(lua_State *L)
     wait_buckets(&o);
     lua_pushnumber(L, now() - t0);
     lua_pushinteger(L, (lua_Integer)o.n);
+    lua_pushnumber(L, o.shake_s);
+    lua_pushnumber(L, o.poll_s);
 #endif
-    return 2;
+    return 4;
 }
 
 /* set_bucket_size(bytes) -> the previous size in bytes. */
