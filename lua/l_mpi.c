@@ -27,7 +27,9 @@
  * join this collective ends the job at once, naming both ranks, the collective and the
  * reason; silence ends it when the deadline passes. A completed handshake also shows when
  * ranks made different calls (a Lua error on every rank). Only then does the data move, with
- * the ordinary blocking call, which cannot hang as every rank is in it.
+ * the ordinary blocking call, which cannot hang as every rank is in it. kiln.mpi.backward is
+ * the exception: its buckets move with non-blocking calls during the backward, and the wait
+ * for them is polled like a handshake (see "backward with the gradient all-reduce" below).
  *
  * The same file compiles with and without -DKILN_MPI; without it every collective is the
  * identity on one process. MPI is initialised by the host (lua/main.c calls knL_mpi_init);
