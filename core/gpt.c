@@ -574,8 +574,29 @@ static void add_scaled(float *dst, const float *src, size_t n, float a, bool acc
     else for (size_t i = 0; i < n; i++) dst[i] = a * src[i];
 }
 
-/* One block's backward; g->dres holds d(x_out) on entry and d(x_in) on return. */
-static void block_backward(kn_gpt *g, int l)
+/* The caller's hook and how far down the gradient buffer is final. */
+typedef struct {
+    kn_gpt_grads_ready fn;
+    void *ctx;
+    size_t final_from;       /* grads[final_from ..] are final and were reported */
+} ready_hook;
+
+/* Everything from tensor t's offset up is final now: report the part not reported yet. */
+static kn_status final_from(const kn_gpt *g, ready_hook *h, int t)
+{
+    size_t at = g->info[t].offset;
+    if (!h->fn || at >= h->final_from) return KN_OK;
+    size_t count = h->final_from - at;
+    h->final_from = at;
+    return h->fn(h->ctx, at, count);
+}
+
+#define REPORT(g, h, t) do { kn_status st_ = final_from((g), (h), (t)); if (st_) return st_; } while (0)
+
+/* One block's backward; g->dres holds d(x_out) on entry and d(x_in) on return. The block's
+ * weight gradients are completed in the reverse of their layout order, so each completed
+ * pair extends the final tail of the buffer downwards (reported to h). */
+static kn_status block_backward(kn_gpt *g, int l, ready_hook *h)
 {
     const kn_gpt_config *c = &g->cfg;
     int d = c->n_embd, H = c->n_head, B = g->B, T = g->T, N = B * T;
@@ -586,6 +607,7 @@ static void block_backward(kn_gpt *g, int l)
     act_forward(g, g->dfc, a->fch, (int64_t)N * 4 * d);
     kn_linear_backward(NULL, G(g, T_LAYER(l, MPROJ_W)), G(g, T_LAYER(l, MPROJ_B)), g->dres,
                        g->dfc, P(g, T_LAYER(l, MPROJ_W)), N, 4 * d, d, false);
+    REPORT(g, h, T_LAYER(l, MPROJ_W));
     kn_linear_backward(g->dfc, NULL, NULL, g->dres, NULL, P(g, T_LAYER(l, MPROJ_W)), N, 4 * d, d,
                        false);
     act_backward(g, g->dfc, a->fch, g->dfc, (int64_t)N * 4 * d);
@@ -594,11 +616,14 @@ static void block_backward(kn_gpt *g, int l)
                          P(g, T_LAYER(l, LN2_B)), N, d);
     kn_linear_backward(g->dtmp, G(g, T_LAYER(l, FC_W)), G(g, T_LAYER(l, FC_B)), g->dfc,
                        g->ln, P(g, T_LAYER(l, FC_W)), N, d, 4 * d, false);
+    REPORT(g, h, T_LAYER(l, FC_W));
     kn_layernorm_backward(g->dres, G(g, T_LAYER(l, LN2_W)), G(g, T_LAYER(l, LN2_B)), g->dtmp,
                           a->xmid, P(g, T_LAYER(l, LN2_W)), a->ln2m, a->ln2r, N, d, true);
+    REPORT(g, h, T_LAYER(l, LN2_W));
     /* attention: dres is now d(xmid) */
     kn_linear_backward(g->dtmp, G(g, T_LAYER(l, APROJ_W)), G(g, T_LAYER(l, APROJ_B)), g->dres,
                        a->atty, P(g, T_LAYER(l, APROJ_W)), N, d, d, false);
+    REPORT(g, h, T_LAYER(l, APROJ_W));
     kn_attention_backward(g->dqkv, g->scratch, g->dtmp, a->qkv, a->atty, a->lse, B, T, d, H,
                           false);
     if (qa != 1.0f) scale_query(g->dqkv, N, d, qa);
@@ -606,11 +631,19 @@ static void block_backward(kn_gpt *g, int l)
                          P(g, T_LAYER(l, LN1_B)), N, d);
     kn_linear_backward(g->dtmp, G(g, T_LAYER(l, ATTN_W)), G(g, T_LAYER(l, ATTN_B)), g->dqkv,
                        g->ln, P(g, T_LAYER(l, ATTN_W)), N, d, 3 * d, false);
+    REPORT(g, h, T_LAYER(l, ATTN_W));
     kn_layernorm_backward(g->dres, G(g, T_LAYER(l, LN1_W)), G(g, T_LAYER(l, LN1_B)), g->dtmp,
                           a->x, P(g, T_LAYER(l, LN1_W)), a->ln1m, a->ln1r, N, d, true);
+    REPORT(g, h, T_LAYER(l, LN1_W));
+    return KN_OK;
 }
 
 kn_status kn_gpt_backward(kn_gpt *g, float grad_scale)
+{
+    return kn_gpt_backward_with(g, grad_scale, NULL, NULL);
+}
+
+kn_status kn_gpt_backward_with(kn_gpt *g, float grad_scale, kn_gpt_grads_ready ready, void *ctx)
 {
     if (!g->have_fwd || !g->have_targets)
         return kn_fail(KN_ERR_ARG, "backward needs a preceding forward with targets");
@@ -631,14 +664,19 @@ kn_status kn_gpt_backward(kn_gpt *g, float grad_scale)
     int tf = T_LAYER(L, 0);
     kn_layernorm_backward(g->dres, G(g, tf), G(g, tf + 1), g->dtmp, g->L[L].x, P(g, tf),
                           g->lnfm, g->lnfr, N, d, false);
+    ready_hook h = {ready, ctx, g->nparams};
+    REPORT(g, &h, tf);
     for (int l = L - 1; l >= 0; l--) {
         if (kn_interrupted)
             return kn_fail(KN_ERR_INTERRUPTED, "interrupted in backward (layer %d)", l);
-        block_backward(g, l);
+        kn_status st = block_backward(g, l, &h);
+        if (st) return st;
     }
     kn_embedding_backward(G(g, T_WTE), G(g, T_WPE), g->dres, g->tokens, g->B, g->T, d);
+    REPORT(g, &h, T_WTE);
     return KN_OK;
 }
+#undef REPORT
 
 void kn_gpt_zero_grad(kn_gpt *g) { memset(g->grads, 0, sizeof(float) * g->nparams); }
 

@@ -115,6 +115,17 @@ kn_status kn_gpt_evaluate(kn_gpt *g, const int32_t *inputs, const int32_t *targe
 /* Backward of the last forward's loss, multiplied by grad_scale (1 normally, 1/k when
  * accumulating k micro-batches). Adds into the gradient buffer (+=). */
 kn_status kn_gpt_backward(kn_gpt *g, float grad_scale);
+/* Told by kn_gpt_backward_with that grads[offset .. offset + count) (in floats) holds its
+ * final value for this backward, so that it can be sent away (reduced over processes) while
+ * the backward goes on. KN_OK continues; any other status (set its message with kn_fail)
+ * stops the backward, which returns that status and leaves the gradient partly updated. */
+typedef kn_status (*kn_gpt_grads_ready)(void *ctx, size_t offset, size_t count);
+/* kn_gpt_backward, calling ready (when not NULL) as ranges become final. The ranges run from
+ * the end of the flat buffer towards its start, each directly below the previous one, and
+ * together cover [0, kn_gpt_num_params) once: ln_f first, then each block from the last,
+ * a weight-and-bias pair at a time, and last [0, offset of block 0) — wte and wpe, final
+ * only after the embedding backward, since wte also collects the output layer's gradient. */
+kn_status kn_gpt_backward_with(kn_gpt *g, float grad_scale, kn_gpt_grads_ready ready, void *ctx);
 void kn_gpt_zero_grad(kn_gpt *g);
 
 /* Per-token cross-entropy [B,T] of the last forward (unweighted). */

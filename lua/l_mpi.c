@@ -13,6 +13,9 @@
  *   kiln.mpi.guard(what)                   a to-be-closed value: an error leaving its block is
  *                                          told to the other ranks at once (nil on one process)
  *   kiln.mpi.abort(msg [, code])           print msg (naming the rank) and end the whole job
+ *   kiln.mpi.backward(model [, scale [, op [, label]]])  model:backward(scale) with the gradient
+ *                                          reduced over the ranks (sum|mean) during the backward
+ *   kiln.mpi.set_bucket_size(bytes)        how much gradient backward reduces at a time; returns the old
  *
  * A label names the collective in messages: "allreduce(grads)".
  *
@@ -24,7 +27,9 @@
  * join this collective ends the job at once, naming both ranks, the collective and the
  * reason; silence ends it when the deadline passes. A completed handshake also shows when
  * ranks made different calls (a Lua error on every rank). Only then does the data move, with
- * the ordinary blocking call, which cannot hang as every rank is in it.
+ * the ordinary blocking call, which cannot hang as every rank is in it. kiln.mpi.backward is
+ * the exception: its buckets move with non-blocking calls during the backward, and the wait
+ * for them is polled like a handshake (see "backward with the gradient all-reduce" below).
  *
  * The same file compiles with and without -DKILN_MPI; without it every collective is the
  * identity on one process. MPI is initialised by the host (lua/main.c calls knL_mpi_init);
@@ -101,6 +106,10 @@ static int out_pending = 0;
 static long long collectives = 0;      /* handshakes begun on the world communicator */
 static long long my_error_at = -1;     /* collectives begun when an error last left a guard here */
 static double solo_ended = 0;          /* when a notice last said a rank left solo (now() clock) */
+/* kiln.mpi.backward's gradient buckets in flight, reused by every step */
+struct bucket { MPI_Request req; size_t offset; int count; bool done; };
+static struct bucket *buckets;
+static size_t buckets_cap;
 
 static double now(void)
 {
@@ -200,50 +209,65 @@ static void end_job_absent(lua_State *L, int r, double waited, const char *what)
     end_job(L, "waited %.1f s in %s for rank %d, which raised an error in %s", waited, what, r, p->why);
 }
 
-/* Poll the handshake of collective k until it completes. The job ends if a rank will never
+/* One look around while waiting in collective k since t0: ends the job if a rank will never
  * join it, at the deadline (not while another rank works alone in solo), or on Ctrl-C. */
+static void check_waiting(lua_State *L, long long k, double t0, const char *what)
+{
+    read_notices();
+    double t = now(), waited = t - t0;
+    int r = absent_peer(k);
+    if (r >= 0) end_job_absent(L, r, waited, what);
+    if (kn_interrupted) end_job(L, "was interrupted after waiting %.1f s in %s", waited, what);
+    /* the deadline counts from the start, or from the end of another rank's solo work */
+    if (t - (solo_ended > t0 ? solo_ended : t0) > timeout_s && !peer_in_solo()) {
+        int size = world_size();
+        char whom[64];
+        if (size == 2) snprintf(whom, sizeof whom, "rank %d", 1 - world_rank());
+        else snprintf(whom, sizeof whom, "at least one of the other %d ranks", size - 1);
+        end_job(L, "waited %.1f s in %s for %s, which did not join it (still working, stuck, or "
+                "in another collective); the limit is KILN_MPI_TIMEOUT or kiln.mpi.set_timeout(seconds)",
+                waited, what, whom);
+    }
+}
+
+static void test_or_end(lua_State *L, MPI_Request *req, int *done, const char *what)
+{
+    int rc = MPI_Test(req, done, MPI_STATUS_IGNORE);
+    if (rc != MPI_SUCCESS) {
+        char text[MPI_MAX_ERROR_STRING];
+        int len = 0;
+        MPI_Error_string(rc, text, &len);
+        end_job(L, "failed in %s: %s", what, text);
+    }
+}
+
+/* Poll the handshake of collective k until it completes (or the job ends, check_waiting). */
 static void wait_handshake(lua_State *L, MPI_Request *req, long long k, const char *what)
 {
     double t0 = now();
     for (;;) {
-        int done = 0, rc = MPI_Test(req, &done, MPI_STATUS_IGNORE);
-        if (rc != MPI_SUCCESS) {
-            char text[MPI_MAX_ERROR_STRING];
-            int len = 0;
-            MPI_Error_string(rc, text, &len);
-            end_job(L, "failed in %s: %s", what, text);
-        }
+        int done = 0;
+        test_or_end(L, req, &done, what);
         if (done) return;
-        read_notices();
-        double t = now(), waited = t - t0;
-        int r = absent_peer(k);
-        if (r >= 0) end_job_absent(L, r, waited, what);
-        if (kn_interrupted) end_job(L, "was interrupted after waiting %.1f s in %s", waited, what);
-        /* the deadline counts from the start, or from the end of another rank's solo work */
-        if (t - (solo_ended > t0 ? solo_ended : t0) > timeout_s && !peer_in_solo()) {
-            int size = world_size();
-            char whom[64];
-            if (size == 2) snprintf(whom, sizeof whom, "rank %d", 1 - world_rank());
-            else snprintf(whom, sizeof whom, "at least one of the other %d ranks", size - 1);
-            end_job(L, "waited %.1f s in %s for %s, which did not join it (still working, stuck, or "
-                    "in another collective); the limit is KILN_MPI_TIMEOUT or kiln.mpi.set_timeout(seconds)",
-                    waited, what, whom);
-        }
-        pause_for(waited);
+        check_waiting(L, k, t0, what);
+        pause_for(now() - t0);
     }
 }
 
 enum { C_ALLREDUCE_TENSOR = 1, C_ALLREDUCE_INTEGER, C_ALLREDUCE_NUMBER, C_BROADCAST_TENSOR,
-       C_BROADCAST_VALUE, C_ALLGATHER, C_BARRIER };
+       C_BROADCAST_VALUE, C_ALLGATHER, C_BARRIER, C_BACKWARD };
 static const char *const call_names[] = {
     "?", "allreduce of a tensor", "allreduce of an integer", "allreduce of a float",
-    "broadcast of a tensor", "broadcast of a value", "allgather", "barrier"
+    "broadcast of a tensor", "broadcast of a value", "allgather", "barrier",
+    "backward with the gradient all-reduce"
 };
 
 /* Before collective `call` moves any data: every rank has arrived (or the job ends, see
- * wait_handshake) and made the same call with the same count and root (or every rank raises
- * the same kind of error). One reduction of (x, -x) pairs gives the maximum and minimum. */
-static void handshake(lua_State *L, int call, long long count, int root, const char *what)
+ * wait_handshake). Returns NULL when every rank made the same call with the same count and
+ * root, else why not, written to msg (root_is names the root in it). One reduction of (x, -x)
+ * pairs gives the maximum and minimum. */
+static const char *shake(lua_State *L, int call, long long count, long long root,
+                         const char *root_is, const char *what, char *msg, size_t len)
 {
     long long k = ++collectives;
     long long sig[6] = {call, -call, count, -count, root, -root};
@@ -256,16 +280,26 @@ static void handshake(lua_State *L, int call, long long count, int root, const c
     if (r >= 0) end_job_absent(L, r, 0.0, what);
     if (sig[0] != -sig[1]) {
         long long other = sig[0] == call ? -sig[1] : sig[0];
-        luaL_error(L, "kiln.mpi.%s: another rank made a different call here (%s, this rank %s): every rank "
-                   "must make the same kiln.mpi calls in the same order", what,
-                   call_names[other > 0 && other <= C_BARRIER ? other : 0], call_names[call]);
+        snprintf(msg, len, "kiln.mpi.%s: another rank made a different call here (%s, this rank %s): every rank "
+                 "must make the same kiln.mpi calls in the same order", what,
+                 call_names[other > 0 && other <= C_BACKWARD ? other : 0], call_names[call]);
+    } else if (sig[2] != -sig[3]) {
+        snprintf(msg, len, "kiln.mpi.%s: the ranks disagree on the size (%lld here, from %lld to %lld over the ranks)",
+                 what, count, -sig[3], sig[2]);
+    } else if (sig[4] != -sig[5]) {
+        snprintf(msg, len, "kiln.mpi.%s: %s (%lld here, from %lld to %lld)", what, root_is, root, -sig[5], sig[4]);
+    } else {
+        return NULL;
     }
-    if (sig[2] != -sig[3])
-        luaL_error(L, "kiln.mpi.%s: the ranks disagree on the size (%I here, from %I to %I over the ranks)",
-                   what, (lua_Integer)count, (lua_Integer)-sig[3], (lua_Integer)sig[2]);
-    if (sig[4] != -sig[5])
-        luaL_error(L, "kiln.mpi.%s: the ranks name different roots (%I here, from %I to %I)",
-                   what, (lua_Integer)root, (lua_Integer)-sig[5], (lua_Integer)sig[4]);
+    return msg;
+}
+
+/* shake, raising the disagreement as a Lua error on this rank (every rank raises one). */
+static void handshake(lua_State *L, int call, long long count, int root, const char *what)
+{
+    char msg[512];
+    if (shake(L, call, count, root, "the ranks name different roots", what, msg, sizeof msg))
+        luaL_error(L, "%s", msg);
 }
 
 /* "allreduce(grads)" from the function's name and the caller's optional label. */
@@ -396,7 +430,8 @@ void knL_mpi_finish(int failed)
     MPI_Comm_free(&notice_comm);
     free(peers);
     free(out_reqs);
-    peers = NULL, out_reqs = NULL;
+    free(buckets);
+    peers = NULL, out_reqs = NULL, buckets = NULL, buckets_cap = 0;
     mpi_on = false;
     MPI_Finalize();
 }
@@ -481,6 +516,169 @@ static int l_allreduce(lua_State *L)
 #else
     (void)t;
 #endif
+    return 1;
+}
+
+/* ---- backward with the gradient all-reduce overlapped ------------------------------------
+ * kn_gpt_backward_with reports ranges of the flat gradient buffer as they become final, from
+ * the end of the buffer down. They are merged into buckets of at least bucket_floats, each
+ * reduced in place with its own MPI_Iallreduce (MPI_SUM) while the backward goes on; every
+ * later report tests the open buckets, which is what moves them along (Open MPI progresses
+ * non-blocking collectives only inside MPI calls). A bucket found complete is scaled by
+ * 1/size for "mean" at once, with the same float multiply as allreduce's "mean": on 2 ranks
+ * a + b is the same float whatever the algorithm, so the result equals the blocking
+ * allreduce's bit for bit (with more ranks the summation order may differ).
+ * The whole reduction has one handshake, in the first report: from then on every rank is
+ * committed to the same buckets (they depend only on the model and the bucket size, which
+ * the handshake compares). The final wait polls like a handshake, counting as collective
+ * k + 1, so a rank whose error leaves after the handshake but before its last bucket is
+ * absent for the others, which end the job instead of waiting. */
+static size_t bucket_floats = (4u << 20) / sizeof(float);   /* set_bucket_size */
+
+#ifdef KILN_MPI
+#define BUCKET_MAX_COUNT ((size_t)1 << 30)
+
+typedef struct {
+    lua_State *L;
+    const char *what;
+    float *grads;
+    size_t nparams;
+    size_t lo, hi;               /* final but not yet sent: grads[lo, hi) */
+    size_t n, first_open;        /* buckets started; below first_open all are complete */
+    float scale;                 /* 1/size for "mean", 1 for "sum" */
+    bool shaken, agreed;
+    long long k;                 /* the handshake's collective number */
+    double shake_s, poll_s;      /* time in the handshake, in polls during the backward */
+    char msg[512];
+} overlap;
+
+/* Room for the most buckets a backward of g can start: one per reported range (at most one
+ * per tensor) plus the splits of ranges past BUCKET_MAX_COUNT. */
+static void reserve_buckets(lua_State *L, kn_gpt *g)
+{
+    size_t need = (size_t)kn_gpt_num_tensors(g) + kn_gpt_num_params(g) / BUCKET_MAX_COUNT + 2;
+    if (need <= buckets_cap) return;
+    struct bucket *b = realloc(buckets, need * sizeof *b);
+    if (!b) luaL_error(L, "kiln.mpi.backward: out of memory for %d buckets", (int)need);
+    buckets = b, buckets_cap = need;
+}
+
+static void start_buckets(overlap *o)
+{
+    while (o->hi > o->lo) {
+        size_t count = o->hi - o->lo < BUCKET_MAX_COUNT ? o->hi - o->lo : BUCKET_MAX_COUNT;
+        struct bucket *b = &buckets[o->n++];
+        o->hi -= count;
+        b->offset = o->hi, b->count = (int)count, b->done = false;
+        if (MPI_Iallreduce(MPI_IN_PLACE, o->grads + b->offset, b->count, MPI_FLOAT, MPI_SUM, comm,
+                           &b->req) != MPI_SUCCESS)
+            end_job(o->L, "could not start a bucket of %s", o->what);
+    }
+}
+
+/* Test the open buckets (moving them along); scale those that completed. */
+static void poll_buckets(overlap *o)
+{
+    for (size_t i = o->first_open; i < o->n; i++) {
+        struct bucket *b = &buckets[i];
+        if (b->done) continue;
+        int done = 0;
+        test_or_end(o->L, &b->req, &done, o->what);
+        if (!done) continue;
+        b->done = true;
+        if (o->scale != 1.0f)
+            for (float *p = o->grads + b->offset, *e = p + b->count; p < e; p++) *p *= o->scale;
+    }
+    while (o->first_open < o->n && buckets[o->first_open].done) o->first_open++;
+}
+
+/* The backward's hook: handshake at the first report, then bucket and poll. */
+static kn_status grads_ready(void *ctx, size_t offset, size_t count)
+{
+    overlap *o = ctx;
+    (void)count;
+    double t0 = now();
+    if (!o->shaken) {
+        o->shaken = true;
+        o->k = collectives + 1;
+        if (shake(o->L, C_BACKWARD, (long long)o->nparams, (long long)bucket_floats,
+                  "the ranks use different bucket sizes (kiln.mpi.set_bucket_size; in floats)",
+                  o->what, o->msg, sizeof o->msg))
+            return kn_fail(KN_ERR_ARG, "%s", o->msg);
+        o->agreed = true;
+        o->shake_s = now() - t0;
+        t0 = now();
+    }
+    o->lo = offset;
+    if (o->hi - o->lo >= bucket_floats || offset == 0) start_buckets(o);
+    poll_buckets(o);
+    o->poll_s += now() - t0;
+    return KN_OK;
+}
+
+/* After the backward: poll until every bucket is complete, or the job ends (check_waiting,
+ * as collective k + 1). */
+static void wait_buckets(overlap *o)
+{
+    double t0 = now();
+    for (;;) {
+        poll_buckets(o);
+        if (o->first_open == o->n) break;
+        check_waiting(o->L, o->k + 1, t0, o->what);
+        pause_for(now() - t0);
+    }
+    collectives = o->k + 1;
+}
+#endif
+
+/* backward(model [, grad_scale [, op [, label]]]) -> seconds waited for the reduction after
+ * the backward, number of buckets, seconds in the handshake (waiting for the other ranks to
+ * reach the backward's first range), seconds starting and testing buckets during the
+ * backward. model:backward(grad_scale), with the gradient reduced over the ranks (op "sum"
+ * or "mean") during the backward on several ranks. */
+static int l_backward(lua_State *L)
+{
+    kn_gpt *g = knL_check_model(L, 1);
+    float scale = (float)luaL_optnumber(L, 2, 1.0);
+    int op = luaL_checkoption(L, 3, "sum", op_names);
+    luaL_argcheck(L, op == OP_SUM || op == OP_MEAN, 3, "expected \"sum\" or \"mean\"");
+    if (comm_size() == 1) {
+        KNL_TRY(L, kn_gpt_backward(g, scale));
+        lua_pushnumber(L, 0);
+        lua_pushinteger(L, 0);
+        lua_pushnumber(L, 0);
+        lua_pushnumber(L, 0);
+        return 4;
+    }
+#ifdef KILN_MPI
+    char what[96];
+    call_what(L, 4, "backward", what, sizeof what);
+    reserve_buckets(L, g);
+    overlap o = {.L = L, .what = what, .grads = kn_gpt_grads(g), .nparams = kn_gpt_num_params(g),
+                 .scale = op == OP_MEAN ? 1.0f / (float)comm_size() : 1.0f};
+    o.lo = o.hi = o.nparams;
+    if (kn_gpt_backward_with(g, scale, grads_ready, &o) != KN_OK) {
+        /* after the handshake the other ranks wait for buckets this rank will never send */
+        if (o.agreed) end_job(L, "stopped in %s after the ranks began reducing the gradient: %s", what, kn_errmsg());
+        return knL_error(L);
+    }
+    double t0 = now();
+    wait_buckets(&o);
+    lua_pushnumber(L, now() - t0);
+    lua_pushinteger(L, (lua_Integer)o.n);
+    lua_pushnumber(L, o.shake_s);
+    lua_pushnumber(L, o.poll_s);
+#endif
+    return 4;
+}
+
+/* set_bucket_size(bytes) -> the previous size in bytes. */
+static int l_set_bucket_size(lua_State *L)
+{
+    lua_Number b = luaL_checknumber(L, 1);
+    luaL_argcheck(L, b >= (lua_Number)sizeof(float) && b <= 1e12, 1, "expected a number of bytes >= 4");
+    lua_pushinteger(L, (lua_Integer)(bucket_floats * sizeof(float)));
+    bucket_floats = (size_t)(b / sizeof(float));
     return 1;
 }
 
@@ -738,7 +936,7 @@ static const luaL_Reg mpi_funcs[] = {
     {"rank", l_rank}, {"size", l_size}, {"world", l_world}, {"allreduce", l_allreduce},
     {"broadcast", l_broadcast}, {"allgather", l_allgather}, {"barrier", l_barrier},
     {"set_timeout", l_set_timeout}, {"guard", l_guard}, {"abort", l_abort}, {"solo", l_solo},
-    {NULL, NULL}
+    {"backward", l_backward}, {"set_bucket_size", l_set_bucket_size}, {NULL, NULL}
 };
 
 void knL_open_mpi(lua_State *L)

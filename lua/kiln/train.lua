@@ -214,22 +214,25 @@ local function train_step(r, k)
   local lr = p.lr[r.step + 1]
   model:zero_grad()
   local loss = 0
-  for _ = 1, p.accum do
+  for micro = 1, p.accum do
     k.fill()
     local l = model:forward(k.batch, p.weights, p.normalize)
     if l ~= l or l == math.huge or l == -math.huge then
       diverged(r, "step %d: the loss is %s, before the update", r.step, util.num(l))
     end
     model:add_position_losses(k.pos_acc)   -- the unweighted loss, from the same forward
-    model:backward(1 / p.accum)
+    if p.nranks > 1 and micro == p.accum then
+      -- the global batch's mean gradient, reduced in buckets during the last backward;
+      -- what is recorded is the wait after it
+      r.ar_times[#r.ar_times + 1] = kiln.mpi.backward(model, 1 / p.accum, "mean", "grads")
+    else
+      model:backward(1 / p.accum)
+    end
     loss = loss + l / p.accum
   end
   local unweighted = k.pos_acc:sum() / (p.local_B * p.T * p.accum)
   k.pos_acc:fill(0)
-  if p.nranks > 1 then   -- the global batch's mean gradient and losses, on every rank
-    local t1 = kiln.clock()
-    kiln.mpi.allreduce(k.grads, "mean", "grads")
-    r.ar_times[#r.ar_times + 1] = kiln.clock() - t1
+  if p.nranks > 1 then   -- the global batch's mean losses, on every rank
     loss = kiln.mpi.allreduce(loss, "mean", "loss")
     unweighted = kiln.mpi.allreduce(unweighted, "mean", "loss")
   end
@@ -332,7 +335,7 @@ local function step_kit(r)
   local batch = kiln.batch(p.local_B, p.T)
   r.model:reserve(p.local_B, p.T)
   return { batch = batch, fill = sampler.new(p, batch, r.rng), pos_acc = kiln.tensor(p.T),
-           grads = r.model:flat_grads(), hp = { lr = 0 } }
+           hp = { lr = 0 } }
 end
 
 -- eval.at = {0}: the starting weights, before any update (what forgetting is measured

@@ -30,6 +30,22 @@ t.err("root is not a rank", mpi.broadcast, 1, 3)
 t.err("bad argument #2", mpi.allreduce, x, "product")
 t.err("contiguous", mpi.allreduce, kiln.tensor(4, 4):narrow(2, 1, 2))
 t.eq(mpi.enabled, build:match("%-mpi$") ~= nil, "kiln.mpi.enabled says whether this is an MPI build")
+do  -- backward on one process is model:backward
+  local m = kiln.model { vocab_size = 32, block_size = 8, n_layer = 1, n_head = 2, n_embd = 8, seed = 1 }
+  local b = kiln.batch(2, 8)
+  for r = 1, 2 do for p = 1, 8 do b:set(r, p, (r * p) % 32, (r + p) % 32) end end
+  m:forward(b); m:backward(0.5)
+  local want = m:flat_grads():clone()
+  m:zero_grad(); m:forward(b)
+  local waited, buckets = mpi.backward(m, 0.5, "mean")
+  t.ok(m:flat_grads():clone():add(want, -1):norm() == 0 and waited == 0 and buckets == 0,
+    "backward(model, scale) on one process is model:backward(scale), nothing to wait for")
+  t.err("expected \"sum\" or \"mean\"", mpi.backward, m, 1, "max")
+  t.err("backward needs a preceding forward", function() local m2 = kiln.model { vocab_size = 32, block_size = 8, n_layer = 1, n_head = 2, n_embd = 8 }; mpi.backward(m2) end)
+  local old = mpi.set_bucket_size(1 << 20)
+  t.eq(mpi.set_bucket_size(old), 1 << 20, "set_bucket_size returns the previous size in bytes")
+  t.err("expected a number of bytes >= 4", mpi.set_bucket_size, 2)
+end
 
 -- 2. Under mpirun. --oversubscribe: CI has 2 cores; --allow-run-as-root: CI runs as root.
 local mpi_build = build:match("%-mpi$") and build or build .. "-mpi"
@@ -73,7 +89,7 @@ local function losses(run_dir, col)
   local idx
   for i, h in ipairs(m.header) do if h == col then idx = i end end
   local out = {}
-  for _, r in ipairs(m.rows) do if r[idx] ~= nil then out[#out + 1] = r[idx] end end
+  for _, r in ipairs(m.rows) do if r[idx] ~= nil and r[idx] ~= "" then out[#out + 1] = r[idx] end end
   return out
 end
 local function max_diff(a, b)
@@ -110,6 +126,59 @@ t.ok(sum.processes == 2 and type(sum.allreduce_ms) == "number", "summary.yaml re
 t.ok(util.exists(two .. "/checkpoints/step_00000020.safetensors"), "rank 0 wrote the checkpoints")
 t.note(("data parallel: max |loss(2x8) - loss(1x16)| = %.3g over 20 steps, %.3g at step 1"):format(
   max_diff(l1, l2), math.abs(l1[1] - l2[1])))
+
+-- The gradient reduced bucket by bucket during the backward equals the blocking all-reduce of
+-- the whole buffer after it, bit for bit on 2 ranks (a + b is the same float in any order):
+-- "mean" and "sum", one range per bucket (4 bytes), a few ranges per bucket (the model has
+-- 47k floats, 183 KB), one bucket for everything,
+-- and with an earlier micro-batch's gradient accumulated locally first.
+write(dir .. "/grads.lua", [[
+local kiln = require "kiln"
+kiln.set_threads(1)
+local mpi = kiln.mpi
+local m = kiln.model { vocab_size = 256, block_size = 16, n_layer = 3, n_head = 2, n_embd = 32, seed = 5 }
+local ds = kiln.dataset("tests/data/tiny_en.txt")
+local rng = kiln.rng(11 + mpi.rank())          -- each rank its own rows
+local b1, b2 = kiln.batch(4, 16), kiln.batch(4, 16)
+ds:sample(b1, rng); ds:sample(b2, rng)
+local g = m:flat_grads()
+local function blocking(op, accumulate)
+  m:zero_grad()
+  if accumulate then m:forward(b2); m:backward(0.5) end
+  m:forward(b1); m:backward(accumulate and 0.5 or 1)
+  return mpi.allreduce(g, op, "grads"):clone()
+end
+local function bucketed(op, accumulate)
+  m:zero_grad()
+  if accumulate then m:forward(b2); m:backward(0.5) end
+  m:forward(b1)
+  local waited, n = mpi.backward(m, accumulate and 0.5 or 1, op, "grads")
+  return g:clone(), n, waited
+end
+for _, case in ipairs { {"mean", 4}, {"mean", 64 << 10}, {"sum", 1e9}, {"mean", 32 << 10, true} } do
+  local op, size, acc = case[1], case[2], case[3]
+  mpi.set_bucket_size(size)
+  local want = blocking(op, acc)
+  local got, n, waited = bucketed(op, acc)
+  local d = got:add(want, -1):norm()
+  local hi = mpi.allreduce(g:clone(), "max"):add(mpi.allreduce(g:clone(), "min"), -1):norm()
+  print(("case %s bucket=%d acc=%s: buckets %d diff %s ranks-agree %s waited %s"):format(
+    op, size, tostring(acc or false), n, d == 0 and "0" or tostring(d), tostring(hi == 0), type(waited)))
+end
+print("params", m:num_params())
+]])
+out, code = run_mpi(2, dir .. "/grads.lua")
+t.eq(code, 0, "the bucketed-gradient script runs on 2 ranks")
+local cases = 0
+for op, size, acc, n, d, agree in out:gmatch("case (%a+) bucket=(%d+) acc=(%a+): buckets (%d+) diff (%S+) ranks%-agree (%a+)") do
+  cases = cases + 1
+  t.ok(d == "0" and agree == "true", ("%s, bucket %s bytes%s: %s buckets, the blocking all-reduce's gradient bit for bit, the same on both ranks"):format(
+    op, size, acc == "true" and ", after a local micro-batch" or "", n))
+  if tonumber(size) == 4 then t.eq(tonumber(n), 2 + 6 * 3, "4-byte buckets: one per range the backward reports (ln_f, 6 per block, embeddings)") end
+  if tonumber(size) == 1e9 then t.eq(tonumber(n), 1, "a bucket larger than the model: one reduction, at the end") end
+  if tonumber(size) == 64 << 10 then t.ok(tonumber(n) > 2 and tonumber(n) < 20, "64 KB buckets merge ranges: " .. n .. " buckets") end
+end
+t.eq(cases, 4, "four cases compared")
 
 -- A run killed at step 13 on 2 ranks resumes from its step-10 checkpoint as one process: the
 -- data does not depend on the process count.
@@ -266,8 +335,8 @@ spin(30)   -- rank 1 carries on with other work; rank 0 must not wait for it
 ]])
 out, code, elapsed = run_mpi_env("KILN_MPI_TIMEOUT=60", 2, dir .. "/pcall_train.lua")
 t.ok(code ~= 0 and code ~= 124 and elapsed < BOUND, ("an error caught by pcall on rank 1: the job ends (status %s, %.1f s)"):format(code, elapsed))
-t.ok(out:find("rank 0 waited %d+%.%d s in allreduce%(grads%) for rank 1, which raised an error in kiln.train: [^\n]*rank one gave up at step 3"),
-  "the message names rank 0, allreduce(grads), rank 1 and its error")
+t.ok(out:find("rank 0 waited %d+%.%d s in backward%(grads%) for rank 1, which raised an error in kiln.train: [^\n]*rank one gave up at step 3"),
+  "the message names rank 0, backward(grads) (the gradient all-reduce inside the backward), rank 1 and its error")
 
 -- (d) A rank that never arrives: the deadline (KILN_MPI_TIMEOUT) ends the job.
 write(dir .. "/stuck.lua", [[
@@ -343,6 +412,69 @@ t.ok(code == 0 and out:find("rank 0: kiln.mpi.barrier(sync): another rank made a
   "barrier on rank 0 against allreduce on rank 1: an error naming both calls on both ranks")
 t.ok(out:find("rank 0: kiln.mpi.allreduce(sizes): the ranks disagree on the size (2 here, from 2 to 3 over the ranks)", 1, true),
   "tensors of different sizes: an error naming the sizes")
+
+-- (h) The gradient all-reduce inside the backward keeps the guarantee: a rank whose error
+-- leaves a guard before its backward ends the job for the rank waiting in backward's handshake.
+local dp_setup = [[
+local kiln = require "kiln"
+kiln.set_threads(1)
+local mpi = kiln.mpi
+local m = kiln.model { vocab_size = 256, block_size = 32, n_layer = 4, n_head = 2, n_embd = 64, seed = 5 }
+local b = kiln.batch(4, 32)
+kiln.dataset("tests/data/tiny_en.txt"):sample(b, kiln.rng(3 + mpi.rank()))
+]]
+write(dir .. "/fail_backward.lua", dp_setup .. spin .. [[
+local ok, err = pcall(function()
+  local g <close> = mpi.guard("my loop")
+  m:forward(b)
+  if mpi.rank() == 1 then error("rank one failed before its backward") end
+  mpi.backward(m, 1, "mean", "grads")
+  print("not reached")
+end)
+io.stderr:write("rank " .. mpi.rank() .. " caught: " .. tostring(err) .. "\n")
+spin(30)
+]])
+out, code, elapsed = run_mpi_env("KILN_MPI_TIMEOUT=60", 2, dir .. "/fail_backward.lua")
+t.ok(code ~= 0 and code ~= 124 and elapsed < BOUND and not out:find("not reached", 1, true),
+  ("an error on rank 1 while rank 0 is in backward(grads): the job ends (status %s, %.1f s)"):format(code, elapsed))
+t.ok(out:find("rank 0 waited %d+%.%d s in backward%(grads%) for rank 1, which raised an error in my loop: [^\n]*rank one failed before its backward"),
+  "naming rank 0, backward(grads), rank 1 and its error")
+
+-- Different bucket sizes would pair different reductions: refused on every rank at the
+-- handshake, before any data moves; the ranks then carry on in step.
+write(dir .. "/bucket_mismatch.lua", dp_setup .. [[
+mpi.set_bucket_size(mpi.rank() == 0 and 1e6 or 2e6)
+m:forward(b)
+local ok, err = pcall(mpi.backward, m, 1, "mean", "grads")
+io.stderr:write("rank " .. mpi.rank() .. ": " .. tostring(err) .. "\n")
+mpi.set_bucket_size(1e6)
+m:zero_grad(); m:forward(b)
+mpi.backward(m, 1, "mean", "grads")
+mpi.barrier("after")
+io.stderr:write("rank " .. mpi.rank() .. " carried on\n")
+]])
+out, code = run_mpi_env("KILN_MPI_TIMEOUT=10", 2, dir .. "/bucket_mismatch.lua")
+t.ok(code == 0 and out:find("rank 0: kiln.mpi.backward(grads): the ranks use different bucket sizes (kiln.mpi.set_bucket_size; in floats) (250000 here, from 250000 to 500000)", 1, true)
+  and out:find("rank 1: kiln.mpi.backward(grads): the ranks use different bucket sizes", 1, true),
+  "different bucket sizes: an error naming them on both ranks")
+t.ok(out:find("rank 0 carried on", 1, true) and out:find("rank 1 carried on", 1, true),
+  "and both ranks go on to reduce and meet again")
+
+-- Ctrl-C on rank 1 while both ranks loop over forward and the bucketed backward: wherever it
+-- lands (the forward, the backward after its buckets started, or the final wait), the job ends.
+write(dir .. "/interrupt_backward.lua", dp_setup .. [[
+if mpi.rank() == 1 then
+  local f = assert(io.open(arg[1], "w")); f:write(io.open("/proc/self/stat"):read("n")); f:close()
+end
+local g <close> = mpi.guard("loop")
+for _ = 1, 100000 do m:forward(b); mpi.backward(m, 1, "mean", "grads") end
+]])
+local pid1 = dir .. "/rank1.pid"
+out, code, elapsed = run_mpi_env("(sleep 3; kill -INT $(cat " .. pid1 .. ")) & KILN_MPI_TIMEOUT=60", 2,
+  dir .. "/interrupt_backward.lua", pid1)
+t.ok(code ~= 0 and code ~= 124 and elapsed < BOUND and out:find("rank 1", 1, true) and out:find("interrupted", 1, true),
+  ("SIGINT to rank 1 in a loop of bucketed backwards: the job ends (status %s, %.1f s)"):format(code, elapsed))
+t.note("where the interrupt landed: " .. ((out:match("kiln[^\n]*interrupted[^\n]*")) or "?"))
 
 -- (g) Under a stock lua5.4, kiln.so neither ends the host in abort nor replaces os.exit.
 if os.execute("command -v lua5.4 >/dev/null 2>&1") and not build:match("san") then
