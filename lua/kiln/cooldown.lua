@@ -71,7 +71,7 @@ end
 -- schedule config when config.yaml has one, else from metrics.csv's lr column.
 local function start_lr(run, cfg, at, force)
   local sc = cfg.train and cfg.train.schedule_config
-  if sc then
+  if type(sc) == "table" and schedule.kinds[sc.kind] then   -- a Lua function's config cannot be rebuilt
     local sched = schedule.make(sc, WHO .. ": " .. run .. "/config.yaml train.schedule_config")
     local ok, why = stable_at(sc, at)
     if not ok and not force then
@@ -89,7 +89,7 @@ end
 function M.lr_from_metrics(run, at, force)
   local path = run .. "/metrics.csv"
   local csv, err = util.read_csv(path)
-  if not csv then fail("%s/config.yaml has no train.schedule_config and %s cannot be read (%s)", run, path, tostring(err)) end
+  if not csv then fail("%s/config.yaml has no schedule config to rebuild and %s cannot be read (%s)", run, path, tostring(err)) end
   local col
   for i, h in ipairs(csv.header) do if h == "lr" then col = i end end
   if not col then fail("%s has no lr column", path) end
@@ -105,7 +105,7 @@ function M.lr_from_metrics(run, at, force)
     fail("at = %d: %s shows the LR decaying (%s at step %d, below the peak %s); a cooldown starts from a constant LR " ..
          "(force = true forks anyway)", at, path, util.num(best), best_step, util.num(peak))
   end
-  return best, ("%s's lr column at step %d (config.yaml has no train.schedule_config)"):format(path, best_step)
+  return best, ("%s's lr column at step %d (config.yaml has no schedule config it can rebuild)"):format(path, best_step)
 end
 
 -- A file named in the run's config.yaml, which must still exist.
@@ -142,7 +142,7 @@ end
 
 local KNOWN = { run = true, at = true, length = true, shape = true, out = true, floor = true, eval_every = true,
                 restart = true, force = true, seed = true, quiet = true, log_every = true, checkpoint_every = true,
-                weighting = true, command = true }
+                weighting = true, command = true, on_step = true, on_eval = true }
 
 local function check_options(o)
   check.arg(WHO, "options", o, "table")
@@ -162,6 +162,7 @@ local function check_options(o)
   if o.log_every ~= nil then check.integer(WHO, "log_every", o.log_every, 1) end
   if o.seed ~= nil then check.integer(WHO, "seed", o.seed) end
   for _, k in ipairs { "restart", "force", "quiet" } do check.arg(WHO, k, o[k], "?boolean") end
+  for _, k in ipairs { "on_step", "on_eval" } do check.arg(WHO, k, o[k], "?callable") end
 end
 
 -- The model and optimizer at the checkpoint: weights, AdamW moments and step count.
@@ -174,7 +175,7 @@ end
 
 -- fork{run =, at =, length =, shape =, out =, floor = 0, eval_every = 0, seed = run seed + at,
 --      restart = false, force = false, quiet = false, log_every = 1, checkpoint_every = 0,
---      weighting = nil} -> kiln.train's summary, with summary.cooldown describing the fork.
+--      weighting = nil, on_step, on_eval (kiln.train's hooks)} -> kiln.train's summary, with summary.cooldown describing the fork.
 function M.fork(o)
   check_options(o)
   local run = o.run:gsub("(.)/+$", "%1")
@@ -205,6 +206,7 @@ function M.fork(o)
     eval = { at = { 0 }, every = eval_every > 0 and eval_every or nil, windows = windows, sets = sets },
     checkpoint = ckpt_every > 0 and { every = ckpt_every } or nil,
     log_every = o.log_every or 1, command = o.command, config = { cooldown = info },
+    on_step = o.on_step, on_eval = o.on_eval,
   }
   summary.cooldown = info
   return summary
