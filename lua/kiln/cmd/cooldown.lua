@@ -1,4 +1,4 @@
--- kiln cooldown RUN_DIR at=STEP length=STEPS shape=linear|cosine|1-sqrt — fork a cooldown from a checkpoint
+-- kiln cooldown RUN_DIR at=STEP length=N shape=S — fork a cooldown from a run's checkpoint
 --
 -- kiln cooldown RUN_DIR at=STEP length=STEPS shape=linear|cosine|1-sqrt [out=DIR] [floor=0]
 --               [eval_every=N] [seed=N] [restart=false] [force=false] [checkpoint_every=0]
