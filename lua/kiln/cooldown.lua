@@ -165,10 +165,12 @@ local function check_options(o)
   for _, k in ipairs { "on_step", "on_eval" } do check.arg(WHO, k, o[k], "?callable") end
 end
 
--- The model and optimizer at the checkpoint: weights, AdamW moments and step count.
+-- The model and optimizer at the checkpoint: weights, AdamW moments and step count. A μP
+-- model gets μP's per-tensor LR and decay scales (kiln.mup.optimizer's defaults): the scales
+-- are not in config.yaml, and a μP run without them would be a different run.
 local function model_at(path, hp)
   local model = kiln.load(path, { tokenizer = false })
-  local opt = kiln.adamw(model, hp)
+  local opt = model:config().parametrization == "mup" and kiln.mup.optimizer(model, hp) or kiln.adamw(model, hp)
   kiln.load(path, { model = model, optimizer = opt, tokenizer = false })
   return model, opt
 end
