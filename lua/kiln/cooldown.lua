@@ -175,10 +175,8 @@ local function model_at(path, hp)
   return model, opt
 end
 
--- fork{run =, at =, length =, shape =, out =, floor = 0, eval_every = 0, seed = run seed + at,
---      restart = false, force = false, quiet = false, log_every = 1, checkpoint_every = 0,
---      weighting = nil, on_step, on_eval (kiln.train's hooks)} -> kiln.train's summary, with summary.cooldown describing the fork.
-function M.fork(o)
+-- The fork's description and kiln.train's options, everything checked before anything runs.
+local function plan(o)
   check_options(o)
   local run = o.run:gsub("(.)/+$", "%1")
   local ckpt = find_checkpoint(run, o.at)
@@ -189,27 +187,35 @@ function M.fork(o)
   local lr0, source = start_lr(run, cfg, o.at, o.force)
   local floor = o.floor or 0
   if floor > lr0 then fail("floor = %s is above the LR the cooldown starts from (%s)", util.num(floor), util.num(lr0)) end
-  local sched = schedule.wsd { peak = lr0, warmup = 0, stable = 0, decay = o.length, floor = floor, shape = WSD_SHAPE[o.shape] }
-  local out = o.out or ("%s-cooldown-%d-%d-%s"):format(run, o.at, o.length, o.shape)
-  local seed = o.seed or ((cfg.train.seed or 1) + o.at)
+  local info = { run = run, at = o.at, length = o.length, shape = o.shape, floor = floor, start_lr = lr0,
+                 lr_source = source, seed = o.seed or ((cfg.train.seed or 1) + o.at), checkpoint = ckpt,
+                 out = o.out or ("%s-cooldown-%d-%d-%s"):format(run, o.at, o.length, o.shape) }
   local data, sets = data_of(run, cfg)
   local model, opt = model_at(ckpt, cfg.optimizer)
-  local windows = cfg.fingerprint and cfg.fingerprint.settings and cfg.fingerprint.settings["eval.windows"]
-  local eval_every = o.eval_every or 0
-  local ckpt_every = o.checkpoint_every or 0
-  local info = { run = run, at = o.at, length = o.length, shape = o.shape, floor = floor, start_lr = lr0,
-                 lr_source = source, seed = seed, checkpoint = ckpt, out = out }
-  if not o.quiet then print(("%s: cooldown from %s, LR %s -> %s over %d steps (%s); LR from %s; seed %d"):format(
-    out, ckpt, util.num(lr0), util.num(floor), o.length, o.shape, source, seed)) end
-  local summary = kiln.train {
+  local settings = cfg.fingerprint and cfg.fingerprint.settings or {}
+  local eval_every, ckpt_every = o.eval_every or 0, o.checkpoint_every or 0
+  return info, {
     model = model, optimizer = opt, data = data, steps = o.length, batch = cfg.train.batch,
-    context = cfg.train.context, accumulate = cfg.train.accumulate, seed = seed, schedule = sched,
-    weighting = o.weighting, start = ckpt, run_dir = out, restart = o.restart, quiet = o.quiet,
-    eval = { at = { 0 }, every = eval_every > 0 and eval_every or nil, windows = windows, sets = sets },
+    context = cfg.train.context, accumulate = cfg.train.accumulate, seed = info.seed, weighting = o.weighting,
+    schedule = schedule.wsd { peak = lr0, warmup = 0, stable = 0, decay = o.length, floor = floor, shape = WSD_SHAPE[o.shape] },
+    start = ckpt, run_dir = info.out, restart = o.restart, quiet = o.quiet,
+    eval = { at = { 0 }, every = eval_every > 0 and eval_every or nil, windows = settings["eval.windows"], sets = sets },
     checkpoint = ckpt_every > 0 and { every = ckpt_every } or nil,
     log_every = o.log_every or 1, command = o.command, config = { cooldown = info },
     on_step = o.on_step, on_eval = o.on_eval,
   }
+end
+
+-- fork{run =, at =, length =, shape =, out =, floor = 0, eval_every = 0, seed = run seed + at,
+--      restart = false, force = false, quiet = false, log_every = 1, checkpoint_every = 0,
+--      weighting = nil, on_step, on_eval (kiln.train's hooks)}
+--      -> kiln.train's summary, with summary.cooldown describing the fork
+function M.fork(o)
+  local info, train_options = plan(o)
+  if not o.quiet then print(("%s: cooldown from %s, LR %s -> %s over %d steps (%s); LR from %s; seed %d"):format(
+    info.out, info.checkpoint, util.num(info.start_lr), util.num(info.floor), info.length, info.shape, info.lr_source,
+    info.seed)) end
+  local summary = kiln.train(train_options)
   summary.cooldown = info
   return summary
 end
