@@ -25,6 +25,9 @@ M.SHAPES = { "linear", "cosine", "1-sqrt" }
 local WSD_SHAPE = { linear = "linear", cosine = "cosine", ["1-sqrt"] = "sqrt" }
 
 function M.factor(shape, s, L)
+  check.string("kiln.cooldown.factor", "shape", shape)
+  check.number("kiln.cooldown.factor", "s", s)
+  check.number("kiln.cooldown.factor", "L", L)
   if s >= L then return 0 end
   if shape == "linear" then return 1 - s / L end
   if shape == "cosine" then return 0.5 * (1 + math.cos(math.pi * s / L)) end
@@ -34,6 +37,7 @@ end
 
 -- The steps of the run's checkpoints (model checkpoints, not their weight averages), sorted.
 function M.checkpoints(run)
+  check.string("kiln.cooldown.checkpoints", "run", run, true)
   local steps, dir = {}, run .. "/checkpoints"
   if not util.is_dir(dir) then return steps end
   for name in lfs.dir(dir) do
@@ -44,7 +48,11 @@ function M.checkpoints(run)
   return steps
 end
 
-function M.checkpoint_path(run, at) return ("%s/checkpoints/step_%08d.safetensors"):format(run, at) end
+function M.checkpoint_path(run, at)
+  check.string("kiln.cooldown.checkpoint_path", "run", run, true)
+  check.integer("kiln.cooldown.checkpoint_path", "at", at, 0)
+  return ("%s/checkpoints/step_%08d.safetensors"):format(run, at)
+end
 
 local function find_checkpoint(run, at)
   local path = M.checkpoint_path(run, at)
@@ -87,6 +95,9 @@ end
 -- LR of update s - 1), refused (unless force) when it is below the largest LR logged so far,
 -- i.e. the run was already decaying.
 function M.lr_from_metrics(run, at, force)
+  check.string("kiln.cooldown.lr_from_metrics", "run", run, true)
+  check.integer("kiln.cooldown.lr_from_metrics", "at", at, 0)
+  check.arg("kiln.cooldown.lr_from_metrics", "force", force, "?boolean")
   local path = run .. "/metrics.csv"
   local csv, err = util.read_csv(path)
   if not csv then fail("%s/config.yaml has no schedule config to rebuild and %s cannot be read (%s)", run, path, tostring(err)) end

@@ -37,6 +37,7 @@ end
 
 -- The tokenizer.json beside a token file, or nil.
 function M.beside(path)
+  check.string("kiln.data.beside", "path", path, true)
   local dir = path:match("^(.*)/[^/]*$") or "."
   local candidate = dir .. "/tokenizer.json"
   if util.exists(candidate) then return candidate end

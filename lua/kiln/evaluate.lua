@@ -113,6 +113,8 @@ end
 function M.write_windows(path, r)
   check.string("kiln.evaluate.write_windows", "path", path)
   check.arg("kiln.evaluate.write_windows", "result", r, "table")
+  check.arg("kiln.evaluate.write_windows", "result.windows", r.windows, "table")
+  check.arg("kiln.evaluate.write_windows", "result.indices", r.indices, "table")
   local lines = { "window,loss\n" }
   for i, x in ipairs(r.windows) do lines[i + 1] = util.csv_line { r.indices[i], x } end
   util.write_atomic(path, table.concat(lines))

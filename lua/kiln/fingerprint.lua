@@ -18,6 +18,7 @@
 --   local diffs = fingerprint.diff(old, new) -> {{key=, old=, new=}, ...} (sorted by key)
 --   fingerprint.describe(diffs)              -> "train.steps: 500 -> 700; lr.sha256: ..."
 local kiln = require "kiln"
+local check = require "kiln.check"
 local util = require "kiln.util"
 
 local M = {}
@@ -136,6 +137,7 @@ local function show(v)
 end
 
 function M.describe(diffs)
+  check.list("kiln.fingerprint.describe", "diffs", diffs, "table")
   local parts = {}
   for _, d in ipairs(diffs) do parts[#parts + 1] = ("%s: %s -> %s"):format(d.key, show(d.old), show(d.new)) end
   return table.concat(parts, "; ")

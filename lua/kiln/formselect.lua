@@ -12,6 +12,7 @@
 -- all checkpoints up to the cut. The function only ever sees a copy of the run cut at `cut`,
 -- so what lies after the cut cannot change the choice or the model.
 local tsl = require "kiln.tsl"
+local check = require "kiln.check"
 
 local M = {}
 
@@ -31,6 +32,9 @@ end
 -- A copy of the run holding only the checkpoints at or before `cut` (schedule facts are kept:
 -- they are known before training).
 function M.truncate(run, cut)
+  check.arg("kiln.formselect.truncate", "run", run, "table")
+  check.arg("kiln.formselect.truncate", "run.sets", run.sets, "table")
+  check.number("kiln.formselect.truncate", "cut", cut)
   local copy = {}
   for k, v in pairs(run) do copy[k] = v end
   copy.sets, copy.set_names = {}, {}

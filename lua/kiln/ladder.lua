@@ -10,11 +10,12 @@
 --
 -- Pure Lua over kiln.fit: nothing here trains a model.
 local kiln = require "kiln"
+local check = require "kiln.check"
 local util = require "kiln.util"
 
 local M = {}
 
-local function fail(fmt, ...) error("kiln.ladder: " .. fmt:format(...), 3) end
+local function fail(fmt, ...) error("kiln.ladder: " .. fmt:format(...), 0) end
 
 local function check_points(who, xs, ys, min_n)
   if type(xs) ~= "table" or type(ys) ~= "table" then fail("%s: expected two lists of numbers", who) end
@@ -32,11 +33,12 @@ end
 -- width-proportional share of a small model that does not scale like the rest), "total"
 -- counts everything.
 function M.params(model, which)
+  check.arg("kiln.ladder.params", "model", model, "kiln.Model|table")
   which = which or "non_embedding"
   if which ~= "non_embedding" and which ~= "total" then
     fail("params: which must be \"non_embedding\" or \"total\" (got %s)", tostring(which))
   end
-  if type(model) == "table" then model = kiln.model(model) end
+  if type(model) == "table" then model = check.call("kiln.ladder.params", kiln.model, model) end
   local n = 0
   for _, p in ipairs(model:params()) do
     local embedding = p.name:find("wte", 1, true) or p.name:find("wpe", 1, true)
@@ -147,6 +149,9 @@ end
 -- The x of the minimum of the least-squares parabola y = p·x² + q·x + r through the points,
 -- or nil when it does not open upwards (or the points are fewer than 3).
 function M.parabola_vertex(xs, ys)
+  check.numbers("kiln.ladder.parabola_vertex", "xs", xs)
+  check.numbers("kiln.ladder.parabola_vertex", "ys", ys)
+  if #ys ~= #xs then fail("parabola_vertex: xs has %d values and ys %d", #xs, #ys) end
   if #xs < 3 then return nil end
   local x0 = 0
   for _, x in ipairs(xs) do x0 = x0 + x / #xs end     -- centre x for a better-conditioned system
@@ -179,6 +184,7 @@ end
 -- Mean, sample standard deviation (0 for one value), min and max of the finite numbers in
 -- xs; nil when there are none.
 function M.summary(xs)
+  check.arg("kiln.ladder.summary", "xs", xs, "table")
   local v = {}
   for _, x in ipairs(xs) do if type(x) == "number" and x == x then v[#v + 1] = x end end
   if #v == 0 then return nil end
@@ -192,6 +198,8 @@ end
 -- The validation losses a kiln.train run directory logged: a list of {step, tokens, loss}
 -- from metrics.csv's `<set>_loss` column (default set "val"), in step order.
 function M.evals(run_dir, set)
+  check.string("kiln.ladder.evals", "run_dir", run_dir, true)
+  check.arg("kiln.ladder.evals", "set", set, "?string")
   local path = run_dir .. "/metrics.csv"
   if not util.exists(path) then fail("evals: %s does not exist", path) end
   local csv = util.read_csv(path)

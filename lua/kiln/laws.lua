@@ -22,6 +22,7 @@
 --               (Luo et al. 2025) with S(s) = Σ_{i≤s} η_i (= S1 + S_W), k over the updates
 --               after the warmup, S_k(s) = Σ_{τ=k..s} η_τ, G(x) = 1 − (C·x + 1)^(−beta).
 local kiln = require "kiln"
+local check = require "kiln.check"
 local util = require "kiln.util"
 local tsl = require "kiln.tsl"
 local stats = require "kiln.stats"
@@ -64,6 +65,7 @@ end
 
 -- The warmup: the updates before the first one at the largest LR.
 function M.warmup_of(lrs)
+  check.numbers("kiln.laws.warmup_of", "lrs", lrs)
   local top, at = -math.huge, 1
   for i = 1, #lrs do if lrs[i] > top then top, at = lrs[i], i end end
   return at - 1
@@ -427,7 +429,10 @@ function M.over_seeds(list, level)
   local out = {}
   for _, key in ipairs { "mse", "mape", "final_err", "are", "r2" } do
     local xs = {}
-    for _, m in ipairs(list) do if finite(m[key]) then xs[#xs + 1] = m[key] end end
+    for i, m in ipairs(list) do
+      if type(m) ~= "table" then fail("over_seeds: list[%d] must be a table of metrics, got %s", i, type(m)) end
+      if finite(m[key]) then xs[#xs + 1] = m[key] end
+    end
     if #xs >= 2 then
       local mean, half, df = stats.ci_mean(xs, level)
       out[key] = { mean = mean, half = half, df = df, n = #xs }

@@ -7,6 +7,7 @@
 --   rundir.inspect(dir)             -> {status, steps_done, steps_planned, eval = {set = loss},
 --                                       eval_names, eval_se, final_loss, fingerprint, digest}
 local kiln = require "kiln"
+local check = require "kiln.check"
 local lfs = require "lfs"
 
 local M = {}
@@ -37,6 +38,7 @@ function M.find(root)
 end
 
 function M.newest_checkpoint(dir)
+  check.string("kiln.rundir.newest_checkpoint", "dir", dir, true)
   local best, best_step = nil, -1
   local cdir = dir .. "/checkpoints"
   if not is_dir(cdir) then return nil, -1 end
@@ -64,6 +66,7 @@ end
 
 -- Print rows (lists of strings) as left-aligned columns, trailing blanks trimmed.
 function M.print_table(rows)
+  check.list("kiln.rundir.print_table", "rows", rows, "table")
   local width = {}
   for _, r in ipairs(rows) do
     for i, c in ipairs(r) do width[i] = math.max(width[i] or 0, utf8.len(c) or #c) end

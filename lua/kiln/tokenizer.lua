@@ -5,6 +5,7 @@
 --   local ids = tok:encode("text")    tok:decode(ids)    tok:vocab_size()    tok:save(path)
 -- Ids start at 0, as in the vocabulary files and token .bin files.
 local core = require "kiln.core"
+local check = require "kiln.check"
 local util = require "kiln.util"
 
 local M = {}
@@ -25,13 +26,17 @@ function M.load(path)
   end
   if path:match("encoder%.json$") then
     local bpe = path:gsub("encoder%.json$", "vocab.bpe")
-    return core.tok_load_gpt2(path, bpe)
+    return check.call("kiln.tokenizer.load", core.tok_load_gpt2, path, bpe)
   end
-  return core.tok_load_json(path)
+  return check.call("kiln.tokenizer.load", core.tok_load_json, path)
 end
 
 -- gpt2(encoder_json, vocab_bpe)
-function M.gpt2(encoder_json, vocab_bpe) return core.tok_load_gpt2(encoder_json, vocab_bpe) end
+function M.gpt2(encoder_json, vocab_bpe)
+  check.string("kiln.tokenizer.gpt2", "encoder_json", encoder_json, true)
+  check.string("kiln.tokenizer.gpt2", "vocab_bpe", vocab_bpe, true)
+  return check.call("kiln.tokenizer.gpt2", core.tok_load_gpt2, encoder_json, vocab_bpe)
+end
 
 -- train{files = path or {paths}, vocab_size = N, min_frequency = 0, specials = {...},
 --       alphabet = "all" | "seen", progress = (stderr is a terminal)}
@@ -59,6 +64,8 @@ end
 
 -- stats(tok, path) -> {bytes = , tokens = , bytes_per_token = } for a text file.
 function M.stats(tok, path)
+  check.arg("kiln.tokenizer.stats", "tok", tok, "kiln.Tokenizer")
+  check.string("kiln.tokenizer.stats", "path", path, true)
   local text, err = util.read_file(path)
   if not text then fail("stats: cannot read '%s': %s", path, tostring(err)) end
   local n = tok:count(text)

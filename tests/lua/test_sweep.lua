@@ -24,7 +24,8 @@ local EXCLUDED = {
 
 -- Modules of the library, enumerated from their tables.
 local MODULES = { "schedule", "weighting", "train", "suite", "protocol", "grow", "mup", "tsl",
-                  "util", "plot", "config", "yaml", "fit", "mpi", "repl", "check" }
+                  "util", "plot", "config", "yaml", "fit", "mpi", "repl", "check", "stats", "fingerprint",
+                  "rundir", "evaluate", "laws", "formselect", "ladder", "cooldown", "tokenizer", "data" }
 
 local function build(root)
   local kiln = require "kiln"
@@ -385,7 +386,9 @@ local RAW = {
 -- The Lua library's modules whose errors must name them (kiln.check and util.fail raise with
 -- the name their caller gives; yaml, fit and mpi are the binding's).
 local NAMED = { schedule = true, weighting = true, train = true, suite = true, protocol = true, grow = true,
-                mup = true, tsl = true, util = true, plot = true, repl = true, config = true }
+                mup = true, tsl = true, util = true, plot = true, repl = true, config = true, stats = true,
+                fingerprint = true, rundir = true, evaluate = true, laws = true, formselect = true,
+                ladder = true, cooldown = true }
 
 local function classify(ok, err, label)
   if ok then return "ok", "" end
