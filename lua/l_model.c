@@ -174,7 +174,11 @@ static const float *check_weights(lua_State *L, int arg, int T)
 }
 
 /* m:forward(batch [, weights [, normalize]]) -> mean (weighted) loss over the batch's rows. */
-static int m_forward(lua_State *L)
+/* The arguments both forwards take: (batch [, weights [, normalize]]) -> loss. */
+typedef kn_status (*forward_fn)(kn_gpt *, const int32_t *, const int32_t *, int, int, const float *,
+                                bool, float *);
+
+static int run_forward(lua_State *L, forward_fn fn)
 {
     kn_gpt *g = knL_check_model(L, 1);
     knL_batch *b = knL_check_batch(L, 2);
@@ -182,25 +186,16 @@ static int m_forward(lua_State *L)
     const float *w = check_weights(L, 3, b->T);
     bool normalize = lua_toboolean(L, 4);
     float loss = 0;
-    KNL_TRY(L, kn_gpt_forward(g, b->inputs, b->targets, b->rows, b->T, w, normalize, &loss));
+    KNL_TRY(L, fn(g, b->inputs, b->targets, b->rows, b->T, w, normalize, &loss));
     lua_pushnumber(L, loss);
     return 1;
 }
 
+static int m_forward(lua_State *L) { return run_forward(L, kn_gpt_forward); }
+
 /* m:evaluate(batch [, weights [, normalize]]) -> loss: the forward for evaluation, with no
  * gradient work and no backward buffers (a backward after it is refused). */
-static int m_evaluate(lua_State *L)
-{
-    kn_gpt *g = knL_check_model(L, 1);
-    knL_batch *b = knL_check_batch(L, 2);
-    if (b->rows < 1) luaL_argerror(L, 2, "batch has no rows filled");
-    const float *w = check_weights(L, 3, b->T);
-    bool normalize = lua_toboolean(L, 4);
-    float loss = 0;
-    KNL_TRY(L, kn_gpt_evaluate(g, b->inputs, b->targets, b->rows, b->T, w, normalize, &loss));
-    lua_pushnumber(L, loss);
-    return 1;
-}
+static int m_evaluate(lua_State *L) { return run_forward(L, kn_gpt_evaluate); }
 
 /* m:backward([grad_scale]) adds the last forward's gradient (times grad_scale) into grads;
  * the core refuses when there is no forward to differentiate. */
