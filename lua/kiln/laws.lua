@@ -472,6 +472,18 @@ end
 
 local function forms_text(forms) return ("a0:%s a1:%s a2:%s"):format(forms.a0, forms.a1, forms.a2) end
 
+-- Both schedule-aware laws fitted on curve `fit_on` and scored on steps `tsteps` of a run whose
+-- LR sequence is `lrs` (the same run, or another schedule's).
+local function score_laws(rows, set, fit_on, lrs, tloss, tsteps, total, opts)
+  for _, law in ipairs { "annealing", "multipower" } do
+    local okl, lm = pcall(M.fit, law, fit_on, { lambda = opts.lambda })
+    if okl then
+      local pred = M.predict(lm, lrs, tsteps)
+      score_row(rows, set, law, M.formulas[law], tloss, tsteps, function(_, i) return pred[i] end, total, opts, { params = lm.named })
+    else failed_row(rows, set, law, M.formulas[law], lm) end
+  end
+end
+
 local function within_run(run, set, cut, opts, rows)
   local formselect = require "kiln.formselect"
   local s = run.sets[set]
@@ -500,13 +512,7 @@ local function within_run(run, set, cut, opts, rows)
     else failed_row(rows, set, b.name, b.formula, bl) end
   end
   local curve = M.curve(run, set, { upto = cut })
-  for _, law in ipairs { "annealing", "multipower" } do
-    local okl, lm = pcall(M.fit, law, curve, { lambda = opts.lambda })
-    if okl then
-      local pred = M.predict(lm, curve.lrs, tsteps)
-      score_row(rows, set, law, M.formulas[law], tloss, tsteps, function(_, i) return pred[i] end, total, opts, { params = lm.named })
-    else failed_row(rows, set, law, M.formulas[law], lm) end
-  end
+  score_laws(rows, set, curve, curve.lrs, tloss, tsteps, total, opts)
 end
 
 local function cross_run(run, target, set, opts, rows)
@@ -527,13 +533,7 @@ local function cross_run(run, target, set, opts, rows)
       score_row(rows, set, bn.name, bn.formula, tloss, tsteps, function(st) return bl.at(st * tps) end, total, opts)
     else failed_row(rows, set, bn.name, bn.formula, bl) end
   end
-  for _, law in ipairs { "annealing", "multipower" } do
-    local okl, lm = pcall(M.fit, law, a, { lambda = opts.lambda })
-    if okl then
-      local pred = M.predict(lm, b.lrs, tsteps)
-      score_row(rows, set, law, M.formulas[law], tloss, tsteps, function(_, i) return pred[i] end, total, opts, { params = lm.named })
-    else failed_row(rows, set, law, M.formulas[law], lm) end
-  end
+  score_laws(rows, set, a, b.lrs, tloss, tsteps, total, opts)
 end
 
 local function num(x, fmt)

@@ -59,7 +59,7 @@ end
 -- Status from the files alone; "running" needs the lock file's pid to be alive.
 local function status_of(dir, summary, ckpt)
   if summary then return summary.status or "complete" end
-  local holder = kiln.lock_holder and kiln.lock_holder(dir .. "/lock")
+  local holder = kiln.lock_holder(dir .. "/lock")
   if holder then return "running (pid " .. holder .. ")" end
   return ckpt and "partial" or "new"
 end

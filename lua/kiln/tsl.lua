@@ -662,18 +662,6 @@ local function join_flags(list)
   return table.concat(out, " ")
 end
 
--- Evaluation --------------------------------------------------------------------------------
-
-local function held_out_stats(truth, pred)
-  local n = #truth
-  if n == 0 then return {} end
-  local r2, mse = kiln.fit.stats(truth, pred)
-  local ape = 0
-  for i = 1, n do ape = ape + math.abs(pred[i] - truth[i]) / math.abs(truth[i]) end
-  return { r2 = r2, mse = mse, mape = 100 * ape / n, final_pred = pred[n], final_true = truth[n],
-           final_err = 100 * (pred[n] - truth[n]) / truth[n] }
-end
-
 -- evaluate(run_dir | run, opts) -> {rows = {...}, sets = {...}, notes = {...}, markdown = text, csv = text}
 --   opts: fit_until (default: tsl.choose_fit_until's window), fit_from, forms, unit, schedule,
 --         sets = {names}, variants = { name = forms, ... } (extra temporal-law rows with other
