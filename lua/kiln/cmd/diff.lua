@@ -1,5 +1,7 @@
--- kiln diff RUN_A RUN_B — two runs side by side: every fingerprint setting that differs (with
--- both values), then status, steps and the final metrics of each.
+-- kiln diff RUN_A RUN_B — two runs side by side: differing settings, status, final metrics
+--
+-- Every fingerprint setting that differs (with both values), then status, steps and the
+-- final metrics of each.
 local rundir = require "kiln.rundir"
 local fingerprint = require "kiln.fingerprint"
 local util = require "kiln.util"

@@ -1,5 +1,7 @@
--- kiln runs DIR — list the runs under DIR (every directory holding a config.yaml): status,
--- steps done of planned, final evaluation losses, and the fingerprint digest.
+-- kiln runs DIR — list the runs under DIR: status, steps, final losses, fingerprint
+--
+-- A run is every directory holding a config.yaml; steps are done of planned, losses the final
+-- evaluation's, the fingerprint its digest.
 --
 --   status: complete / failed / stopped (from summary.yaml), running (its lock is held by a
 --   live process), partial (checkpoints but no summary), new (nothing trained yet).
