@@ -153,7 +153,7 @@ end
 
 local KNOWN = { run = true, at = true, length = true, shape = true, out = true, floor = true, eval_every = true,
                 restart = true, force = true, seed = true, quiet = true, log_every = true, checkpoint_every = true,
-                weighting = true, command = true, on_step = true, on_eval = true }
+                weighting = true, command = true, on_step = true, on_eval = true, average = true }
 
 local function check_options(o)
   check.arg(WHO, "options", o, "table")
@@ -173,6 +173,9 @@ local function check_options(o)
   if o.log_every ~= nil then check.integer(WHO, "log_every", o.log_every, 1) end
   if o.seed ~= nil then check.integer(WHO, "seed", o.seed) end
   for _, k in ipairs { "restart", "force", "quiet" } do check.arg(WHO, k, o[k], "?boolean") end
+  if o.average ~= nil and o.average ~= false and type(o.average) ~= "table" then
+    check.fail(WHO, "average", "false or a table of kiln.train's average options", o.average)
+  end
   for _, k in ipairs { "on_step", "on_eval" } do check.arg(WHO, k, o[k], "?callable") end
 end
 
@@ -184,6 +187,20 @@ local function model_at(path, hp)
   local opt = model:config().parametrization == "mup" and kiln.mup.optimizer(model, hp) or kiln.adamw(model, hp)
   kiln.load(path, { model = model, optimizer = opt, tokenizer = false })
   return model, opt
+end
+
+-- The fork's weight averaging: by default the run's own (its settings from the fingerprint),
+-- continued from the average saved with the checkpoint; `false` keeps none; a table is a new
+-- average of its own (kiln.train's `average` option).
+local function average_of(o, cfg, ckpt)
+  if o.average ~= nil then return o.average or nil end
+  local s = cfg.fingerprint and cfg.fingerprint.settings or {}
+  if s["average.kind"] == nil then return nil end
+  local a = { kind = s["average.kind"], decay = s["average.decay"], every = s["average.every"],
+              start = s["average.start"], warmup = s["average.warmup"] }
+  local apath = ckpt:gsub("%.safetensors$", ".average.safetensors")
+  if util.exists(apath) then a.from = apath end   -- none yet if the run had not averaged a step
+  return a
 end
 
 -- The fork's description and kiln.train's options, everything checked before anything runs.
@@ -213,13 +230,14 @@ local function plan(o)
     eval = { at = { 0 }, every = eval_every > 0 and eval_every or nil, windows = settings["eval.windows"], sets = sets },
     checkpoint = ckpt_every > 0 and { every = ckpt_every } or nil,
     log_every = o.log_every or 1, command = o.command, config = { cooldown = info },
-    on_step = o.on_step, on_eval = o.on_eval,
+    on_step = o.on_step, on_eval = o.on_eval, average = average_of(o, cfg, ckpt),
   }
 end
 
 -- fork{run =, at =, length =, shape =, out =, floor = 0, eval_every = 0, seed = run seed + at,
 --      restart = false, force = false, quiet = false, log_every = 1, checkpoint_every = 0,
---      weighting = nil, on_step, on_eval (kiln.train's hooks)}
+--      weighting = nil, average = the run's (continued) | false | {...},
+--      on_step, on_eval (kiln.train's hooks)}
 --      -> kiln.train's summary, with summary.cooldown describing the fork
 function M.fork(o)
   local info, train_options = plan(o)

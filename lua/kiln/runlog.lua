@@ -43,13 +43,17 @@ function M.identity(p)
   local data, evals = {}, {}
   for i, d in ipairs(p.data) do data[i] = { name = d.name, path = d.dataset:path(), weight = d.weight } end
   for i, s in ipairs(p.sets) do evals[i] = { name = s.name, path = s.dataset:path() } end
-  local start
+  local start, average = nil, p.average
   if p.start then start = { path = p.start, sha256 = (kiln.sha256_file(p.start)) } end
+  if p.average_from then   -- a continued average is part of what the run starts from
+    average = util.copy(p.average)
+    average.from, average.from_sha256 = p.average_from.path, (kiln.sha256_file(p.average_from.path))
+  end
   local ok, fp = pcall(fingerprint.compute, {
     model = p.mcfg, steps = p.steps, batch = p.B, context = p.T, accumulate = p.accum, seed = p.seed,
     lr = p.lr, weights = p.weight_values, normalize = p.normalize, data = data, eval = evals,
     eval_windows = #p.sets > 0 and p.eval_windows or nil, optimizer = hparams_as_used(p.opt), start = start,
-    average = p.average, final_windows = #p.sets > 0 and p.eval_opts.final_windows or nil,
+    average = average, final_windows = #p.sets > 0 and p.eval_opts.final_windows or nil,
   })
   if not ok then fail("%s", tostring(fp)) end
   return fp

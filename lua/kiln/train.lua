@@ -103,11 +103,9 @@ local function save_average(r, path)
   if not ok then error(err, 0) end
 end
 
--- Resuming: the average saved with the checkpoint goes back into the optimizer, bit for bit.
-local function restore_average(r, path, count)
+-- An average written by save_average goes back into the optimizer, bit for bit.
+local function load_average(r, apath, count)
   if count == 0 then return end
-  local apath = average_path(path)
-  if not util.exists(apath) then fail("%s: the weight average saved with this checkpoint is missing (%s)", path, apath) end
   r.opt:set_average_count(count)   -- first: there is no average to swap in before
   r.opt:swap_average()
   local ok, err = pcall(kiln.load, apath, { model = r.model })
@@ -195,6 +193,7 @@ local function resume(r)
   local log, p = r.log, r.p
   if not (log and log.checkpoint) then
     if p.start then kiln.load(p.start, { model = r.model }) end
+    if p.average_from then load_average(r, p.average_from.path, p.average_from.count) end
     return
   end
   local _, meta = kiln.load(log.checkpoint, { model = r.model, optimizer = r.opt })
@@ -202,7 +201,14 @@ local function resume(r)
   r.step, r.tokens = tonumber(meta.step), tonumber(meta.tokens)
   if meta.lua_state then r.state = kiln.yaml.decode(meta.lua_state) end
   if meta.last_step then r.last = kiln.yaml.decode(meta.last_step) end
-  if p.average then restore_average(r, log.checkpoint, math.tointeger(tonumber(meta.average_count or "0")) or 0) end
+  local count = p.average and math.tointeger(tonumber(meta.average_count or "0")) or 0
+  if count > 0 then
+    local apath = average_path(log.checkpoint)
+    if not util.exists(apath) then
+      fail("%s: the weight average saved with this checkpoint is missing (%s)", log.checkpoint, apath)
+    end
+    load_average(r, apath, count)
+  end
   r.saved[r.step], r.last_good = true, log.checkpoint
   if not p.quiet then print(("%s: resuming from step %d (%s)"):format(p.run_dir, r.step, log.checkpoint)) end
 end
@@ -350,6 +356,8 @@ local function eval_at_start(r)
     fields[6 + i] = row[s.name].loss
     parts[i] = ("%s %.4f"):format(s.name, row[s.name].loss)
   end
+  local avg = p.average and r.last_eval_avg or {}   -- a continued average (average.from) has one
+  for i, s in ipairs(p.sets) do fields[6 + #p.sets + i] = avg[s.name] end
   if r.log and r.log.metrics then r.log.metrics:line(fields, 6 + #p.sets * (p.average and 2 or 1)) end
   if not p.quiet then print(("eval @ 0: %s"):format(table.concat(parts, "  "))) end
   return call_hook(r, "on_eval", { step = 0, tokens = r.tokens, model = r.model, optimizer = r.opt,

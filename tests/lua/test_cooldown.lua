@@ -14,8 +14,9 @@ kiln.set_threads(1)
 local EN, OTHER = "tests/data/tiny_en.txt", "tests/data/tiny_other.txt"
 local PEAK, T = 3e-3, 16
 
-local function original(run_dir, schedule)
+local function original(run_dir, schedule, ema)
   return kiln.train {
+    ema = ema,
     model = { vocab_size = 256, block_size = T, n_layer = 1, n_head = 2, n_embd = 16, seed = 3 },
     optimizer = { lr = PEAK, weight_decay = 0.1, clip = 1.0 },
     data = kiln.dataset(EN), steps = 12, batch = 4, context = T, seed = 5, log_every = 1, quiet = true,
@@ -131,5 +132,61 @@ t.eq(kiln.yaml.load(plain .. "/config.yaml").train.schedule_config.kind, "functi
 local p = cooldown.fork { run = plain, at = 8, length = 3, shape = "linear", quiet = true }
 t.eq(p.cooldown.start_lr, tonumber(util.num32(PEAK)), "without a schedule config the LR comes from metrics.csv")
 t.ok(p.cooldown.lr_source:find("metrics.csv", 1, true), "... and the fork says so")
+
+-- A run's weight average carries into its forks: the fork starts from the average saved with
+-- the checkpoint (same count) and keeps updating it with the run's settings; average = false
+-- keeps none; a table starts a new one.
+local ema_run = dir .. "/ema"
+original(ema_run, kiln.schedule.wsd { peak = PEAK, warmup = 2, stable = 10, decay = 0 }, { decay = 0.9 })
+local parent_rows = util.read_csv(ema_run .. "/metrics.csv")
+local pcol = {}
+for i, h in ipairs(parent_rows.header) do pcol[h] = i end
+local parent_avg_at_8
+for _, row in ipairs(parent_rows.rows) do if row[1] == 8 then parent_avg_at_8 = row[pcol.val_avg_loss] end end
+local A0 = kiln.load(ema_run .. "/checkpoints/step_00000008.average.safetensors"):flat_params():totable()
+local ws = {}
+local ema_out = dir .. "/ema-cool"
+local e = cooldown.fork { run = ema_run, at = 8, length = 3, shape = "linear", out = ema_out, quiet = true,
+  checkpoint_every = 1, on_step = function(info) ws[#ws + 1] = info.model:flat_params():totable() end }
+local ecfg = kiln.yaml.load(ema_out .. "/config.yaml")
+t.eq(ecfg.fingerprint.settings["average.decay"], 0.9, "the fork keeps the run's EMA settings")
+t.eq(ecfg.fingerprint.settings["average.from_sha256"],
+     (kiln.sha256_file(ema_run .. "/checkpoints/step_00000008.average.safetensors")),
+     "the continued average is part of the fork's fingerprint")
+local erows = util.read_csv(ema_out .. "/metrics.csv")
+local ecol = {}
+for i, h in ipairs(erows.header) do ecol[h] = i end
+t.ok(parent_avg_at_8 ~= nil and erows.rows[1][ecol.val_avg_loss] == parent_avg_at_8,
+     "the fork's step-0 average evaluation equals the run's at the checkpoint")
+-- The average after 3 more steps against a ← 0.9·a + 0.1·w from the checkpoint's average.
+local want = A0
+for k = 1, #ws do
+  for i = 1, #want do want[i] = 0.9 * want[i] + 0.1 * ws[k][i] end
+end
+local got = kiln.load(ema_out .. "/checkpoints/step_00000003.average.safetensors"):flat_params():totable()
+local worst = 0
+for i = 1, #want do worst = math.max(worst, math.abs(got[i] - want[i])) end
+t.eq(#ws, 3, "three steps seen")
+t.ok(worst < 1e-6, ("the fork's average continues the run's: |a - reference| <= %.2g"):format(worst))
+t.eq(e.eval_average and type(e.eval_average.val), "number", "the summary has the average's final evaluation")
+local none = cooldown.fork { run = ema_run, at = 8, length = 2, shape = "linear", out = dir .. "/ema-none", quiet = true,
+                             average = false }
+t.eq(none.eval_average, nil, "average = false: the fork keeps no average")
+local fresh = cooldown.fork { run = ema_run, at = 8, length = 2, shape = "linear", out = dir .. "/ema-fresh", quiet = true,
+                              average = { kind = "ema", decay = 0.5 } }
+t.eq(kiln.yaml.load(dir .. "/ema-fresh/config.yaml").fingerprint.settings["average.from"], nil,
+     "average = {...}: a new average, not the run's")
+t.eq(type(fresh.eval_average.val), "number", "... evaluated like any other")
+msg, code = t.sh(("%s cooldown %s at=8 length=2 shape=linear out=%s/ema-cli average=false"):format(kiln_bin, ema_run, dir))
+t.ok(code == 0 and not table.concat(util.read_csv(dir .. "/ema-cli/metrics.csv").header, ","):find("avg"),
+     "kiln cooldown average=false: no averaged column")
+t.err("'average' must be false or a table", cooldown.fork,
+      { run = ema_run, at = 8, length = 2, shape = "linear", quiet = true, average = true })
+t.err("ema%.from: the weight average '.*nope' does not exist", kiln.train, {
+  model = { vocab_size = 256, block_size = T, n_layer = 1, n_head = 2, n_embd = 16 }, data = kiln.dataset(EN),
+  steps = 1, batch = 2, context = T, quiet = true, ema = { decay = 0.9, from = dir .. "/nope" } })
+t.err("ema%.from: .* is not a weight average written by kiln%.train", kiln.train, {
+  model = { vocab_size = 256, block_size = T, n_layer = 1, n_head = 2, n_embd = 16 }, data = kiln.dataset(EN),
+  steps = 1, batch = 2, context = T, quiet = true, ema = { decay = 0.9, from = ckpt } })
 
 t.done()

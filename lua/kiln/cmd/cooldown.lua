@@ -2,6 +2,7 @@
 --
 -- kiln cooldown RUN_DIR at=STEP length=STEPS shape=linear|cosine|1-sqrt [out=DIR] [floor=0]
 --               [eval_every=N] [seed=N] [restart=false] [force=false] [checkpoint_every=0]
+--               [average=true]
 --
 -- Continues RUN_DIR from RUN_DIR/checkpoints/step_<at>.safetensors (model and AdamW moments)
 -- with the LR decaying from the run's LR at step `at` to `floor` over `length` steps, into its
@@ -10,7 +11,7 @@ local kiln = require "kiln"
 local cooldown = require "kiln.cooldown"
 
 local USAGE = "usage: kiln cooldown RUN_DIR at=STEP length=STEPS shape=linear|cosine|1-sqrt [out=DIR] [floor=0] " ..
-              "[eval_every=N] [seed=N] [restart=false] [force=false] [checkpoint_every=0]"
+              "[eval_every=N] [seed=N] [restart=false] [force=false] [checkpoint_every=0] [average=true]"
 
 -- Mistakes in what was asked (a missing checkpoint, a schedule that is not constant, a
 -- fingerprint refusal) print one line; anything else keeps its traceback.
@@ -21,7 +22,7 @@ end
 return function(...)
   local opts, positional = kiln.config.resolve({
     at = -1, length = 0, shape = "", out = "", floor = 0.0, eval_every = 0, seed = "", restart = false,
-    force = false, checkpoint_every = 0,
+    force = false, checkpoint_every = 0, average = true,
   }, { ... }, { positional = true, origin = "kiln cooldown", rules = {
     floor = { min = 0 },
     eval_every = { min = 0 }, checkpoint_every = { min = 0 },
@@ -34,11 +35,14 @@ return function(...)
   for _, s in ipairs(cooldown.SHAPES) do if opts.shape == s then goto known end end
   kiln.config.fail("kiln cooldown: setting 'shape' must be one of %s, got '%s'", table.concat(cooldown.SHAPES, ", "), opts.shape)
   ::known::
+  local average = nil                 -- the run's own average, continued
+  if not opts.average then average = false end
   local ok, summary = pcall(cooldown.fork, {
     run = positional[1], at = opts.at, length = opts.length, shape = opts.shape,
     out = opts.out ~= "" and opts.out or nil, floor = opts.floor, eval_every = opts.eval_every,
     seed = opts.seed ~= "" and math.tointeger(tonumber(opts.seed)) or nil, restart = opts.restart,
     force = opts.force, checkpoint_every = opts.checkpoint_every,
+    average = average,
     command = "kiln cooldown " .. table.concat({ ... }, " "),
   })
   if not ok then

@@ -202,14 +202,16 @@ local function resolve_lr(p)
 end
 
 -- Weight averaging kept by the optimizer, fused into its step: average = {kind = "ema" |
--- "mean", decay = 0.999, every = 1, start = 1, warmup = false}; ema = {...} is the same with
--- kind "ema". The averaged weights are evaluated beside the raw ones and saved with every
--- checkpoint (step_N.average.safetensors, a model checkpoint of its own).
+-- "mean", decay = 0.999, every = 1, start = 1, warmup = false, from = nil}; ema = {...} is the
+-- same with kind "ema". The averaged weights are evaluated beside the raw ones and saved with
+-- every checkpoint (step_N.average.safetensors, a model checkpoint of its own). `from` names
+-- such a file: a fresh run (one that starts from a checkpoint) continues that average, with
+-- its count, instead of starting a new one.
 local function resolve_average(o, p)
   if o.average ~= nil and o.ema ~= nil then fail("give 'average' or 'ema', not both") end
   local spec, name = o.average or o.ema, o.average and "average" or "ema"
   if spec == nil then return end
-  check.fields(WHO, name, spec, { "kind", "decay", "every", "start", "warmup" })
+  check.fields(WHO, name, spec, { "kind", "decay", "every", "start", "warmup", "from" })
   local kind = spec.kind or "ema"
   if name == "ema" and kind ~= "ema" then fail("ema.kind must be \"ema\" (use average = {kind = ...} otherwise)") end
   if kind ~= "ema" and kind ~= "mean" then check.fail(WHO, name .. ".kind", '"ema" or "mean"', kind) end
@@ -226,6 +228,17 @@ local function resolve_average(o, p)
   end
   check.call(WHO, p.opt.set_average, p.opt, a)
   p.average = a
+  if spec.from ~= nil then
+    check.string(WHO, name .. ".from", spec.from, true)
+    if not util.exists(spec.from) then fail("%s.from: the weight average '%s' does not exist", name, spec.from) end
+    local ok, info = pcall(kiln.checkpoint_info, spec.from)
+    local count = ok and math.tointeger(tonumber(info.meta.average_count or ""))
+    if not count or count < 0 then
+      fail("%s.from: '%s' is not a weight average written by kiln.train (%s)", name, spec.from,
+           ok and "its metadata has no average_count" or tostring(info))
+    end
+    p.average_from = { path = spec.from, count = count }
+  end
 end
 
 -- resolve(o) -> plan: every option checked, converted and filled in with its default.
