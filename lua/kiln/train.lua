@@ -135,14 +135,19 @@ end
 
 -- The averaged weights (optimizer-kept EMA or mean), evaluated on every set: swapped into the
 -- model, evaluated, swapped back (bit-exact both ways). Before the first averaged step there
--- is no average yet: nil.
-local function eval_average(r, step)
+-- is no average yet: nil. The same windows as the raw weights' evaluation, so the two are
+-- paired window by window (windows/<set>_avg_step<N>.csv).
+local function eval_average(r, step, windows, write_rows)
   if r.opt:average().count == 0 then return nil end
   local p, out = r.p, {}
   r.opt:swap_average()
   local ok, err = pcall(function()
     for _, s in ipairs(p.sets) do
-      out[s.name] = M.evaluate(r.model, s.dataset, p.T, p.eval_windows, p.eval_opts.batch or p.local_B, p.nranks > 1)
+      local mean, _, e = M.evaluate(r.model, s.dataset, p.T, windows, p.eval_opts.batch or p.local_B, p.nranks > 1)
+      out[s.name] = mean
+      if write_rows and r.log and r.log.positions then
+        evaluate_mod.write_windows(("%s/windows/%s_avg_step%08d.csv"):format(p.run_dir, s.name, step), e)
+      end
     end
   end)
   r.opt:swap_average()
@@ -164,7 +169,7 @@ end
 
 -- eval.windows windows (default 64) at every evaluation, eval.final_windows at the last step.
 -- Each set's standard errors go to positions_se.csv, its per-window losses to
--- windows/<set>_step<N>.csv.
+-- windows/<set>_step<N>.csv (the averaged weights' to windows/<set>_avg_step<N>.csv).
 local function do_eval(r, step, write_rows)
   local p = r.p
   local row = {}
@@ -184,7 +189,7 @@ local function do_eval(r, step, write_rows)
     end
   end
   r.last_eval = row
-  r.last_eval_avg = p.average and eval_average(r, step) or nil
+  r.last_eval_avg = p.average and eval_average(r, step, windows, write_rows) or nil
   return row
 end
 

@@ -32,6 +32,18 @@ local am = kiln.load(avg_file)
 local loss_loaded = kiln.train.evaluate(am, kiln.dataset(OTHER), 16, 8, 4)
 t.eq(loss_loaded, full.eval_average.val, "the average file loads as a model and evaluates to the reported averaged loss")
 
+-- The averaged weights are evaluated on the raw evaluation's windows, final_windows included.
+local fw = kiln.train(opts(dir .. "/fw", { eval = { every = 4, sets = { val = kiln.dataset(OTHER) }, windows = 4,
+                                                       final_windows = 8 } }))
+local evaluate = require "kiln.evaluate"
+local _, raw8 = evaluate.read_windows(dir .. "/fw/windows/val_step00000008.csv")
+local avg8, avg8_idx = evaluate.read_windows(dir .. "/fw/windows/val_avg_step00000008.csv")
+local avg4 = evaluate.read_windows(dir .. "/fw/windows/val_avg_step00000004.csv")
+t.eq(#avg8, 8, "the final averaged evaluation uses final_windows, as the raw one")
+t.eq(table.concat(avg8_idx, ","), table.concat(raw8, ","), "... the same windows")
+t.eq(#avg4, 4, "an intermediate averaged evaluation uses eval.windows")
+t.near(require("kiln.stats").mean(avg8), fw.eval_average.val, 1e-9, "the averaged windows' mean is the reported averaged loss")
+
 -- Stopped at step 4 (a checkpoint), then resumed: the same files as the run in one go.
 local stopped = kiln.train(opts(dir .. "/two", { on_step = function(info) if info.step == 4 then return "stop" end end }))
 t.eq(stopped.status, "stopped", "a hook stops the run at step 4")
