@@ -109,6 +109,30 @@ local function aggregate(list)
   return #ok > 0 and laws.over_seeds(ok) or nil, #ok, failed
 end
 
+-- One line per (predictor, reason) of the failed fits, listing where: "size seed s cut c set".
+local function failure_notes(rows)
+  local order, where = {}, {}
+  for _, r in ipairs(rows) do
+    if r.error then
+      local reason = cell(r.error):gsub("%d+", "N"):sub(1, 160)
+      local key = r.predictor .. "|" .. reason
+      if not where[key] then
+        where[key] = { predictor = r.predictor, reason = cell(r.error):sub(1, 200), at = {} }
+        order[#order + 1] = key
+      end
+      local at = where[key].at
+      at[#at + 1] = ("%s/seed%d/%g/%s"):format(r.size, r.seed, r.cut, r.set)
+    end
+  end
+  local out = {}
+  for _, key in ipairs(order) do
+    local w = where[key]
+    local shown = #w.at > 6 and (table.concat(w.at, ", ", 1, 6) .. (", and %d more"):format(#w.at - 6)) or table.concat(w.at, ", ")
+    out[#out + 1] = ("- `%s` (%s): %s"):format(w.predictor, shown, w.reason)
+  end
+  return out
+end
+
 local function predictions_section(ctx)
   local groups = group_predictions(ctx.rows.predictions, function(r) return pred_key(r.size, r.cut, r.set, r.predictor) end)
   local out = { "## Predictions of the average loss", "",
@@ -135,6 +159,12 @@ local function predictions_section(ctx)
         end
       end
     end
+  end
+  local failures = failure_notes(ctx.rows.predictions)
+  if #failures > 0 then
+    out[#out + 1] = ""
+    out[#out + 1] = "Failed fits (each reason once, with where it happened; every one is in results.csv):"
+    for _, f in ipairs(failures) do out[#out + 1] = f end
   end
   return table.concat(out, "\n") .. "\n"
 end
@@ -238,7 +268,9 @@ local function verdict_lines(ctx, size, set, cut)
         cmp[#cmp + 1] = comparison_text(b, c, mean_p, (mean_of(mses[b])))
       end
       local head
-      if of <= 1 then
+      if of == 0 then
+        head = "no seed where all three baselines fitted, so no comparison with all of them"
+      elseif of == 1 then
         head = ("one seed: %s every average-loss baseline on MSE in that seed"):format(won == 1 and "beats" or "does not beat")
       elseif all_lower then
         head = ("beats every average-loss baseline on MSE (every paired interval below 0); lower than all three in %d of %d seeds"):format(won, of)
