@@ -833,15 +833,18 @@ function M.evaluate(run_or_dir, opts)
     local x_lo, x_hi = from * run.tokens_per_step / unit, tsteps[#tsteps] * run.tokens_per_step / unit
     -- Position-fit quality over the checkpoints from fit_from on.
     local fits = M.position_fits(run, set)
-    local r2s, n_ok = {}, 0
+    local r2s, ceilings, n_ok = {}, {}, 0
     for k, f in ipairs(fits) do
       if s.steps[k] >= from then
         r2s[#r2s + 1] = f.r2
         if f.r2 >= thr then n_ok = n_ok + 1 end
+        local c = s.se and s.se[k] and M.noise_ceiling(s.losses[k], s.se[k])
+        if finite(c) then ceilings[#ceilings + 1] = c end
       end
     end
     table.sort(r2s)
-    info.position_r2 = { min = r2s[1], median = util.median(r2s), n = #r2s, n_above = n_ok, threshold = thr }
+    info.position_r2 = { min = r2s[1], median = util.median(r2s), n = #r2s, n_above = n_ok, threshold = thr,
+                         median_ceiling = util.median(ceilings) }
     local function add_row(method, formula, predict_fn, fit_r2, flags)
       local pred = {}
       for k, st in ipairs(tsteps) do pred[k] = predict_fn(st) end
@@ -936,8 +939,10 @@ function M.markdown(result)
     local pr = info.position_r2
     out[#out + 1] = ("### set `%s`: fit on steps %d..%d, predict %d later checkpoints (steps %d..%d)\n"):format(
       info.set, info.fit_from, info.fit_until, #info.test_steps, info.test_steps[1], info.test_steps[#info.test_steps])
-    out[#out + 1] = ("Per-position fits from step %d on: R² min %.4f, median %.4f; %d of %d checkpoints ≥ %.2f.\n"):format(
-      info.fit_from, pr.min or 0 / 0, pr.median or 0 / 0, pr.n_above, pr.n, pr.threshold)
+    out[#out + 1] = ("Per-position fits from step %d on: R² min %.4f, median %.4f; %d of %d checkpoints ≥ %.2f%s.\n"):format(
+      info.fit_from, pr.min or 0 / 0, pr.median or 0 / 0, pr.n_above, pr.n, pr.threshold,
+      pr.median_ceiling and ("; median noise ceiling %.4f (the R² the true curve would get under the " ..
+        "evaluation's standard errors)"):format(pr.median_ceiling) or "")
     if info.fit_choice then out[#out + 1] = "Fit window chosen: " .. info.fit_choice .. ".\n" end
     out[#out + 1] = "| method | form | R² (held out) | MSE | MAPE % | final true | final pred | final err % | fit R² | flags |"
     out[#out + 1] = "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"

@@ -259,6 +259,13 @@ do
   t.note(("real run (%.1f s): per-checkpoint R² %s"):format(kiln.clock() - t0, table.concat(parts, " ")))
   t.ok(ok800, "real run: per-position R² >= 0.95 at every checkpoint from step 850")
   t.ok(ok300, "real run: per-position R² >= 0.8 at every checkpoint from step 300")
+  -- Its positions_se.csv gives a noise ceiling per checkpoint: at most 1, and from step 850
+  -- the law's R² (>= 0.95 there) cannot be far below it.
+  local q = tsl.position_quality(tsl.read_run(run_dir), "val", { from = 850 })
+  local ok_c = q.n == 4
+  for _, c in ipairs(q.checkpoints) do ok_c = ok_c and c.ceiling <= 1 and c.gap < 0.05 end
+  t.ok(ok_c, ("real run from step 850: %d checkpoints, median R² %.4f, ceiling %.4f, gap %.4f (ceiling <= 1, gap < 0.05 each)"):format(
+    q.n, q.median_r2, q.median_ceiling, q.median_gap))
 end
 
 -- 7. `kiln fit` on a WSD run with its defaults ---------------------------------------------------
@@ -276,6 +283,7 @@ do
   local ok = os.execute(("%s fit %s > %s/wsd.out 2>&1"):format(kiln_bin, util.shell_quote(run_dir), dir))
   local out = util.read_file(dir .. "/wsd.out") or ""
   t.ok(ok, "kiln fit with its defaults succeeds on a 240-step WSD run with 12 evaluations")
+  like(out, "median noise ceiling %-?%d%.%d+", "kiln fit reports the median noise ceiling of the per-position fits")
   if not ok then t.note(out) end
   like(out, "fit_until = step 80: the first 4 of the 12 evaluations of set 'val' from step 11 on", "kiln fit says which window it chose")
   like(out, "a2: the default form 'cosine' does not suit this run: the LR of the run's wsd schedule does not decay as a half cosine",
