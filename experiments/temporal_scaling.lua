@@ -117,6 +117,21 @@ if #at < cfg.min_evals then
     "fewer than min_evals = %d; raise them (or lower min_evals)", cfg.evals_log, cfg.evals_uniform, #at, cfg.steps, cfg.min_evals)
 end
 
+-- fit_from: "" (the LR peak), a step, or a fraction of the steps; before the first cut.
+local function resolve_fit_from()
+  if cfg.fit_from == "" then return nil end
+  local v = tonumber(cfg.fit_from)
+  local step = v and (math.tointeger(v) or (v > 0 and v <= 1 and math.floor(v * cfg.steps + 0.5))) or nil
+  if not step or step < 0 then fail("setting 'fit_from' must be \"\", a step or a fraction in (0, 1] (got %s)", cfg.fit_from) end
+  local first_cut = math.huge
+  for _, c in ipairs(cfg.cuts) do first_cut = math.min(first_cut, math.floor(c * cfg.steps + 0.5)) end
+  if step >= first_cut then
+    fail("setting 'fit_from' = %s (step %d) must come before the first cut (step %d)", cfg.fit_from, step, first_cut)
+  end
+  return step
+end
+cfg.fit_from_step = resolve_fit_from()
+
 -- The sizes: parameters outside the embeddings (wte, wpe) decide the order; the smallest
 -- trains every seed of `seeds`, the others those of `seeds_other`.
 local function plan_sizes()
@@ -215,12 +230,7 @@ end
 local cross = train_all()
 
 -- Analysis ------------------------------------------------------------------------------------
-local function fit_from()
-  if cfg.fit_from == "" then return nil end
-  local v = tonumber(cfg.fit_from)
-  if not v or v <= 0 then fail("setting 'fit_from' must be \"\", a step or a fraction in (0, 1] (got %s)", cfg.fit_from) end
-  return math.tointeger(v) or math.floor(v * cfg.steps + 0.5)
-end
+local function fit_from() return cfg.fit_from_step end
 
 -- One cosine run: the per-position quality per set, the comparison at every cut.
 local function analyse(r, rows)
@@ -228,22 +238,37 @@ local function analyse(r, rows)
   local run = tsl.read_run(r.dir)
   local qmd = { ("# Per-position law quality, %s seed %d\n"):format(r.size, r.seed) }
   for _, set in ipairs(set_names) do
-    local q = tsl.position_quality(run, set)
-    rows.quality[#rows.quality + 1] = { size = r.size, seed = r.seed, set = set, q = q }
-    qmd[#qmd + 1] = report.quality_detail(set, q)
+    local ok, q = pcall(tsl.position_quality, run, set)
+    if ok then
+      rows.quality[#rows.quality + 1] = { size = r.size, seed = r.seed, set = set, q = q }
+      qmd[#qmd + 1] = report.quality_detail(set, q)
+    else
+      qmd[#qmd + 1] = ("## set `%s`: failed: %s\n"):format(set, tostring(q))
+      print(("%s: set %s: no per-position quality: %s"):format(r.dir, set, tostring(q)))
+    end
   end
   util.write_atomic(r.dir .. "/positions.md", table.concat(qmd, "\n") .. "\n")
   for _, cut in ipairs(cfg.cuts) do
-    local c = laws.compare(run, { cut = cut, forms = cfg.forms, fit_from = fit_from() })
+    -- after hours of training, one cut that cannot be compared must not lose the others
+    local ok, c = pcall(laws.compare, run, { cut = cut, forms = cfg.forms, fit_from = fit_from() })
+    if not ok then
+      c = { rows = {}, cut = math.floor(cut * cfg.steps + 0.5), markdown = "failed: " .. tostring(c) }
+      for _, set in ipairs(set_names) do
+        for _, p in ipairs(laws.predictors) do c.rows[#c.rows + 1] = { set = set, predictor = p, error = c.markdown } end
+      end
+    end
     util.write_atomic(("%s/laws_%g.md"):format(r.dir, cut), c.markdown .. "\n")
     for _, row in ipairs(c.rows) do
       row.size, row.seed, row.cut, row.cut_step = r.size, r.seed, cut, c.cut
       rows.predictions[#rows.predictions + 1] = row
     end
   end
-  if cfg.plots then
-    local e = tsl.evaluate(run, { fit_until = cfg.verdict_cut, fit_from = fit_from(), forms = cfg.forms })
-    tsl.plot(e, r.dir .. "/tsl_plots")
+  if cfg.plots then   -- figures only: a failure is reported, and the tables are still written
+    local ok, err = pcall(function()
+      local e = tsl.evaluate(run, { fit_until = cfg.verdict_cut, fit_from = fit_from(), forms = cfg.forms })
+      tsl.plot(e, r.dir .. "/tsl_plots")
+    end)
+    if not ok then print(("%s: no plots: %s"):format(r.dir, tostring(err))) end
   end
   r.analysis_wall = kiln.clock() - t0
 end
@@ -252,7 +277,8 @@ local function analyse_cross(rows)
   if not cross then return end
   local base = tsl.read_run(cross.base.dir)
   for _, tr in ipairs(cross.targets) do
-    local c = laws.compare(base, { target = tsl.read_run(tr.dir) })
+    local ok, c = pcall(laws.compare, base, { target = tsl.read_run(tr.dir) })
+    if not ok then c = { rows = { { set = "all", predictor = "all", error = tostring(c) } }, markdown = "failed: " .. tostring(c) } end
     util.write_atomic(("%s/laws_from_cosine.md"):format(tr.dir), c.markdown .. "\n")
     for _, row in ipairs(c.rows) do
       row.size, row.seed, row.target = tr.size, tr.seed, tr.schedule

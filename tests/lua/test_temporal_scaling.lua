@@ -52,6 +52,7 @@ local refused = {
   { "eval_windows=0", 'eval_windows.*a positive whole number or "all"' },
   { "verdict_cut=0.5", "verdict_cut' = 0.5 must be one of cuts" },
   { "sizes_run=[tiny]", "sizes_run': unknown size 'tiny'" },
+  { "fit_from=300", "fit_from' = 300 %(step 300%) must come before the first cut %(step 200%)" },
   { "evals_log=5 evals_uniform=5", "give %d+ distinct evaluation steps over 2000 steps, fewer than min_evals = 60" },
 }
 for _, r in ipairs(refused) do
