@@ -33,6 +33,20 @@ local base = ("%s experiments/temporal_scaling.lua tokenizer=bytes train=%s/trai
   kiln_bin, dir, dir)
 local ood = (" 'ood={a: %s/a.txt, b: %s/b.txt}'"):format(dir, dir)
 
+-- 0. The verdict's paired comparison of MSE over seeds (experiments/lib/tsl_report.lua).
+do
+  local report = dofile("experiments/lib/tsl_report.lua")
+  local c = report.compare_mse({ [1] = 0.1 }, { [1] = 0.3 })
+  t.ok(c.word == "one seed" and c.half == nil and math.abs(c.mean + 0.2) < 1e-12, "one seed: no interval, the word says so")
+  c = report.compare_mse({ 0.10, 0.11, 0.12 }, { 0.30, 0.31, 0.33 })
+  t.ok(c.word == "lower" and c.n == 3 and c.mean + c.half < 0, ("three seeds, all lower: 'lower' (%.4f ± %.4f)"):format(c.mean, c.half))
+  c = report.compare_mse({ 0.10, 0.40, 0.12 }, { 0.30, 0.20, 0.33 })
+  t.eq(c.word, "no detectable difference", "mixed signs over seeds: no detectable difference")
+  c = report.compare_mse({ 0.5, 0.6 }, { 0.1, 0.2 })
+  t.eq(c.word, "higher", "two seeds, both clearly higher by the same amount: 'higher'")
+  t.eq(report.compare_mse({ [1] = 0.1 }, { [2] = 0.1 }).word, "no common seed", "seeds are paired, not pooled")
+end
+
 -- 1. The plan of the default settings: sizes and evaluation count (no training).
 local out, code = t.sh(base .. ood .. " plan_only=true")
 t.eq(code, 0, "plan_only with the default settings runs" .. (code == 0 and "" or (": " .. out)))
