@@ -1,33 +1,103 @@
--- temporal_scaling.lua — the temporal scaling law on two model sizes (docs/experiments.md, "Temporal scaling law"):
--- train each size with warmup + cosine, evaluate the per-position loss on an in-distribution
--- (techdocs) and an out-of-distribution (austen) set at many checkpoints (log-spaced early,
--- uniform later), then fit the temporal law and the three baselines on the first 10%, 20%
--- and 30% of the run and score their predictions of the later average loss.
+-- temporal_scaling.lua — the temporal scaling law at token level (docs/experiments.md,
+-- "Temporal scaling law"): train three sizes with warmup + cosine (several seeds of the
+-- smallest), evaluate the per-position loss on an in-distribution set and two
+-- out-of-distribution sets at >= 60 checkpoints (log-spaced early, uniform later), then
+--   1. per checkpoint after the warmup, the R² of the per-position law against its noise
+--      ceiling (from the evaluation's standard errors), and the alternative law a + b·i^(−c);
+--   2. at cuts of 10%, 20%, 30% of the steps, every predictor of kiln.laws.compare (temporal
+--      law with the paper's and with automatic forms, average-loss baselines, the annealing
+--      and multi-power laws), aggregated over seeds (mean, 95% t-interval);
+--   3. with cross_schedule, the smallest size also under WSD and constant LR, predicted from
+--      the cosine run by the schedule-aware laws and the baselines;
+--   4. verdicts that say no more than the seeds support.
 --
---   kiln experiments/temporal_scaling.lua [config=FILE.yaml] [key=value ...]
+--   kiln experiments/temporal_scaling.lua [config=FILE.yaml] [quick=true] [key=value ...]
 -- (defaults: temporal_scaling.yaml; layering: docs/guide.md, "Settings")
---   e.g. steps=600 sizes.large.n_embd=128 out=runs/ts2
+--   e.g. sizes_run=[small] seeds=[1,2] out=runs/ts2     ood=data/austen/val.txt
 --
--- Writes OUT/<size>/ (a kiln.train run directory each, with tsl_<cut>.md and plots at the
--- 20% cut in tsl_plots/), and OUT/results.md, OUT/results.csv: one combined table.
--- A finished size is not trained again (its summary.yaml exists); delete it to retrain.
+-- Writes OUT/<size>/seed<s>/ (a kiln.train run directory each; laws_<cut>.md, positions.md),
+-- OUT/<smallest>/seed<s>-wsd/ and -constant/ with cross_schedule, and OUT/results.md,
+-- OUT/results.csv. A finished run is not trained again (kiln.train finds its summary.yaml and
+-- the same fingerprint); restart=true trains it again.
 local kiln = require "kiln"
 local util = require "kiln.util"
 local tsl = require "kiln.tsl"
+local laws = require "kiln.laws"
 
 local here = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
 local setup = dofile(here .. "/lib/setup.lua")
-local P = { min = 1 }
-local cfg = kiln.config.resolve(here .. "/temporal_scaling.yaml", arg, { rules = {
-  steps = P, batch = P, context = P, lr = { above = 0 }, warmup = { min = 0 }, floor_frac = { min = 0, max = 1 },
-  eval_windows = P, evals_log = P, evals_uniform = P, log_until = { above = 0, max = 1 },
-  cuts = { above = 0, max = 1 }, threads = { min = 0 }, tokenizer = setup.tokenizer_rule,
-} })
-if cfg.threads > 0 then kiln.set_threads(cfg.threads) end
+local report = dofile(here .. "/lib/tsl_report.lua")
+local fail = kiln.config.fail
 
-local data, V = setup.open_data("temporal_scaling", cfg.tokenizer, { train = cfg.train, id = cfg.id, ood = cfg.ood },
-                                 "to build the corpora")
+-- `ood=FILE` or `ood={name: FILE, ...}` replaces the map of OOD sets as a whole, which
+-- key=value cannot do (it sets the keys the defaults have, one by one).
+local function split_ood_arg(args)
+  local rest, ood = {}, nil
+  for _, a in ipairs(args or {}) do
+    local v = a:match("^ood=(.*)$")
+    if v then ood = v else rest[#rest + 1] = a end
+  end
+  if ood == nil then return rest, nil end
+  local ok, parsed = pcall(function() return kiln.yaml.decode("v: " .. ood).v end)
+  if ok and type(parsed) == "table" then
+    for name, path in pairs(parsed) do
+      if type(name) ~= "string" or type(path) ~= "string" then
+        fail("command line: ood={name: FILE, ...} expects set names and file paths (got %s)", ood)
+      end
+    end
+    return rest, parsed
+  end
+  return rest, { ood = ood }
+end
+
+local P = { min = 1 }
+local args, ood_override = split_ood_arg(arg)
+local cfg = setup.config(here, "temporal_scaling", args, {
+  steps = P, batch = P, context = P, lr = { above = 0 }, warmup = { min = 0 }, floor_frac = { min = 0, max = 1 },
+  evals_log = P, evals_uniform = P, log_until = { above = 0, max = 1 }, min_evals = { min = 0 },
+  cuts = { above = 0, max = 1 }, verdict_cut = { above = 0, max = 1 }, threads = { min = 0 },
+  tokenizer = setup.tokenizer_rule, seeds = { min = 0 }, seeds_other = { min = 0 }, wsd_decay = { above = 0, max = 1 },
+  eval_windows = { check = function(v)
+    if v == "all" or (math.tointeger(tonumber(v)) or 0) >= 1 then return nil end
+    return 'a positive whole number or "all"'
+  end },
+})
+if ood_override then cfg.ood = ood_override end
+
+-- Checks across settings -------------------------------------------------------------------
+local function check_settings()
+  local ood = {}
+  for name, path in pairs(cfg.ood) do
+    if not name:match("^[%a][%w_]*$") or name == "val" or name == "train" then
+      fail("setting 'ood.%s': a set name must be a word (letters, digits, _) other than 'val' and 'train'", name)
+    end
+    if path ~= "" then ood[name] = path end
+  end
+  if next(ood) == nil then fail("setting 'ood': no out-of-distribution set left (every path is empty)") end
+  cfg.ood = ood
+  if #cfg.seeds == 0 then fail("setting 'seeds': at least one seed") end
+  if #cfg.seeds_other == 0 then fail("setting 'seeds_other': at least one seed") end
+  local has = false
+  for _, c in ipairs(cfg.cuts) do has = has or math.abs(c - cfg.verdict_cut) < 1e-9 end
+  if not has then fail("setting 'verdict_cut' = %g must be one of cuts (%s)", cfg.verdict_cut, table.concat(cfg.cuts, ", ")) end
+  for _, name in ipairs(cfg.sizes_run) do
+    if type(name) ~= "string" or not cfg.sizes[name] then
+      fail("setting 'sizes_run': unknown size '%s' (sizes: %s)", tostring(name), table.concat(util.sorted_keys(cfg.sizes), ", "))
+    end
+  end
+  cfg.eval_windows = cfg.eval_windows == "all" and "all" or math.tointeger(tonumber(cfg.eval_windows))
+  if cfg.warmup >= cfg.steps then fail("setting 'warmup' = %d must be below steps = %d", cfg.warmup, cfg.steps) end
+end
+check_settings()
+
+local files = { train = cfg.train, val = cfg.id }
+for name, path in pairs(cfg.ood) do files[name] = path end
+local data, V = setup.open_data("temporal_scaling", cfg.tokenizer, files, "to build the corpora")
 setup.report_data("temporal_scaling", cfg, data, V)
+local sets = {}
+for role, ds in pairs(data) do if role ~= "train" then sets[role] = ds end end
+local set_names = { "val" }
+for _, name in ipairs(util.sorted_keys(cfg.ood)) do set_names[#set_names + 1] = name end
 
 -- Evaluation steps: log-spaced early, uniform over the whole run.
 local function eval_steps(steps)
@@ -41,85 +111,191 @@ local function eval_steps(steps)
   table.sort(out)
   return out
 end
-
-local function fit_from()
-  if cfg.fit_from == "" then return nil end
-  return math.tointeger(tonumber(cfg.fit_from)) or tonumber(cfg.fit_from)
+local at = eval_steps(cfg.steps)
+if #at < cfg.min_evals then
+  fail("temporal_scaling: evals_log = %d and evals_uniform = %d give %d distinct evaluation steps over %d steps, " ..
+    "fewer than min_evals = %d; raise them (or lower min_evals)", cfg.evals_log, cfg.evals_uniform, #at, cfg.steps, cfg.min_evals)
 end
 
-local train_ds = data.train
-local sets = { val = data.id, ood = data.ood }
-local at = eval_steps(cfg.steps)
-print(("temporal_scaling: %d evaluations per run (steps %d..%d), %d windows of %d tokens per set; %d threads"):format(
-  #at, at[1], at[#at], cfg.eval_windows, cfg.context, kiln.get_threads()))
-util.mkdir(cfg.out)
+-- fit_from: "" (the LR peak), a step, or a fraction of the steps; before the first cut.
+local function resolve_fit_from()
+  if cfg.fit_from == "" then return nil end
+  local v = tonumber(cfg.fit_from)
+  local step = v and (math.tointeger(v) or (v > 0 and v <= 1 and math.floor(v * cfg.steps + 0.5))) or nil
+  if not step or step < 0 then fail("setting 'fit_from' must be \"\", a step or a fraction in (0, 1] (got %s)", cfg.fit_from) end
+  local first_cut = math.huge
+  for _, c in ipairs(cfg.cuts) do first_cut = math.min(first_cut, math.floor(c * cfg.steps + 0.5)) end
+  if step >= first_cut then
+    fail("setting 'fit_from' = %s (step %d) must come before the first cut (step %d)", cfg.fit_from, step, first_cut)
+  end
+  return step
+end
+cfg.fit_from_step = resolve_fit_from()
 
-local rows, notes = {}, {}
-local size_names = util.sorted_keys(cfg.sizes)
-table.sort(size_names, function(a, b)   -- smaller models first
-  local A, B = cfg.sizes[a], cfg.sizes[b]
-  return A.n_layer * A.n_embd ^ 2 < B.n_layer * B.n_embd ^ 2
-end)
-for _, size in ipairs(size_names) do
-  local mc = cfg.sizes[size]
-  local run_dir = cfg.out .. "/" .. size
+-- The sizes: parameters outside the embeddings (wte, wpe) decide the order; the smallest
+-- trains every seed of `seeds`, the others those of `seeds_other`.
+local function plan_sizes()
+  local list = {}
+  for name, mc in pairs(cfg.sizes) do
+    local m = kiln.model { vocab_size = V, block_size = cfg.context, n_layer = mc.n_layer, n_head = mc.n_head,
+                           n_embd = mc.n_embd, seed = 1 }
+    local total = m:num_params()
+    list[#list + 1] = { name = name, mc = mc, params = total, non_embedding = total - (V + cfg.context) * mc.n_embd }
+  end
+  table.sort(list, function(a, b) return a.non_embedding < b.non_embedding end)
+  local chosen = {}
+  for _, n in ipairs(cfg.sizes_run) do chosen[n] = true end
+  for i, s in ipairs(list) do
+    s.seeds = i == 1 and cfg.seeds or cfg.seeds_other
+    s.run = #cfg.sizes_run == 0 or chosen[s.name] == true
+  end
+  return list
+end
+local sizes = plan_sizes()
+
+local function describe_plan()
+  print(("temporal_scaling: tokenizer %s (V = %d), context %d, batch %d, %d steps (%d tokens per run), warmup %d + cosine to %g x lr"):format(
+    cfg.tokenizer, V, cfg.context, cfg.batch, cfg.steps, cfg.steps * cfg.batch * cfg.context, cfg.warmup, cfg.floor_frac))
+  print(("temporal_scaling: %d evaluations per run (steps %d..%d), %s windows per set (%s); %d threads"):format(
+    #at, at[1], at[#at], tostring(cfg.eval_windows), table.concat(set_names, ", "), kiln.get_threads()))
+  for _, s in ipairs(sizes) do
+    print(("  size %s: %d layers x d=%d, %d non-embedding parameters (%d in all), seeds %s%s"):format(s.name, s.mc.n_layer,
+      s.mc.n_embd, s.non_embedding, s.params, table.concat(s.seeds, ","), s.run and "" or " [not run: sizes_run]"))
+  end
+  if cfg.cross_schedule then
+    print(("  cross-schedule: size %s, seed %d, also under WSD (decay over the last %g%%) and constant LR"):format(
+      sizes[1].name, sizes[1].seeds[1], 100 * cfg.wsd_decay))
+  end
+end
+describe_plan()
+if cfg.plan_only then os.exit(0) end
+
+-- Training ------------------------------------------------------------------------------------
+local schedules = {
+  cosine = function() return kiln.schedule.cosine { peak = cfg.lr, floor_frac = cfg.floor_frac, steps = cfg.steps, warmup = cfg.warmup } end,
+  wsd = function()
+    local decay = math.max(1, math.floor(cfg.wsd_decay * cfg.steps + 0.5))
+    return kiln.schedule.wsd { peak = cfg.lr, warmup = cfg.warmup, stable = math.max(0, cfg.steps - cfg.warmup - decay),
+                               decay = decay, floor_frac = cfg.floor_frac }
+  end,
+  constant = function() return kiln.schedule.warmup { peak = cfg.lr, steps = math.max(1, cfg.warmup) } end,
+}
+
+local function run_dir_of(size, seed, schedule)
+  return ("%s/%s/seed%d%s"):format(cfg.out, size.name, seed, schedule == "cosine" and "" or ("-" .. schedule))
+end
+
+local function train_one(size, seed, schedule)
+  local dir = run_dir_of(size, seed, schedule)
+  print(("== %s seed %d, %s schedule -> %s"):format(size.name, seed, schedule, dir))
+  local mc = size.mc
   local model = kiln.model { vocab_size = V, block_size = cfg.context, n_layer = mc.n_layer, n_head = mc.n_head,
-                             n_embd = mc.n_embd, seed = cfg.seed }
-  local n_params = model:num_params()
-  print(("== %s: %d layers, d=%d, %d parameters -> %s"):format(size, mc.n_layer, mc.n_embd, n_params, run_dir))
+                             n_embd = mc.n_embd, seed = seed }
+  local t0 = kiln.clock()
   local summary = kiln.train {
-    model = model, optimizer = { lr = cfg.lr }, data = train_ds, steps = cfg.steps, batch = cfg.batch,
-    context = cfg.context, seed = cfg.seed, run_dir = run_dir, log_every = 50, config = cfg,
-    schedule = kiln.schedule.cosine { peak = cfg.lr, floor_frac = cfg.floor_frac, steps = cfg.steps, warmup = cfg.warmup },
-    eval = { at = at, sets = sets, windows = cfg.eval_windows },
-    checkpoint = { every = cfg.steps }, restart = cfg.restart,
+    model = model, optimizer = { lr = cfg.lr }, data = data.train, steps = cfg.steps, batch = cfg.batch,
+    context = cfg.context, seed = seed, run_dir = dir, log_every = 50, config = cfg, schedule = schedules[schedule](),
+    eval = { at = at, sets = sets, windows = cfg.eval_windows }, checkpoint = { every = cfg.steps }, restart = cfg.restart,
   }
-  notes[#notes + 1] = ("- %s: %d layers, d=%d, %d parameters; %d steps x %d tokens; final train loss %.4f; %.0f tokens/s; %.0f s"):format(
-    size, mc.n_layer, mc.n_embd, n_params, cfg.steps, cfg.batch * cfg.context, summary.final_loss or 0 / 0,
-    summary.tokens_per_s or 0 / 0, summary.wall_seconds or 0 / 0)
-  local run = tsl.read_run(run_dir)
-  for _, cut in ipairs(cfg.cuts) do
-    local r = tsl.evaluate(run, { fit_until = cut, fit_from = fit_from(), forms = cfg.forms,
-                                  variants = { temporal_power = { a0 = "power", a1 = "power", a2 = "power" } } })
-    util.write_atomic(("%s/tsl_%g.md"):format(run_dir, cut), r.markdown .. "\n")
-    for _, row in ipairs(r.rows) do
-      row.size, row.cut, row.params = size, cut, n_params
-      rows[#rows + 1] = row
-    end
-    for _, info in ipairs(r.sets) do
-      local pr = info.position_r2
-      if cut == cfg.cuts[1] then
-        notes[#notes + 1] = ("- %s / %s: per-position fits from step %d: R² min %.4f, median %.4f, %d of %d checkpoints >= 0.95"):format(
-          size, info.set, info.fit_from, pr.min, pr.median, pr.n_above, pr.n)
+  return { size = size.name, seed = seed, schedule = schedule, dir = dir, params = size.params,
+           non_embedding = size.non_embedding, wall = summary.wall_seconds, tokens_per_s = summary.tokens_per_s,
+           final_loss = summary.final_loss, reused = summary.already_complete == true, this_wall = kiln.clock() - t0 }
+end
+
+local runs, cosine_runs = {}, {}
+local function train_all()
+  for _, size in ipairs(sizes) do
+    if size.run then
+      for _, seed in ipairs(size.seeds) do
+        local r = train_one(size, seed, "cosine")
+        runs[#runs + 1], cosine_runs[#cosine_runs + 1] = r, r
       end
     end
-    if math.abs(cut - 0.2) < 1e-9 then tsl.plot(r, run_dir .. "/tsl_plots") end
+  end
+  if not cfg.cross_schedule then return nil end
+  local small, seed = sizes[1], sizes[1].seeds[1]
+  local cross = { base = nil, targets = {} }
+  for _, r in ipairs(cosine_runs) do if r.size == small.name and r.seed == seed then cross.base = r end end
+  if not cross.base then   -- the smallest size was left out of sizes_run: its cosine run is still needed
+    cross.base = train_one(small, seed, "cosine")
+    runs[#runs + 1] = cross.base
+  end
+  for _, sched in ipairs { "wsd", "constant" } do
+    local r = train_one(small, seed, sched)
+    runs[#runs + 1] = r
+    cross.targets[#cross.targets + 1] = r
+  end
+  return cross
+end
+local cross = train_all()
+
+-- Analysis ------------------------------------------------------------------------------------
+local function fit_from() return cfg.fit_from_step end
+
+-- One cosine run: the per-position quality per set, the comparison at every cut.
+local function analyse(r, rows)
+  local t0 = kiln.clock()
+  local run = tsl.read_run(r.dir)
+  local qmd = { ("# Per-position law quality, %s seed %d\n"):format(r.size, r.seed) }
+  for _, set in ipairs(set_names) do
+    local ok, q = pcall(tsl.position_quality, run, set)
+    if ok then
+      rows.quality[#rows.quality + 1] = { size = r.size, seed = r.seed, set = set, q = q }
+      qmd[#qmd + 1] = report.quality_detail(set, q)
+    else
+      qmd[#qmd + 1] = ("## set `%s`: failed: %s\n"):format(set, tostring(q))
+      print(("%s: set %s: no per-position quality: %s"):format(r.dir, set, tostring(q)))
+    end
+  end
+  util.write_atomic(r.dir .. "/positions.md", table.concat(qmd, "\n") .. "\n")
+  for _, cut in ipairs(cfg.cuts) do
+    -- after hours of training, one cut that cannot be compared must not lose the others
+    local ok, c = pcall(laws.compare, run, { cut = cut, forms = cfg.forms, fit_from = fit_from() })
+    if not ok then
+      c = { rows = {}, cut = math.floor(cut * cfg.steps + 0.5), markdown = "failed: " .. tostring(c) }
+      for _, set in ipairs(set_names) do
+        for _, p in ipairs(laws.predictors) do c.rows[#c.rows + 1] = { set = set, predictor = p, error = c.markdown } end
+      end
+    end
+    util.write_atomic(("%s/laws_%g.md"):format(r.dir, cut), c.markdown .. "\n")
+    for _, row in ipairs(c.rows) do
+      row.size, row.seed, row.cut, row.cut_step = r.size, r.seed, cut, c.cut
+      rows.predictions[#rows.predictions + 1] = row
+    end
+  end
+  if cfg.plots then   -- figures only: a failure is reported, and the tables are still written
+    local ok, err = pcall(function()
+      local e = tsl.evaluate(run, { fit_until = cfg.verdict_cut, fit_from = fit_from(), forms = cfg.forms })
+      tsl.plot(e, r.dir .. "/tsl_plots")
+    end)
+    if not ok then print(("%s: no plots: %s"):format(r.dir, tostring(err))) end
+  end
+  r.analysis_wall = kiln.clock() - t0
+end
+
+local function analyse_cross(rows)
+  if not cross then return end
+  local base = tsl.read_run(cross.base.dir)
+  for _, tr in ipairs(cross.targets) do
+    local ok, c = pcall(laws.compare, base, { target = tsl.read_run(tr.dir) })
+    if not ok then c = { rows = { { set = "all", predictor = "all", error = tostring(c) } }, markdown = "failed: " .. tostring(c) } end
+    util.write_atomic(("%s/laws_from_cosine.md"):format(tr.dir), c.markdown .. "\n")
+    for _, row in ipairs(c.rows) do
+      row.size, row.seed, row.target = tr.size, tr.seed, tr.schedule
+      rows.cross[#rows.cross + 1] = row
+    end
   end
 end
 
--- One combined table.
-local function f(x, d) if x == nil then return "" end; if x ~= x then return "nan" end; return ("%." .. (d or 4) .. "f"):format(x) end
-local md = { "# Temporal scaling law vs baselines", "",
-  ("Fit on checkpoints from the LR peak (or fit_from) to the cut; score the predicted average loss on every later checkpoint. " ..
-   "Forms: a0 %s, a1 %s, a2 %s; temporal_power: all three power laws (no schedule knowledge)."):format(cfg.forms.a0, cfg.forms.a1, cfg.forms.a2),
-  "", table.concat(notes, "\n"), "",
-  "| size | cut | set | method | n fit | n test | R² | MSE | MAPE % | final err % |",
-  "|---|---:|---|---|---:|---:|---:|---:|---:|---:|" }
-for _, r in ipairs(rows) do
-  md[#md + 1] = ("| %s | %g | %s | %s | %d | %d | %s | %s | %s | %s |"):format(r.size, r.cut, r.set, r.method, r.n_fit, r.n_test,
-    f(r.r2), r.mse and ("%.3g"):format(r.mse) or "", f(r.mape, 2), f(r.final_err, 2))
-end
--- Which method wins (lowest MSE) per size, cut and set.
-md[#md + 1] = ""
-md[#md + 1] = "Best by held-out MSE:"
-local best = {}
-for _, r in ipairs(rows) do
-  local k = ("%s cut %g %s"):format(r.size, r.cut, r.set)
-  if r.mse and r.mse == r.mse and (not best[k] or r.mse < best[k].mse) then best[k] = r end
-end
-for _, k in ipairs(util.sorted_keys(best)) do md[#md + 1] = ("- %s: %s (MSE %.3g)"):format(k, best[k].method, best[k].mse) end
-local text = table.concat(md, "\n") .. "\n"
+local rows = { quality = {}, predictions = {}, cross = {} }
+for _, r in ipairs(cosine_runs) do analyse(r, rows) end
+analyse_cross(rows)
+
+-- Report --------------------------------------------------------------------------------------
+local ctx = { cfg = cfg, V = V, at = at, sizes = sizes, set_names = set_names, runs = runs, rows = rows,
+              cross = cross, data = data, unit = setup.loss_unit(cfg.tokenizer) }
+local text = report.markdown(ctx)
 util.write_atomic(cfg.out .. "/results.md", text)
-util.write_atomic(cfg.out .. "/results.csv", tsl.csv({ rows = rows }, { "size", "params", "cut" }))
+util.write_atomic(cfg.out .. "/results.csv", report.csv(ctx))
 print(text)
 print("wrote " .. cfg.out .. "/results.md, " .. cfg.out .. "/results.csv")

@@ -56,9 +56,16 @@ local function finite(x) return type(x) == "number" and x == x and x ~= math.hug
 -- fit_positions(losses [, opts]): fit a0/(1 + a1·i) + a2 to one per-position loss vector
 -- (i = 1..T). opts are kiln.fit.curve's (lower/upper by name, starts, ...); the default
 -- bounds are a0, a1, a2 >= 0 and a1 <= tsl.position_a1_max (10).
+-- With opts.law = "power" it fits the alternative law a + b·i^(−c) instead (default bounds
+-- b, c >= 0) and returns {law = "power", a=, b=, c=, r2=, mse=, n=, converged=}.
 function M.fit_positions(losses, opts)
   if type(losses) ~= "table" then fail("fit_positions: expected a list of per-position losses (got %s)", type(losses)) end
   check.arg("kiln.tsl.fit_positions", "opts", opts, "?table")
+  local law = opts and opts.law
+  if law ~= nil and law ~= "reciprocal" and law ~= "power" then
+    fail("fit_positions: opts.law must be 'reciprocal' (a0/(1 + a1·i) + a2) or 'power' (a + b·i^(−c)) (got %s)",
+      check.describe(law))
+  end
   local n = #losses
   if n > check.MAX_POSITIONS then fail("fit_positions: %d positions is more than the limit %d", n, check.MAX_POSITIONS) end
   if n < 4 then fail("fit_positions: %d positions is too few for a0, a1, a2 (need at least 4)", n) end
@@ -74,10 +81,39 @@ function M.fit_positions(losses, opts)
   -- Likewise a1 <= 10 (M.position_a1_max): past that the curve is a pure A/i drop, only
   -- a0/a1 is identified, and a0, a1 run off to infinity together.
   opts = util.copy(opts or {})
+  opts.law = nil
+  if law == "power" then
+    -- b, c >= 0: the loss falls with context; a is free (a noisy tail may sit below a).
+    if opts.lower == nil then opts.lower = { beta = 0, gamma = 0 } end
+    local r = check.call("kiln.tsl.fit_positions", kiln.fit.curve, "power", xs, losses, nil, opts)
+    return { law = "power", a = r.p[1], b = r.p[2], c = r.p[3], r2 = r.r2, mse = r.mse, n = n, converged = r.converged }
+  end
   if opts.lower == nil then opts.lower = { a0 = 0, a1 = 0, a2 = 0 } end
   if opts.upper == nil then opts.upper = { a1 = M.position_a1_max } end
   local r = check.call("kiln.tsl.fit_positions", kiln.fit.curve, "position", xs, losses, nil, opts)
   return { a0 = r.p[1], a1 = r.p[2], a2 = r.p[3], r2 = r.r2, mse = r.mse, n = n, converged = r.converged }
+end
+
+-- noise_ceiling(losses, se) -> 1 − Σ_i se_i² / Σ_i (L_i − mean L)²: the R² the true
+-- per-position curve itself would score against measurements with standard errors se_i (its
+-- expected residual sum of squares is Σ se_i²). A law's R² can exceed it only by fitting
+-- noise; the gap ceiling − R² is what the law leaves unexplained beyond the noise. It is
+-- below 0 when the noise is larger than the spread of the losses, and nan for a flat vector.
+function M.noise_ceiling(losses, se)
+  local who = "kiln.tsl.noise_ceiling"
+  check.numbers(who, "losses", losses, true)
+  check.numbers(who, "se", se, true)
+  if #se ~= #losses then check.error(who, "'losses' has %d entries but 'se' %d", #losses, #se) end
+  if #losses < 2 then check.error(who, "need at least 2 positions (got %d)", #losses) end
+  local mean, noise, tss = 0, 0, 0
+  for i = 1, #losses do mean = mean + losses[i] end
+  mean = mean / #losses
+  for i = 1, #losses do
+    if se[i] < 0 then check.error(who, "se[%d] is %s (a standard error is >= 0)", i, util.num(se[i])) end
+    noise, tss = noise + se[i] ^ 2, tss + (losses[i] - mean) ^ 2
+  end
+  if tss == 0 then return 0 / 0 end
+  return 1 - noise / tss
 end
 
 -- The law at positions 1..T.
@@ -107,9 +143,47 @@ local function schedule_from_text(text)
   return ok and s or nil
 end
 
+-- The standard errors of positions.csv's means (positions_se.csv, written by kiln.train
+-- beside it), as s.se[k] for the k-th evaluation of each set; a checkpoint without a row
+-- keeps s.se[k] = nil. A run from before the file existed has none: run.has_se = false.
+local function read_position_se(run, path)
+  run.has_se = false
+  if not util.exists(path) then return end
+  local csv = util.read_csv(path)
+  local h = csv.header
+  if h[1] ~= "step" or h[2] ~= "set" or #h ~= run.T + 2 then
+    fail("%s: expected a header 'step,set,pos1..pos%d' like positions.csv's (got '%s')", path, run.T,
+      table.concat(h, ","):sub(1, 60))
+  end
+  local index = {}
+  for name, s in pairs(run.sets) do
+    s.se = {}
+    index[name] = {}
+    for k, st in ipairs(s.steps) do index[name][st] = k end
+  end
+  for ln, row in ipairs(csv.rows) do
+    local k = index[row[2]] and index[row[2]][row[1]]
+    if k then
+      if #row ~= run.T + 2 then fail("%s line %d: %d fields, expected %d", path, ln + 1, #row, run.T + 2) end
+      local se = {}
+      for i = 1, run.T do
+        local v = row[i + 2]
+        if not (finite(v) and v >= 0) then
+          fail("%s line %d: the standard error at position %d is %s (expected a finite number >= 0)", path, ln + 1, i,
+            tostring(v))
+        end
+        se[i] = v
+      end
+      run.sets[row[2]].se[k] = se
+      run.has_se = true
+    end
+  end
+end
+
 -- read_run(run_dir [, opts]) -> the per-position evaluations of a run, by set:
 --   { dir=, T=, tokens_per_step=, total_steps=, set_names={...}, lr_source=,
---     sets = { <name> = { steps={...}, tokens={...}, losses={{...},...}, mean={...} } } }
+--     sets = { <name> = { steps={...}, tokens={...}, losses={{...},...}, mean={...}, se={{...},...} } },
+--     has_se= }  (se: the per-position standard errors from positions_se.csv, when present)
 -- opts.schedule (a schedule, function of the step, or spec) gives the LR where config.yaml's
 -- description cannot be turned back into one; else metrics.csv's logged LR is interpolated.
 -- The planned steps are walked once to find the schedule's shape, so total_steps is at most
@@ -155,6 +229,7 @@ function M.read_run(run_dir, opts)
     s.steps[k], s.losses[k], s.mean[k] = step, losses, sum / T
   end
   if #run.set_names == 0 then fail("%s has no evaluations yet (only a header)", ppath) end
+  read_position_se(run, run_dir .. "/positions_se.csv")
   table.sort(run.set_names, function(a, b)
     if (a == "val") ~= (b == "val") then return a == "val" end
     return a < b
@@ -430,6 +505,40 @@ function M.position_fits(run, set)
     end
   end
   return s.fits
+end
+
+-- position_quality(run, set [, {from=}]) -> how well the per-position laws fit, checkpoint by
+-- checkpoint from step `from` on (default: the LR peak, i.e. after the warmup):
+--   { checkpoints = {{step=, r2=, ceiling=, gap=, power_r2=}, ...}, n=,
+--     median_r2=, median_ceiling=, median_gap=, median_power_r2=, median_power_gap= }
+-- r2 is the reciprocal law's, power_r2 the alternative a + b·i^(−c)'s (nan where it failed),
+-- ceiling the noise ceiling from the checkpoint's standard errors (nil without
+-- positions_se.csv), gap = ceiling − r2. Medians are over the checkpoints with a value.
+function M.position_quality(run, set, opts)
+  local who = "kiln.tsl.position_quality"
+  opts = check.arg(who, "opts", opts, "?table") or {}
+  local fits = M.position_fits(run, set)
+  local s = run.sets[set]
+  local from = opts.from or run.peak_step or 1
+  check.integer(who, "opts.from", from, 0)
+  local out = { checkpoints = {} }
+  local cols = { r2 = {}, ceiling = {}, gap = {}, power_r2 = {}, power_gap = {} }
+  for k, st in ipairs(s.steps) do
+    if st >= from then
+      local c = { step = st, r2 = fits[k].r2 }
+      local ok, pw = pcall(M.fit_positions, s.losses[k], { law = "power" })
+      c.power_r2 = ok and pw.r2 or 0 / 0
+      if s.se and s.se[k] then
+        c.ceiling = M.noise_ceiling(s.losses[k], s.se[k])
+        c.gap, c.power_gap = c.ceiling - c.r2, c.ceiling - c.power_r2
+      end
+      out.checkpoints[#out.checkpoints + 1] = c
+      for name, list in pairs(cols) do if finite(c[name]) then list[#list + 1] = c[name] end end
+    end
+  end
+  out.n = #out.checkpoints
+  for name, list in pairs(cols) do out["median_" .. name] = util.median(list) end
+  return out
 end
 
 -- fit_temporal(run_dir | run, {set=, fit_until=, fit_from=, forms=, unit=, schedule=}) -> model
@@ -724,15 +833,18 @@ function M.evaluate(run_or_dir, opts)
     local x_lo, x_hi = from * run.tokens_per_step / unit, tsteps[#tsteps] * run.tokens_per_step / unit
     -- Position-fit quality over the checkpoints from fit_from on.
     local fits = M.position_fits(run, set)
-    local r2s, n_ok = {}, 0
+    local r2s, ceilings, n_ok = {}, {}, 0
     for k, f in ipairs(fits) do
       if s.steps[k] >= from then
         r2s[#r2s + 1] = f.r2
         if f.r2 >= thr then n_ok = n_ok + 1 end
+        local c = s.se and s.se[k] and M.noise_ceiling(s.losses[k], s.se[k])
+        if finite(c) then ceilings[#ceilings + 1] = c end
       end
     end
     table.sort(r2s)
-    info.position_r2 = { min = r2s[1], median = util.median(r2s), n = #r2s, n_above = n_ok, threshold = thr }
+    info.position_r2 = { min = r2s[1], median = util.median(r2s), n = #r2s, n_above = n_ok, threshold = thr,
+                         median_ceiling = util.median(ceilings) }
     local function add_row(method, formula, predict_fn, fit_r2, flags)
       local pred = {}
       for k, st in ipairs(tsteps) do pred[k] = predict_fn(st) end
@@ -827,8 +939,10 @@ function M.markdown(result)
     local pr = info.position_r2
     out[#out + 1] = ("### set `%s`: fit on steps %d..%d, predict %d later checkpoints (steps %d..%d)\n"):format(
       info.set, info.fit_from, info.fit_until, #info.test_steps, info.test_steps[1], info.test_steps[#info.test_steps])
-    out[#out + 1] = ("Per-position fits from step %d on: R² min %.4f, median %.4f; %d of %d checkpoints ≥ %.2f.\n"):format(
-      info.fit_from, pr.min or 0 / 0, pr.median or 0 / 0, pr.n_above, pr.n, pr.threshold)
+    out[#out + 1] = ("Per-position fits from step %d on: R² min %.4f, median %.4f; %d of %d checkpoints ≥ %.2f%s.\n"):format(
+      info.fit_from, pr.min or 0 / 0, pr.median or 0 / 0, pr.n_above, pr.n, pr.threshold,
+      pr.median_ceiling and ("; median noise ceiling %.4f (the R² the true curve would get under the " ..
+        "evaluation's standard errors)"):format(pr.median_ceiling) or "")
     if info.fit_choice then out[#out + 1] = "Fit window chosen: " .. info.fit_choice .. ".\n" end
     out[#out + 1] = "| method | form | R² (held out) | MSE | MAPE % | final true | final pred | final err % | fit R² | flags |"
     out[#out + 1] = "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"

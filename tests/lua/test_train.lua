@@ -198,6 +198,26 @@ else t.skip("gnuplot not installed") end
 t.ok(io.popen(kiln_bin .. " plot /nonexistent 2>&1"):read("a"):find("neither a run directory", 1, true),
   "kiln plot names a directory that is not a run")
 
+-- eval.windows = "all": every evaluation covers each set's whole list of windows, and the
+-- run's fingerprint records "all".
+do
+  local ds = kiln.dataset("tests/data/tiny_other.txt")
+  local run = dir .. "/all_windows"
+  local s_all = kiln.train { model = { vocab_size = 256, block_size = 16, n_layer = 1, n_head = 2, n_embd = 16, seed = 1 },
+    optimizer = { lr = 3e-3 }, data = ds, steps = 4, batch = 2, context = 16, seed = 1, quiet = true, run_dir = run,
+    eval = { every = 2, sets = { val = ds }, windows = "all" } }
+  local total = ds:num_eval_windows(16)
+  t.ok(total > 64, ("tiny_other.txt has %d windows of 17 tokens (more than the default 64)"):format(total))
+  t.eq(s_all.eval_windows.val, total, 'eval.windows = "all" evaluates every window of the set')
+  local wcsv = util.read_csv(run .. "/windows/val_step00000002.csv")
+  t.eq(#wcsv.rows, total, "... at every evaluation: its per-window file has one row per window")
+  t.eq(kiln.yaml.load(run .. "/config.yaml").fingerprint.settings["eval.windows"], "all",
+    'the fingerprint in config.yaml records eval.windows "all"')
+  t.err('eval%.windows.*a positive integer or "all"', kiln.train, { model = { vocab_size = 256, block_size = 16, n_layer = 1,
+    n_head = 2, n_embd = 16 }, optimizer = { lr = 1e-3 }, data = ds, steps = 1, batch = 2, context = 16, quiet = true,
+    eval = { every = 1, sets = { val = ds }, windows = "every" } })
+end
+
 -- 5. kiln.config: defaults, YAML, overrides.
 local defaults = { steps = 100, lr = 3e-4, model = { n_layer = 2, n_embd = 64 }, name = "x", quick = false }
 local c = kiln.config.resolve(defaults, { "steps=200", "model.n_layer=4", "lr=1e-3", "quick=true", "name=run 7" })

@@ -259,6 +259,13 @@ do
   t.note(("real run (%.1f s): per-checkpoint R² %s"):format(kiln.clock() - t0, table.concat(parts, " ")))
   t.ok(ok800, "real run: per-position R² >= 0.95 at every checkpoint from step 850")
   t.ok(ok300, "real run: per-position R² >= 0.8 at every checkpoint from step 300")
+  -- Its positions_se.csv gives a noise ceiling per checkpoint: at most 1, and from step 850
+  -- the law's R² (>= 0.95 there) cannot be far below it.
+  local q = tsl.position_quality(tsl.read_run(run_dir), "val", { from = 850 })
+  local ok_c = q.n == 4
+  for _, c in ipairs(q.checkpoints) do ok_c = ok_c and c.ceiling <= 1 and c.gap < 0.05 end
+  t.ok(ok_c, ("real run from step 850: %d checkpoints, median R² %.4f, ceiling %.4f, gap %.4f (ceiling <= 1, gap < 0.05 each)"):format(
+    q.n, q.median_r2, q.median_ceiling, q.median_gap))
 end
 
 -- 7. `kiln fit` on a WSD run with its defaults ---------------------------------------------------
@@ -276,6 +283,7 @@ do
   local ok = os.execute(("%s fit %s > %s/wsd.out 2>&1"):format(kiln_bin, util.shell_quote(run_dir), dir))
   local out = util.read_file(dir .. "/wsd.out") or ""
   t.ok(ok, "kiln fit with its defaults succeeds on a 240-step WSD run with 12 evaluations")
+  like(out, "median noise ceiling %-?%d%.%d+", "kiln fit reports the median noise ceiling of the per-position fits")
   if not ok then t.note(out) end
   like(out, "fit_until = step 80: the first 4 of the 12 evaluations of set 'val' from step 11 on", "kiln fit says which window it chose")
   like(out, "a2: the default form 'cosine' does not suit this run: the LR of the run's wsd schedule does not decay as a half cosine",
@@ -365,6 +373,73 @@ do
     ("the loss plot's y range [%s, %s] keeps the flagged prediction %.3f off the axis (measured min %.3f)"):format(
       tostring(lo), tostring(hi), by.log.final_pred, mmin))
   like(gp, "logarithmic %[flagged: range%]", "the flagged method is marked in the plot's legend")
+end
+
+-- 9. Per-position law quality: the noise ceiling and the alternative law -----------------------
+do
+  t.ok(math.abs(tsl.noise_ceiling({ 1, 2, 3, 4 }, { 0.1, 0.1, 0.2, 0.2 }) - 0.98) < 1e-12,
+    "noise_ceiling: 1 - (0.01+0.01+0.04+0.04)/5 = 0.98")
+  t.ok(tsl.noise_ceiling({ 1, 1.001 }, { 1, 1 }) < -1000, "noise_ceiling: far below 0 when the noise dwarfs the spread")
+  t.ok(tsl.noise_ceiling({ 2, 2, 2 }, { 0.1, 0.1, 0.1 }) ~= tsl.noise_ceiling({ 2, 2, 2 }, { 0.1, 0.1, 0.1 }),
+    "noise_ceiling: nan for a flat vector")
+  t.err("'losses' has 3 entries but 'se' 2", tsl.noise_ceiling, { 1, 2, 3 }, { 0.1, 0.1 })
+  t.err("se%[2%] is %-0%.1", tsl.noise_ceiling, { 1, 2, 3 }, { 0.1, -0.1, 0.1 })
+
+  -- A known curve measured with known, position-dependent noise: the R² of the true curve
+  -- against the measurements averages to the ceiling computed from the standard errors, and
+  -- the fitted law (3 parameters, 128 points) sits within 0.01 of it on average (one draw's
+  -- sum of squared noise varies by ~sqrt(2/128) = 12%, so single draws stray further).
+  local T, true_r2, ceil, fit_gap = 128, 0, 0, 0
+  local truth, se = {}, {}
+  for i = 1, T do truth[i] = 2.5 / (1 + 0.2 * i) + 1.9; se[i] = 0.05 + 0.1 * i / T end
+  local draws = 100
+  for _ = 1, draws do
+    local y = {}
+    for i = 1, T do y[i] = truth[i] + se[i] * rng:normal() end
+    local r2 = kiln.fit.stats(y, truth)
+    local c = tsl.noise_ceiling(y, se)
+    true_r2, ceil = true_r2 + r2 / draws, ceil + c / draws
+    fit_gap = fit_gap + (c - tsl.fit_positions(y).r2) / draws
+  end
+  t.ok(ceil > 0.5 and ceil < 0.99 and math.abs(true_r2 - ceil) < 0.01,
+    ("noise ceiling %.4f vs the true curve's mean R² %.4f over %d draws (within 0.01)"):format(ceil, true_r2, draws))
+  t.ok(math.abs(fit_gap) < 0.01, ("the fitted reciprocal law's R² is within 0.01 of the ceiling on average (mean gap %.4f)"):format(fit_gap))
+
+  -- The alternative law a + b·i^(−c) recovers known parameters (noise sd 1e-3: 2%).
+  local y = {}
+  for i = 1, T do y[i] = 1.8 + 1.5 * i ^ -0.6 + 1e-3 * rng:normal() end
+  local f = tsl.fit_positions(y, { law = "power" })
+  t.ok(f.law == "power" and rel(f.a, 1.8) < 0.02 and rel(f.b, 1.5) < 0.02 and rel(f.c, 0.6) < 0.02 and f.r2 > 0.999,
+    ("fit_positions law=power: a=%.4f b=%.4f c=%.4f (true 1.8, 1.5, 0.6; within 2%%), R² %.5f"):format(f.a, f.b, f.c, f.r2))
+  t.err("opts.law must be 'reciprocal'", tsl.fit_positions, y, { law = "cubic" })
+
+  -- position_quality on a run with positions_se.csv: per checkpoint after the warmup.
+  local d = synthetic_run("quality", { val = { a0 = { "log", { 3.0, -0.5 } }, a1 = { "constant", { 0.3 } },
+    a2 = { "constant", { 1.5 } }, noise = 0.02 } })
+  local lines = { "step,set" }
+  for i = 1, 64 do lines[1] = lines[1] .. ",pos" .. i end
+  for _, st in ipairs(ckpt_steps) do
+    local row = { st, "val" }
+    for _ = 1, 64 do row[#row + 1] = 0.02 end
+    lines[#lines + 1] = util.csv_line(row):sub(1, -2)
+  end
+  util.write_atomic(d .. "/positions_se.csv", table.concat(lines, "\n") .. "\n")
+  local run = tsl.read_run(d)
+  t.ok(run.has_se and #run.sets.val.se == #ckpt_steps, "read_run reads positions_se.csv: one row per evaluation")
+  local q = tsl.position_quality(run, "val")
+  local after = 0
+  for _, st in ipairs(ckpt_steps) do if st >= run.peak_step then after = after + 1 end end
+  t.eq(q.n, after, ("position_quality: the %d checkpoints from the LR peak (step %d) on"):format(after, run.peak_step))
+  t.ok(q.median_ceiling < 1 and math.abs(q.median_gap) < 0.01 and q.median_r2 > 0.5,
+    ("... median R² %.4f, ceiling %.4f, gap %.4f (the true law: within 0.01 of its ceiling)"):format(
+      q.median_r2, q.median_ceiling, q.median_gap))
+  t.ok(q.median_power_r2 < q.median_ceiling and q.median_power_r2 > 0,
+    ("... the alternative law's median R² %.4f (below the ceiling: it is not the generating law)"):format(q.median_power_r2))
+  local no_se = tsl.position_quality(tsl.read_run(dir .. "/form_log"), "val")
+  t.ok(no_se.median_ceiling == nil and no_se.median_r2 ~= nil, "position_quality without positions_se.csv: R² but no ceiling")
+  lines[3] = lines[3]:gsub(",0%.02", ",-1", 1)
+  util.write_atomic(d .. "/positions_se.csv", table.concat(lines, "\n") .. "\n")
+  t.err("positions_se%.csv line 3: the standard error at position 1 is %-1", tsl.read_run, d)
 end
 
 -- Argument checks name the function and the argument; sizes are bounded.
