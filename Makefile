@@ -160,7 +160,11 @@ $(BUILD)/ref_driver: tests/reference/ref_driver.c $(BUILD)/libkiln.a
 $(BUILD)/bench: tests/bench/bench.c $(BUILD)/libkiln.a
 	$(CC) $(CFLAGS) $(LDFLAGS) $< $(BUILD)/libkiln.a $(LIBS) -o $@
 
-bench: all $(BUILD)/bench
+# The fused attention alone (forward and backward GFLOP/s at S/M/L shapes); not run by make test.
+$(BUILD)/attn_bench: tests/bench/attn.c $(BUILD)/libkiln.a
+	$(CC) $(CFLAGS) $(LDFLAGS) $< $(BUILD)/libkiln.a $(LIBS) -o $@
+
+bench: all $(BUILD)/bench $(BUILD)/attn_bench
 	tests/bench/run $(BUILD)/bench
 
 deps:
