@@ -455,7 +455,25 @@ static int round_blk(int n) { return (n + ATT_BLK - 1) / ATT_BLK * ATT_BLK; }
 
 /* C[i,j] (+)= Σ_k A[i·as + k·ks] · Bm[k·ldb + j] for i < M, j < N (N a multiple of 8).
  * Every C[i,j] is a sequential sum over k = 0..K-1 (from 0 or from C), whatever the blocking,
- * so the result does not depend on which path a tile takes. */
+ * so the result does not depend on which path a tile takes.
+ *
+ * On a tile of the diagonal, where query i sees keys j <= i only, `tri` skips the work above
+ * the diagonal a register strip of rows at a time (the skipped terms are zero or unused):
+ *   TRI_COLS    C[i,j] is computed only for column chunks that hold some j <= i (the rest of
+ *               the row is left as it was and must not be read);
+ *   TRI_K_END   the sum for row i stops at k <= i (A's row i is zero past its diagonal);
+ *   TRI_K_START the sum for row i starts at k >= i (A's column i is zero above it). */
+enum { TRI_NONE, TRI_COLS, TRI_K_END, TRI_K_START };
+
+/* The k range [k0, k1) and column count of a strip of rows [i, i + mr) under `tri`. */
+static void tri_bounds(int tri, int i, int mr, int N, int K, int *k0, int *k1, int *n)
+{
+    *k0 = 0; *k1 = K; *n = N;
+    if (tri == TRI_COLS) *n = i + mr < N ? (i + mr + 31) / 32 * 32 : N;
+    if (tri == TRI_K_END) *k1 = i + mr < K ? i + mr : K;
+    if (tri == TRI_K_START) *k0 = i < K ? i : K;
+    if (*n > N) *n = N;
+}
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 
@@ -531,30 +549,35 @@ static void tile_mm_edge(float *C, int ldc, const float *A, int as, int ks, cons
 }
 
 static void tile_mm(float *C, int ldc, const float *A, int as, int ks, const float *Bm, int ldb,
-                    int M, int N, int K, bool acc)
+                    int M, int N, int K, bool acc, int tri)
 {
     for (int i = 0; i < M; i += TILE_MR) {
-        int mr = M - i < TILE_MR ? M - i : TILE_MR;
-        for (int j = 0; j < N; j += 32) {
-            int nv = (N - j) / 8 < 4 ? (N - j) / 8 : 4;
+        int mr = M - i < TILE_MR ? M - i : TILE_MR, k0, k1, nc;
+        tri_bounds(tri, i, mr, N, K, &k0, &k1, &nc);
+        const float *a = A + (size_t)i * as + (size_t)k0 * ks, *bk = Bm + (size_t)k0 * ldb;
+        for (int j = 0; j < nc; j += 32) {
+            int nv = (nc - j) / 8 < 4 ? (nc - j) / 8 : 4;
             float *c = C + (size_t)i * ldc + j;
-            const float *a = A + (size_t)i * as;
-            if (mr == TILE_MR && nv == 4) tile_mm_rx32(c, ldc, a, as, ks, Bm + j, ldb, K, acc);
-            else tile_mm_edge(c, ldc, a, as, ks, Bm + j, ldb, K, mr, nv, acc);
+            if (mr == TILE_MR && nv == 4) tile_mm_rx32(c, ldc, a, as, ks, bk + j, ldb, k1 - k0, acc);
+            else tile_mm_edge(c, ldc, a, as, ks, bk + j, ldb, k1 - k0, mr, nv, acc);
         }
     }
 }
 #else
+#define TILE_MR 1
 static void tile_mm(float *C, int ldc, const float *A, int as, int ks, const float *Bm, int ldb,
-                    int M, int N, int K, bool acc)
+                    int M, int N, int K, bool acc, int tri)
 {
-    for (int i = 0; i < M; i++)
-        for (int j = 0; j < N; j++) {
+    for (int i = 0; i < M; i++) {
+        int k0, k1, nc;
+        tri_bounds(tri, i, 1, N, K, &k0, &k1, &nc);
+        for (int j = 0; j < nc; j++) {
             float s = acc ? C[(size_t)i * ldc + j] : 0.0f;
-            for (int k = 0; k < K; k++)
+            for (int k = k0; k < k1; k++)
                 s = fmaf(A[(size_t)i * as + (size_t)k * ks], Bm[(size_t)k * ldb + j], s);
             C[(size_t)i * ldc + j] = s;
         }
+    }
 }
 #endif
 
@@ -663,10 +686,12 @@ static void att_fwd_head(att_ctx *c, att_ws *w, int b, int h)
         for (int r = 0; r < m; r++) { mx[r] = -INFINITY; l[r] = 0.0f; }
         for (int j0 = 0; j0 <= i0; j0 += ATT_BLK) {
             int n = T - j0 < ATT_BLK ? T - j0 : ATT_BLK;
+            int tri = j0 == i0;
             tile_mm(w->s, ATT_BLK, w->q + (size_t)i0 * hp, hp, 1, w->kt + j0, w->Tp, m, ATT_BLK, hs,
-                    false);
-            online_softmax_tile(w->s, o, mx, l, m, n, j0 == i0, hp);
-            tile_mm(o, hp, w->s, ATT_BLK, 1, w->v + (size_t)j0 * hp, hp, m, hp, n, true);
+                    false, tri ? TRI_COLS : TRI_NONE);
+            online_softmax_tile(w->s, o, mx, l, m, n, tri, hp);
+            tile_mm(o, hp, w->s, ATT_BLK, 1, w->v + (size_t)j0 * hp, hp, m, hp, n, true,
+                    tri ? TRI_K_END : TRI_NONE);
         }
         for (int r = 0; r < m; r++) {
             float inv = 1.0f / l[r];
@@ -699,8 +724,10 @@ static void att_bwd_tile(att_ws *w, const float *lse, int i0, int m, int j0, int
     int hs = w->hs, hp = w->hp;
     bool diag = i0 == j0;
     const float *qb = w->q + (size_t)i0 * hp, *dob = w->dout + (size_t)i0 * hp;
-    tile_mm(w->s, ATT_BLK, qb, hp, 1, w->kt + j0, w->Tp, m, ATT_BLK, hs, false);
-    tile_mm(w->dp, ATT_BLK, dob, hp, 1, w->vt + j0, w->Tp, m, ATT_BLK, hs, false);
+    int cols = diag ? TRI_COLS : TRI_NONE, kend = diag ? TRI_K_END : TRI_NONE;
+    int kstart = diag ? TRI_K_START : TRI_NONE;
+    tile_mm(w->s, ATT_BLK, qb, hp, 1, w->kt + j0, w->Tp, m, ATT_BLK, hs, false, cols);
+    tile_mm(w->dp, ATT_BLK, dob, hp, 1, w->vt + j0, w->Tp, m, ATT_BLK, hs, false, cols);
     for (int r = 0; r < m; r++) {
         float *sr = w->s + (size_t)r * ATT_BLK, *gr = w->dp + (size_t)r * ATT_BLK;
         int nv = diag ? r + 1 : n;
@@ -712,10 +739,10 @@ static void att_bwd_tile(att_ws *w, const float *lse, int i0, int m, int j0, int
         }
         for (int j = nv; j < n; j++) sr[j] = gr[j] = 0.0f;
     }
-    tile_mm(w->dv, hp, w->s, 1, ATT_BLK, dob, hp, n, hp, m, true);
+    tile_mm(w->dv, hp, w->s, 1, ATT_BLK, dob, hp, n, hp, m, true, kstart);
     tile_mm(w->dq + (size_t)i0 * hp, hp, w->dp, ATT_BLK, 1, w->k + (size_t)j0 * hp, hp, m, hp, n,
-            true);
-    tile_mm(w->dk, hp, w->dp, 1, ATT_BLK, qb, hp, n, hp, m, true);
+            true, kend);
+    tile_mm(w->dk, hp, w->dp, 1, ATT_BLK, qb, hp, n, hp, m, true, kstart);
 }
 
 /* dst rows (stride ld) (+)= a·src[t, 0..hs) for t in [t0, t0 + n). */

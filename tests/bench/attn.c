@@ -3,7 +3,8 @@
  *   attn [THREADS [REPEATS]]      THREADS default 1, REPEATS (timed calls, median) default 5
  *
  * For each of S, M, L (batch, heads, T, head size from tests/bench/bench.c's configs) prints
- * one line: cfg, forward ms and GFLOP/s, backward ms and GFLOP/s. FLOPs are counted on the
+ * one line: cfg, forward ms and GFLOP/s, backward ms and GFLOP/s (medians), and the best
+ * forward and backward GFLOP/s (the fastest call: steadier than the median on a busy host). FLOPs are counted on the
  * causal triangle only: the forward does two products (Q·Kᵀ and P·V), each 2·hs FLOPs per
  * (query, key) pair, so 2·2·B·heads·(T²/2)·hs; the backward does four (dV, dP, dQ, dK), so
  * twice that (the recomputation of Q·Kᵀ is not counted as useful work). */
@@ -69,8 +70,10 @@ static void run_cfg(const attn_cfg *c, int threads, int repeats)
     qsort(tb, (size_t)repeats, sizeof(double), cmp_double);
     double f = tf[repeats / 2], b = tb[repeats / 2];
     double flops = 2.0 * 2.0 * B * H * ((double)T * T / 2.0) * hs;
-    printf("cfg=%s threads=%d hs=%d fwd_ms=%.2f fwd_gflops=%.1f bwd_ms=%.2f bwd_gflops=%.1f\n",
-           c->name, threads, hs, 1e3 * f, flops / f * 1e-9, 1e3 * b, 2 * flops / b * 1e-9);
+    printf("cfg=%s threads=%d hs=%d fwd_ms=%.2f fwd_gflops=%.1f bwd_ms=%.2f bwd_gflops=%.1f "
+           "best_fwd_gflops=%.1f best_bwd_gflops=%.1f\n", c->name, threads, hs, 1e3 * f,
+           flops / f * 1e-9, 1e3 * b, 2 * flops / b * 1e-9, flops / tf[0] * 1e-9,
+           2 * flops / tb[0] * 1e-9);
     free(qkv); free(dy); free(y); free(lse); free(dqkv); free(scratch); free(tf); free(tb);
 }
 
