@@ -477,27 +477,26 @@ static void tri_bounds(int tri, int i, int mr, int N, int K, int *k0, int *k1, i
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 
-/* The register tile: TILE_MR rows × 32 columns in named accumulators (an array of them is
+/* The register tile: MR rows × 32 columns in named accumulators (an array of them is
  * spilled to the stack by gcc on every iteration). With AVX-512VL's 32 vector registers 6
- * rows fit (24 accumulators) and run ~1.3x faster at these sizes than 4; AVX2 has 16. */
+ * rows fit (24 accumulators) and run ~1.3x faster at these sizes than 4; AVX2 has 16. One
+ * function per row count 1..TILE_MR (rows past MR are compiled out), so a tile whose height
+ * is not a multiple of TILE_MR still keeps its last strip in registers. */
 #ifdef __AVX512VL__
 #define TILE_MR 6
 #else
 #define TILE_MR 4
 #endif
-static inline void tile_mm_rx32(float *C, int ldc, const float *A, int as, int ks,
-                                const float *Bm, int ldb, int K, bool acc)
-{
 #define ROW_INIT(r)                                                                        \
     __m256 c##r##0 = _mm256_setzero_ps(), c##r##1 = c##r##0, c##r##2 = c##r##0, c##r##3 = c##r##0; \
-    if (acc) {                                                                             \
+    if ((r) < ROWS && acc) {                                                                 \
         c##r##0 = _mm256_loadu_ps(C + (size_t)(r) * ldc);                                  \
         c##r##1 = _mm256_loadu_ps(C + (size_t)(r) * ldc + 8);                              \
         c##r##2 = _mm256_loadu_ps(C + (size_t)(r) * ldc + 16);                             \
         c##r##3 = _mm256_loadu_ps(C + (size_t)(r) * ldc + 24);                             \
     }
 #define ROW_FMA(r)                                                                         \
-    {                                                                                      \
+    if ((r) < ROWS) {                                                                        \
         __m256 a = _mm256_broadcast_ss(A + (size_t)(r) * as + (size_t)k * ks);             \
         c##r##0 = _mm256_fmadd_ps(a, b0, c##r##0);                                         \
         c##r##1 = _mm256_fmadd_ps(a, b1, c##r##1);                                         \
@@ -505,33 +504,49 @@ static inline void tile_mm_rx32(float *C, int ldc, const float *A, int as, int k
         c##r##3 = _mm256_fmadd_ps(a, b3, c##r##3);                                         \
     }
 #define ROW_STORE(r)                                                                       \
-    _mm256_storeu_ps(C + (size_t)(r) * ldc, c##r##0);                                      \
-    _mm256_storeu_ps(C + (size_t)(r) * ldc + 8, c##r##1);                                  \
-    _mm256_storeu_ps(C + (size_t)(r) * ldc + 16, c##r##2);                                 \
-    _mm256_storeu_ps(C + (size_t)(r) * ldc + 24, c##r##3);
-    ROW_INIT(0) ROW_INIT(1) ROW_INIT(2) ROW_INIT(3)
-#if TILE_MR == 6
-    ROW_INIT(4) ROW_INIT(5)
-#endif
-    for (int k = 0; k < K; k++) {
-        const float *b = Bm + (size_t)k * ldb;
-        __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
-        __m256 b2 = _mm256_loadu_ps(b + 16), b3 = _mm256_loadu_ps(b + 24);
-        ROW_FMA(0) ROW_FMA(1) ROW_FMA(2) ROW_FMA(3)
-#if TILE_MR == 6
-        ROW_FMA(4) ROW_FMA(5)
-#endif
+    if ((r) < ROWS) {                                                                        \
+        _mm256_storeu_ps(C + (size_t)(r) * ldc, c##r##0);                                  \
+        _mm256_storeu_ps(C + (size_t)(r) * ldc + 8, c##r##1);                              \
+        _mm256_storeu_ps(C + (size_t)(r) * ldc + 16, c##r##2);                             \
+        _mm256_storeu_ps(C + (size_t)(r) * ldc + 24, c##r##3);                             \
     }
-    ROW_STORE(0) ROW_STORE(1) ROW_STORE(2) ROW_STORE(3)
+#define DEFINE_TILE_RX32(MR)                                                               \
+    static void tile_mm_r##MR##x32(float *C, int ldc, const float *A, int as, int ks,      \
+                                   const float *Bm, int ldb, int K, bool acc)              \
+    {                                                                                      \
+        enum { ROWS = MR };                                                                \
+        ROW_INIT(0) ROW_INIT(1) ROW_INIT(2) ROW_INIT(3) ROW_INIT(4) ROW_INIT(5)             \
+        for (int k = 0; k < K; k++) {                                                      \
+            const float *b = Bm + (size_t)k * ldb;                                         \
+            __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);                   \
+            __m256 b2 = _mm256_loadu_ps(b + 16), b3 = _mm256_loadu_ps(b + 24);             \
+            ROW_FMA(0) ROW_FMA(1) ROW_FMA(2) ROW_FMA(3) ROW_FMA(4) ROW_FMA(5)              \
+        }                                                                                  \
+        ROW_STORE(0) ROW_STORE(1) ROW_STORE(2) ROW_STORE(3) ROW_STORE(4) ROW_STORE(5)      \
+    }
+DEFINE_TILE_RX32(1)
+DEFINE_TILE_RX32(2)
+DEFINE_TILE_RX32(3)
+DEFINE_TILE_RX32(4)
 #if TILE_MR == 6
-    ROW_STORE(4) ROW_STORE(5)
+DEFINE_TILE_RX32(5)
+DEFINE_TILE_RX32(6)
 #endif
 #undef ROW_INIT
 #undef ROW_FMA
 #undef ROW_STORE
-}
+#undef DEFINE_TILE_RX32
 
-/* Edge tiles: mr rows × nv vectors of 8 columns, one row at a time. */
+typedef void (*tile_rx32_fn)(float *, int, const float *, int, int, const float *, int, int, bool);
+static const tile_rx32_fn TILE_RX32[TILE_MR + 1] = {
+    NULL, tile_mm_r1x32, tile_mm_r2x32, tile_mm_r3x32, tile_mm_r4x32,
+#if TILE_MR == 6
+    tile_mm_r5x32, tile_mm_r6x32,
+#endif
+};
+
+/* Column edges: mr rows × nv < 4 vectors of 8 columns, one row at a time (head sizes that are
+ * not a multiple of 32). */
 static void tile_mm_edge(float *C, int ldc, const float *A, int as, int ks, const float *Bm,
                          int ldb, int K, int mr, int nv, bool acc)
 {
@@ -558,7 +573,7 @@ static void tile_mm(float *C, int ldc, const float *A, int as, int ks, const flo
         for (int j = 0; j < nc; j += 32) {
             int nv = (nc - j) / 8 < 4 ? (nc - j) / 8 : 4;
             float *c = C + (size_t)i * ldc + j;
-            if (mr == TILE_MR && nv == 4) tile_mm_rx32(c, ldc, a, as, ks, bk + j, ldb, k1 - k0, acc);
+            if (nv == 4) TILE_RX32[mr](c, ldc, a, as, ks, bk + j, ldb, k1 - k0, acc);
             else tile_mm_edge(c, ldc, a, as, ks, bk + j, ldb, k1 - k0, mr, nv, acc);
         }
     }

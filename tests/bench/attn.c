@@ -4,7 +4,9 @@
  *
  * For each of S, M, L (batch, heads, T, head size from tests/bench/bench.c's configs) prints
  * one line: cfg, forward ms and GFLOP/s, backward ms and GFLOP/s (medians), and the best
- * forward and backward GFLOP/s (the fastest call: steadier than the median on a busy host). FLOPs are counted on the
+ * forward and backward GFLOP/s (the fastest call: steadier than the median on a busy host), and
+ * the same per second of process CPU time (steadier still at 1 thread, where time the host
+ * takes the core away is not counted). FLOPs are counted on the
  * causal triangle only: the forward does two products (Q·Kᵀ and P·V), each 2·hs FLOPs per
  * (query, key) pair, so 2·2·B·heads·(T²/2)·hs; the backward does four (dV, dP, dQ, dK), so
  * twice that (the recomputation of Q·Kᵀ is not counted as useful work). */
@@ -23,11 +25,20 @@ static const attn_cfg CONFIGS[] = {
     {"S", 16, 4, 256, 128}, {"M", 16, 8, 256, 256}, {"L", 8, 8, 512, 512},
 };
 
-static double now(void)
+static double clock_s(clockid_t id)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(id, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+static double now(void) { return clock_s(CLOCK_MONOTONIC); }
+static double cpu_now(void) { return clock_s(CLOCK_PROCESS_CPUTIME_ID); }
+
+static double min_of(const double *x, int n)
+{
+    double m = x[0];
+    for (int i = 1; i < n; i++) m = x[i] < m ? x[i] : m;
+    return m;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -55,26 +66,30 @@ static void run_cfg(const attn_cfg *c, int threads, int repeats)
     float *dqkv = calloc(n * 3 * C, sizeof(float));
     float *scratch = calloc(kn_attention_scratch_floats(T, hs, threads), sizeof(float));
     double *tf = malloc(sizeof(double) * (size_t)repeats), *tb = malloc(sizeof(double) * (size_t)repeats);
-    if (!y || !lse || !dqkv || !scratch || !tf || !tb) { fprintf(stderr, "attn: out of memory\n"); exit(1); }
+    double *cf = malloc(sizeof(double) * (size_t)repeats), *cb = malloc(sizeof(double) * (size_t)repeats);
+    if (!y || !lse || !dqkv || !scratch || !tf || !tb || !cf || !cb) { fprintf(stderr, "attn: out of memory\n"); exit(1); }
     kn_attention_forward(y, lse, scratch, qkv, B, T, C, H);   /* warm-up */
     kn_attention_backward(dqkv, scratch, dy, qkv, y, lse, B, T, C, H, false);
     for (int r = 0; r < repeats; r++) {
-        double t0 = now();
+        double t0 = now(), c0 = cpu_now();
         kn_attention_forward(y, lse, scratch, qkv, B, T, C, H);
-        double t1 = now();
+        double t1 = now(), c1 = cpu_now();
         kn_attention_backward(dqkv, scratch, dy, qkv, y, lse, B, T, C, H, false);
         tf[r] = t1 - t0;
         tb[r] = now() - t1;
+        cf[r] = c1 - c0;
+        cb[r] = cpu_now() - c1;
     }
     qsort(tf, (size_t)repeats, sizeof(double), cmp_double);
     qsort(tb, (size_t)repeats, sizeof(double), cmp_double);
     double f = tf[repeats / 2], b = tb[repeats / 2];
     double flops = 2.0 * 2.0 * B * H * ((double)T * T / 2.0) * hs;
     printf("cfg=%s threads=%d hs=%d fwd_ms=%.2f fwd_gflops=%.1f bwd_ms=%.2f bwd_gflops=%.1f "
-           "best_fwd_gflops=%.1f best_bwd_gflops=%.1f\n", c->name, threads, hs, 1e3 * f,
-           flops / f * 1e-9, 1e3 * b, 2 * flops / b * 1e-9, flops / tf[0] * 1e-9,
-           2 * flops / tb[0] * 1e-9);
-    free(qkv); free(dy); free(y); free(lse); free(dqkv); free(scratch); free(tf); free(tb);
+           "best_fwd_gflops=%.1f best_bwd_gflops=%.1f cpu_fwd_gflops=%.1f cpu_bwd_gflops=%.1f\n",
+           c->name, threads, hs, 1e3 * f, flops / f * 1e-9, 1e3 * b, 2 * flops / b * 1e-9,
+           flops / tf[0] * 1e-9, 2 * flops / tb[0] * 1e-9, flops / min_of(cf, repeats) * 1e-9,
+           2 * flops / min_of(cb, repeats) * 1e-9);
+    free(qkv); free(dy); free(y); free(lse); free(dqkv); free(scratch); free(tf); free(tb); free(cf); free(cb);
 }
 
 int main(int argc, char **argv)
