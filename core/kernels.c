@@ -642,19 +642,54 @@ static att_ws att_workspace(float *scratch, int tid, int T, int hs)
     return w;
 }
 
-/* dst[Tp, hp] = a·src rows (stride ld), zero padded; if dst_t, also its transpose [hp, Tp]. */
+/* dst[cols, rows] = src[rows, cols]ᵀ (rows and cols multiples of 8), 8 × 8 blocks at a time. */
+static void transpose_panel(float *dst, const float *src, int rows, int cols)
+{
+    for (int r = 0; r < rows; r += 8)
+        for (int c = 0; c < cols; c += 8) {
+#if defined(__AVX2__)
+            const float *s = src + (size_t)r * cols + c;
+            __m256 x[8], y[8];
+            for (int i = 0; i < 8; i++) x[i] = _mm256_loadu_ps(s + (size_t)i * cols);
+            for (int i = 0; i < 8; i += 2) {   /* pairs of rows interleaved */
+                y[i] = _mm256_unpacklo_ps(x[i], x[i + 1]);
+                y[i + 1] = _mm256_unpackhi_ps(x[i], x[i + 1]);
+            }
+            for (int i = 0; i < 8; i += 4) {   /* then quads: 4 rows × 2 columns per lane */
+                x[i] = _mm256_shuffle_ps(y[i], y[i + 2], 0x44);
+                x[i + 1] = _mm256_shuffle_ps(y[i], y[i + 2], 0xEE);
+                x[i + 2] = _mm256_shuffle_ps(y[i + 1], y[i + 3], 0x44);
+                x[i + 3] = _mm256_shuffle_ps(y[i + 1], y[i + 3], 0xEE);
+            }
+            float *d = dst + (size_t)c * rows + r;
+            for (int i = 0; i < 4; i++) {      /* finally the 128-bit halves */
+                _mm256_storeu_ps(d + (size_t)i * rows, _mm256_permute2f128_ps(x[i], x[i + 4], 0x20));
+                _mm256_storeu_ps(d + (size_t)(i + 4) * rows,
+                                 _mm256_permute2f128_ps(x[i], x[i + 4], 0x31));
+            }
+#else
+            for (int i = 0; i < 8; i++)
+                for (int j = 0; j < 8; j++)
+                    dst[(size_t)(c + j) * rows + r + i] = src[(size_t)(r + i) * cols + c + j];
+#endif
+        }
+}
+
+/* dst[Tp, hp] = a·src rows (stride ld), zero padded; if dst_t, also its transpose [hp, Tp].
+ * The rows are a head's slice of much longer rows, usually not in cache: fetch ahead. */
 static void pack_panel(float *dst, float *dst_t, const float *src, int ld, float a, const att_ws *w)
 {
+    enum { AHEAD = 8 };
     for (int t = 0; t < w->Tp; t++) {
         float *d = dst + (size_t)t * w->hp;
         int j = 0;
+        if (t + AHEAD < w->T)
+            for (int l = 0; l < w->hs; l += 16) __builtin_prefetch(src + (size_t)(t + AHEAD) * ld + l);
         if (t < w->T)
             for (; j < w->hs; j++) d[j] = a * src[(size_t)t * ld + j];
         for (; j < w->hp; j++) d[j] = 0.0f;
     }
-    if (dst_t)
-        for (int j = 0; j < w->hp; j++)
-            for (int t = 0; t < w->Tp; t++) dst_t[(size_t)j * w->Tp + t] = dst[(size_t)t * w->hp + j];
+    if (dst_t) transpose_panel(dst_t, dst, w->Tp, w->hp);
 }
 
 typedef struct {
