@@ -647,7 +647,7 @@ static void transpose_panel(float *dst, const float *src, int rows, int cols)
 {
     for (int r = 0; r < rows; r += 8)
         for (int c = 0; c < cols; c += 8) {
-#if defined(__AVX2__)
+#if defined(__AVX2__) && defined(__FMA__)
             const float *s = src + (size_t)r * cols + c;
             __m256 x[8], y[8];
             for (int i = 0; i < 8; i++) x[i] = _mm256_loadu_ps(s + (size_t)i * cols);
@@ -702,21 +702,126 @@ typedef struct {
 /* Online softmax over one tile's scores s[m, BLK] (n valid keys; on the diagonal row r sees
  * keys 0..r only): updates the row max mx[] and sum l[], rescales the output rows o[] by
  * e^(old max - new max), and leaves the tile's e^(s - new max) in s (0 where masked). */
+/* The softmax work on one row of a tile: sr[0, nv) holds valid scores, sr[nv, n) is masked
+ * (or not computed at all) and must come out as exact zeros.
+ *   probs_row_online: sr = e^(sr - mnew) with mnew = max(*mx, max sr); returns e^(*mx - mnew)
+ *     (the factor for the row's earlier sum and output), adds Σ sr to the rescaled *l.
+ *   probs_dscores_row: sr = P = e^(sr - lse), gr = P ∘ (gr - D). */
+#if defined(__AVX2__) && defined(__FMA__)
+/* expf_poly on 8 lanes, with fused multiply-adds (so not bit-identical to kn_expf). */
+static inline __m256 expf_poly8(__m256 x)
+{
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+    __m256 t = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(12582912.0f));
+    __m256 fx = _mm256_sub_ps(t, _mm256_set1_ps(12582912.0f));
+    __m256 r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i n = _mm256_sub_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(0x4B400000 - 127));
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(n, 23)));
+}
+
+/* Lanes j..j+7 that are < nv. */
+static inline __m256 lanes_below(int j, int nv)
+{
+    __m256i idx = _mm256_add_epi32(_mm256_set1_epi32(j), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    return _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(nv), idx));
+}
+
+static float hmax8(__m256 v)
+{
+    __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    x = _mm_max_ps(x, _mm_movehl_ps(x, x));
+    x = _mm_max_ss(x, _mm_movehdup_ps(x));
+    return _mm_cvtss_f32(x);
+}
+
+static float hsum8(__m256 v)
+{
+    __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+    x = _mm_add_ss(x, _mm_movehdup_ps(x));
+    return _mm_cvtss_f32(x);
+}
+
+static float probs_row_online(float *sr, int nv, int n, float *mx, float *l)
+{
+    int nv8 = round8(nv), n8 = round8(n);
+    __m256 vmax = _mm256_set1_ps(-INFINITY), ninf = vmax;
+    for (int j = 0; j < nv8; j += 8)
+        vmax = _mm256_max_ps(vmax, _mm256_blendv_ps(ninf, _mm256_loadu_ps(sr + j), lanes_below(j, nv)));
+    float mnew = hmax8(vmax);
+    mnew = mnew > *mx ? mnew : *mx;
+    __m256 vm = _mm256_set1_ps(mnew), vsum = _mm256_setzero_ps();
+    for (int j = 0; j < nv8; j += 8) {
+        __m256 e = expf_poly8(_mm256_sub_ps(_mm256_loadu_ps(sr + j), vm));
+        e = _mm256_and_ps(e, lanes_below(j, nv));
+        _mm256_storeu_ps(sr + j, e);
+        vsum = _mm256_add_ps(vsum, e);
+    }
+    for (int j = nv8; j < n8; j += 8) _mm256_storeu_ps(sr + j, _mm256_setzero_ps());
+    float alpha = expf_poly(*mx - mnew);
+    *l = *l * alpha + hsum8(vsum);
+    *mx = mnew;
+    return alpha;
+}
+
+static void probs_dscores_row(float *sr, float *gr, int nv, int n, float lse, float D)
+{
+    int nv8 = round8(nv), n8 = round8(n);
+    __m256 vl = _mm256_set1_ps(lse), vd = _mm256_set1_ps(D);
+    for (int j = 0; j < nv8; j += 8) {
+        __m256 p = expf_poly8(_mm256_sub_ps(_mm256_loadu_ps(sr + j), vl));
+        p = _mm256_and_ps(p, lanes_below(j, nv));
+        _mm256_storeu_ps(sr + j, p);
+        _mm256_storeu_ps(gr + j, _mm256_mul_ps(p, _mm256_sub_ps(_mm256_loadu_ps(gr + j), vd)));
+    }
+    for (int j = nv8; j < n8; j += 8) {
+        _mm256_storeu_ps(sr + j, _mm256_setzero_ps());
+        _mm256_storeu_ps(gr + j, _mm256_setzero_ps());
+    }
+}
+#else
+static float probs_row_online(float *sr, int nv, int n, float *mx, float *l)
+{
+    float mnew = max_f(sr, nv);
+    mnew = mnew > *mx ? mnew : *mx;
+    float alpha = expf_poly(*mx - mnew);
+    for (int j = 0; j < nv; j++) sr[j] = expf_poly(sr[j] - mnew);
+    for (int j = nv; j < n; j++) sr[j] = 0.0f;
+    *l = *l * alpha + sum_f(sr, nv);
+    *mx = mnew;
+    return alpha;
+}
+
+static void probs_dscores_row(float *sr, float *gr, int nv, int n, float lse, float D)
+{
+    for (int j = 0; j < nv; j++) {
+        float p = expf_poly(sr[j] - lse);
+        sr[j] = p;
+        gr[j] = p * (gr[j] - D);
+    }
+    for (int j = nv; j < n; j++) sr[j] = gr[j] = 0.0f;
+}
+#endif
+
+/* Online softmax over one tile's scores s[m, BLK] (n valid keys; on the diagonal row r sees
+ * keys 0..r only): updates the row max mx[] and sum l[], rescales the output rows o[] by
+ * e^(old max - new max), and leaves the tile's e^(s - new max) in s (0 where masked). */
 static void online_softmax_tile(float *s, float *o, float *mx, float *l, int m, int n, bool diag,
                                 int hp)
 {
     for (int r = 0; r < m; r++) {
-        float *sr = s + (size_t)r * ATT_BLK;
-        int nv = diag ? r + 1 : n;
-        float mnew = max_f(sr, nv);
-        mnew = mnew > mx[r] ? mnew : mx[r];
-        float alpha = expf_poly(mx[r] - mnew);
-        for (int j = 0; j < nv; j++) sr[j] = expf_poly(sr[j] - mnew);
-        for (int j = nv; j < n; j++) sr[j] = 0.0f;
-        l[r] = l[r] * alpha + sum_f(sr, nv);
-        mx[r] = mnew;
+        float alpha = probs_row_online(s + (size_t)r * ATT_BLK, diag ? r + 1 : n, n, &mx[r], &l[r]);
         float *orow = o + (size_t)r * hp;
-        for (int j = 0; j < hp; j++) orow[j] *= alpha;
+        if (alpha != 1.0f)
+            for (int j = 0; j < hp; j++) orow[j] *= alpha;
     }
 }
 
@@ -778,17 +883,9 @@ static void att_bwd_tile(att_ws *w, const float *lse, int i0, int m, int j0, int
     int kstart = diag ? TRI_K_START : TRI_NONE;
     tile_mm(w->s, ATT_BLK, qb, hp, 1, w->kt + j0, w->Tp, m, ATT_BLK, hs, false, cols);
     tile_mm(w->dp, ATT_BLK, dob, hp, 1, w->vt + j0, w->Tp, m, ATT_BLK, hs, false, cols);
-    for (int r = 0; r < m; r++) {
-        float *sr = w->s + (size_t)r * ATT_BLK, *gr = w->dp + (size_t)r * ATT_BLK;
-        int nv = diag ? r + 1 : n;
-        float L = lse[i0 + r], D = w->rows[i0 + r];
-        for (int j = 0; j < nv; j++) {
-            float pr = expf_poly(sr[j] - L);
-            sr[j] = pr;
-            gr[j] = pr * (gr[j] - D);
-        }
-        for (int j = nv; j < n; j++) sr[j] = gr[j] = 0.0f;
-    }
+    for (int r = 0; r < m; r++)
+        probs_dscores_row(w->s + (size_t)r * ATT_BLK, w->dp + (size_t)r * ATT_BLK, diag ? r + 1 : n,
+                          n, lse[i0 + r], w->rows[i0 + r]);
     tile_mm(w->dv, hp, w->s, 1, ATT_BLK, dob, hp, n, hp, m, true, kstart);
     tile_mm(w->dq + (size_t)i0 * hp, hp, w->dp, ATT_BLK, 1, w->k + (size_t)j0 * hp, hp, m, hp, n,
             true, kend);
