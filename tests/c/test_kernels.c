@@ -1,7 +1,8 @@
 /* test_kernels.c — every float kernel against a double-precision reference (tests/c/ref.h):
  * forwards elementwise, backwards against central finite differences of the reference on
  * small odd shapes (B=2, T=7, C=12, 3 heads, V=13; plus attention at T=100 and T=200, which
- * span 2 and 3 tiles, and longer contexts against a double backward). Backward checks use accumulate mode on pre-filled gradients,
+ * span 2 and 3 tiles, head size 48, and longer contexts, head sizes 32 and 64, against a double
+ * backward). Backward checks use accumulate mode on pre-filled gradients,
  * so both "+=" and the value are checked. */
 #include "kn.h"
 #include "gpt.h"
@@ -536,8 +537,10 @@ int main(void)
     test_attention(2, 7, 12, 3);
     test_attention(1, 200, 6, 2);
     test_attention(1, 100, 16, 2);
+    test_attention(1, 40, 96, 2);          /* head size 48: a 32-column register tile and a 16-column edge */
     test_attention_long(2, 300, 64, 2);
     test_attention_long(1, 129, 96, 3);
+    test_attention_long(1, 250, 128, 2);   /* head size 64 (config L's); last tile 58 rows, not whole strips */
     test_xent(2, 7, 13, false, false);
     test_xent(2, 7, 13, true, false);
     test_xent(2, 7, 13, true, true);
