@@ -708,10 +708,11 @@ typedef struct {
  *     (the factor for the row's earlier sum and output), adds Σ sr to the rescaled *l.
  *   probs_dscores_row: sr = P = e^(sr - lse), gr = P ∘ (gr - D). */
 #if defined(__AVX2__) && defined(__FMA__)
-/* expf_poly on 8 lanes, with fused multiply-adds (so not bit-identical to kn_expf). */
+/* expf_poly on 8 lanes, with fused multiply-adds (so not bit-identical to kn_expf). The clamps
+ * take x second: max/min return their second operand when either is NaN, so NaN propagates. */
 static inline __m256 expf_poly8(__m256 x)
 {
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+    x = _mm256_min_ps(_mm256_set1_ps(88.0f), _mm256_max_ps(_mm256_set1_ps(-87.0f), x));
     __m256 t = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(12582912.0f));
     __m256 fx = _mm256_sub_ps(t, _mm256_set1_ps(12582912.0f));
     __m256 r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);

@@ -331,6 +331,39 @@ static void test_attention(int B, int T, int C, int NH)
     free(c.qkv); free(c.g); free(c.y); free(nd);
 }
 
+/* Whether y's rows t (of T, C wide) for head h are all NaN (want_nan) or all finite. */
+static bool head_rows_are(const float *y, int t0, int t1, int C, int h, int hs, bool want_nan)
+{
+    for (int t = t0; t < t1; t++)
+        for (int j = 0; j < hs; j++) {
+            float v = y[(size_t)t * C + (size_t)h * hs + j];
+            if (want_nan ? !isnan(v) : !isfinite(v)) return false;
+        }
+    return true;
+}
+
+/* A NaN in a query reaches that query's output, a NaN in a key the output of every query that
+ * sees the key, through the softmax's exp; the other rows stay finite. T spans two tiles. */
+static void test_attention_nan(int T, int C, int NH)
+{
+    int hs = C / NH, tq = T / 3, tk = T / 2;
+    size_t nq = (size_t)T * 3 * C, ny = (size_t)T * C;
+    float *qkv = frand(nq, 1.0), *y = kn_alloc(sizeof(float) * ny), *lse = kn_alloc(sizeof(float) * (size_t)NH * T);
+    float *scratch = kn_alloc(sizeof(float) * kn_attention_scratch_floats(T, hs, kn_pool_threads()));
+    qkv[(size_t)tq * 3 * C + 1] = NAN;                    /* head 0, query tq */
+    kn_attention_forward(y, lse, scratch, qkv, 1, T, C, NH);
+    CHECK(head_rows_are(y, tq, tq + 1, C, 0, hs, true) && head_rows_are(y, 0, tq, C, 0, hs, false) &&
+          head_rows_are(y, tq + 1, T, C, 0, hs, false) && head_rows_are(y, 0, T, C, 1, hs, false),
+          "attention T=%d: a NaN query makes its own output row NaN, no other", T);
+    qkv[(size_t)tq * 3 * C + 1] = 0.5f;
+    qkv[(size_t)tk * 3 * C + C + (size_t)hs + 2] = NAN;   /* head 1, key tk */
+    kn_attention_forward(y, lse, scratch, qkv, 1, T, C, NH);
+    CHECK(head_rows_are(y, tk, T, C, 1, hs, true) && head_rows_are(y, 0, tk, C, 1, hs, false) &&
+          head_rows_are(y, 0, T, C, 0, hs, false),
+          "attention T=%d: a NaN key makes the output of every query that sees it NaN, no other", T);
+    kn_free(qkv); kn_free(y); kn_free(lse); kn_free(scratch);
+}
+
 /* A long context in float only (finite differences would take minutes): the fused
  * attention's output and gradients against the double reference's forward, and its
  * backward against a double backward through explicit probabilities. */
@@ -541,6 +574,7 @@ int main(void)
     test_attention_long(2, 300, 64, 2);
     test_attention_long(1, 129, 96, 3);
     test_attention_long(1, 250, 128, 2);   /* head size 64 (config L's); last tile 58 rows, not whole strips */
+    test_attention_nan(150, 64, 2);
     test_xent(2, 7, 13, false, false);
     test_xent(2, 7, 13, true, false);
     test_xent(2, 7, 13, true, true);
