@@ -124,6 +124,20 @@ $(BUILD)/tests/%: tests/c/%.c $(wildcard tests/c/*.h) $(BUILD)/libkiln.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) $< $(BUILD)/libkiln.a $(LIBS) -o $@
 
+# kernels.c picks its code paths by CPU features at compile time (AVX-512VL register tiles,
+# AVX2 + FMA, portable C), so test_kernels also runs with kernels.c compiled for Haswell
+# (AVX2 + FMA, no AVX-512) and for plain x86-64-v2, whatever this machine has.
+ifeq ($(shell uname -m),x86_64)
+KERNEL_TESTS := $(BUILD)/tests/test_kernels-haswell $(BUILD)/tests/test_kernels-x86-64-v2
+endif
+.PRECIOUS: $(BUILD)/tests/kernels-%.o
+$(BUILD)/tests/kernels-%.o: core/kernels.c $(wildcard core/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(filter-out $(ARCH),$(CFLAGS)) -march=$* -c $< -o $@
+
+$(BUILD)/tests/test_kernels-%: tests/c/test_kernels.c $(BUILD)/tests/kernels-%.o $(wildcard tests/c/*.h) $(BUILD)/libkiln.a
+	$(CC) $(CFLAGS) $(LDFLAGS) $< $(BUILD)/tests/kernels-$*.o $(BUILD)/libkiln.a $(LIBS) -o $@
+
 # Determinism tests fix the thread count themselves; the reference check needs Debian's
 # python3 (with python3-torch), not a virtualenv's.
 TEST_ENV := PATH=$(CURDIR)/$(BUILD):$$PATH KILN_BUILD=$(CURDIR)/$(BUILD) KILN_SANITIZE=$(SANITIZE) \
@@ -140,12 +154,12 @@ endif
 mpi-variant:
 	+$(MAKE) --no-print-directory MPI=1 WERROR=$(WERROR) $(BUILD)-mpi/kiln $(BUILD)-mpi/kiln.so
 
-test: all $(BUILD)/ref_driver $(TEST_MPI)
-	$(TEST_ENV) prove --timer $(CTEST_BIN) $(sort $(wildcard tests/lua/test_*.lua)) \
+test: all $(BUILD)/ref_driver $(KERNEL_TESTS) $(TEST_MPI)
+	$(TEST_ENV) prove --timer $(CTEST_BIN) $(KERNEL_TESTS) $(sort $(wildcard tests/lua/test_*.lua)) \
 	    $(sort $(wildcard tests/reference/test_*.sh)) $(sort $(wildcard tests/*.sh))
 
-test-c: all
-	$(TEST_ENV) prove --timer $(CTEST_BIN)
+test-c: all $(KERNEL_TESTS)
+	$(TEST_ENV) prove --timer $(CTEST_BIN) $(KERNEL_TESTS)
 
 test-lua: all
 	$(TEST_ENV) prove --timer $(sort $(wildcard tests/lua/test_*.lua))
@@ -160,7 +174,11 @@ $(BUILD)/ref_driver: tests/reference/ref_driver.c $(BUILD)/libkiln.a
 $(BUILD)/bench: tests/bench/bench.c $(BUILD)/libkiln.a
 	$(CC) $(CFLAGS) $(LDFLAGS) $< $(BUILD)/libkiln.a $(LIBS) -o $@
 
-bench: all $(BUILD)/bench
+# The fused attention alone (forward and backward GFLOP/s at S/M/L shapes); not run by make test.
+$(BUILD)/attn_bench: tests/bench/attn.c $(BUILD)/libkiln.a
+	$(CC) $(CFLAGS) $(LDFLAGS) $< $(BUILD)/libkiln.a $(LIBS) -o $@
+
+bench: all $(BUILD)/bench $(BUILD)/attn_bench
 	tests/bench/run $(BUILD)/bench
 
 deps:

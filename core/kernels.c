@@ -455,31 +455,48 @@ static int round_blk(int n) { return (n + ATT_BLK - 1) / ATT_BLK * ATT_BLK; }
 
 /* C[i,j] (+)= Σ_k A[i·as + k·ks] · Bm[k·ldb + j] for i < M, j < N (N a multiple of 8).
  * Every C[i,j] is a sequential sum over k = 0..K-1 (from 0 or from C), whatever the blocking,
- * so the result does not depend on which path a tile takes. */
+ * so the result does not depend on which path a tile takes.
+ *
+ * On a tile of the diagonal, where query i sees keys j <= i only, `tri` skips the work above
+ * the diagonal a register strip of rows at a time (the skipped terms are zero or unused):
+ *   TRI_COLS    C[i,j] is computed only for column chunks that hold some j <= i (the rest of
+ *               the row is left as it was and must not be read);
+ *   TRI_K_END   the sum for row i stops at k <= i (A's row i is zero past its diagonal);
+ *   TRI_K_START the sum for row i starts at k >= i (A's column i is zero above it). */
+enum { TRI_NONE, TRI_COLS, TRI_K_END, TRI_K_START };
+
+/* The k range [k0, k1) and column count of a strip of rows [i, i + mr) under `tri`. */
+static void tri_bounds(int tri, int i, int mr, int N, int K, int *k0, int *k1, int *n)
+{
+    *k0 = 0; *k1 = K; *n = N;
+    if (tri == TRI_COLS) *n = i + mr < N ? (i + mr + 31) / 32 * 32 : N;
+    if (tri == TRI_K_END) *k1 = i + mr < K ? i + mr : K;
+    if (tri == TRI_K_START) *k0 = i < K ? i : K;
+    if (*n > N) *n = N;
+}
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 
-/* The register tile: TILE_MR rows × 32 columns in named accumulators (an array of them is
+/* The register tile: MR rows × 32 columns in named accumulators (an array of them is
  * spilled to the stack by gcc on every iteration). With AVX-512VL's 32 vector registers 6
- * rows fit (24 accumulators) and run ~1.3x faster at these sizes than 4; AVX2 has 16. */
+ * rows fit (24 accumulators) and run ~1.3x faster at these sizes than 4; AVX2 has 16. One
+ * function per row count 1..TILE_MR (rows past MR are compiled out), so a tile whose height
+ * is not a multiple of TILE_MR still keeps its last strip in registers. */
 #ifdef __AVX512VL__
 #define TILE_MR 6
 #else
 #define TILE_MR 4
 #endif
-static inline void tile_mm_rx32(float *C, int ldc, const float *A, int as, int ks,
-                                const float *Bm, int ldb, int K, bool acc)
-{
 #define ROW_INIT(r)                                                                        \
     __m256 c##r##0 = _mm256_setzero_ps(), c##r##1 = c##r##0, c##r##2 = c##r##0, c##r##3 = c##r##0; \
-    if (acc) {                                                                             \
+    if ((r) < ROWS && acc) {                                                                 \
         c##r##0 = _mm256_loadu_ps(C + (size_t)(r) * ldc);                                  \
         c##r##1 = _mm256_loadu_ps(C + (size_t)(r) * ldc + 8);                              \
         c##r##2 = _mm256_loadu_ps(C + (size_t)(r) * ldc + 16);                             \
         c##r##3 = _mm256_loadu_ps(C + (size_t)(r) * ldc + 24);                             \
     }
 #define ROW_FMA(r)                                                                         \
-    {                                                                                      \
+    if ((r) < ROWS) {                                                                        \
         __m256 a = _mm256_broadcast_ss(A + (size_t)(r) * as + (size_t)k * ks);             \
         c##r##0 = _mm256_fmadd_ps(a, b0, c##r##0);                                         \
         c##r##1 = _mm256_fmadd_ps(a, b1, c##r##1);                                         \
@@ -487,33 +504,49 @@ static inline void tile_mm_rx32(float *C, int ldc, const float *A, int as, int k
         c##r##3 = _mm256_fmadd_ps(a, b3, c##r##3);                                         \
     }
 #define ROW_STORE(r)                                                                       \
-    _mm256_storeu_ps(C + (size_t)(r) * ldc, c##r##0);                                      \
-    _mm256_storeu_ps(C + (size_t)(r) * ldc + 8, c##r##1);                                  \
-    _mm256_storeu_ps(C + (size_t)(r) * ldc + 16, c##r##2);                                 \
-    _mm256_storeu_ps(C + (size_t)(r) * ldc + 24, c##r##3);
-    ROW_INIT(0) ROW_INIT(1) ROW_INIT(2) ROW_INIT(3)
-#if TILE_MR == 6
-    ROW_INIT(4) ROW_INIT(5)
-#endif
-    for (int k = 0; k < K; k++) {
-        const float *b = Bm + (size_t)k * ldb;
-        __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
-        __m256 b2 = _mm256_loadu_ps(b + 16), b3 = _mm256_loadu_ps(b + 24);
-        ROW_FMA(0) ROW_FMA(1) ROW_FMA(2) ROW_FMA(3)
-#if TILE_MR == 6
-        ROW_FMA(4) ROW_FMA(5)
-#endif
+    if ((r) < ROWS) {                                                                        \
+        _mm256_storeu_ps(C + (size_t)(r) * ldc, c##r##0);                                  \
+        _mm256_storeu_ps(C + (size_t)(r) * ldc + 8, c##r##1);                              \
+        _mm256_storeu_ps(C + (size_t)(r) * ldc + 16, c##r##2);                             \
+        _mm256_storeu_ps(C + (size_t)(r) * ldc + 24, c##r##3);                             \
     }
-    ROW_STORE(0) ROW_STORE(1) ROW_STORE(2) ROW_STORE(3)
+#define DEFINE_TILE_RX32(MR)                                                               \
+    static void tile_mm_r##MR##x32(float *C, int ldc, const float *A, int as, int ks,      \
+                                   const float *Bm, int ldb, int K, bool acc)              \
+    {                                                                                      \
+        enum { ROWS = MR };                                                                \
+        ROW_INIT(0) ROW_INIT(1) ROW_INIT(2) ROW_INIT(3) ROW_INIT(4) ROW_INIT(5)             \
+        for (int k = 0; k < K; k++) {                                                      \
+            const float *b = Bm + (size_t)k * ldb;                                         \
+            __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);                   \
+            __m256 b2 = _mm256_loadu_ps(b + 16), b3 = _mm256_loadu_ps(b + 24);             \
+            ROW_FMA(0) ROW_FMA(1) ROW_FMA(2) ROW_FMA(3) ROW_FMA(4) ROW_FMA(5)              \
+        }                                                                                  \
+        ROW_STORE(0) ROW_STORE(1) ROW_STORE(2) ROW_STORE(3) ROW_STORE(4) ROW_STORE(5)      \
+    }
+DEFINE_TILE_RX32(1)
+DEFINE_TILE_RX32(2)
+DEFINE_TILE_RX32(3)
+DEFINE_TILE_RX32(4)
 #if TILE_MR == 6
-    ROW_STORE(4) ROW_STORE(5)
+DEFINE_TILE_RX32(5)
+DEFINE_TILE_RX32(6)
 #endif
 #undef ROW_INIT
 #undef ROW_FMA
 #undef ROW_STORE
-}
+#undef DEFINE_TILE_RX32
 
-/* Edge tiles: mr rows × nv vectors of 8 columns, one row at a time. */
+typedef void (*tile_rx32_fn)(float *, int, const float *, int, int, const float *, int, int, bool);
+static const tile_rx32_fn TILE_RX32[TILE_MR + 1] = {
+    NULL, tile_mm_r1x32, tile_mm_r2x32, tile_mm_r3x32, tile_mm_r4x32,
+#if TILE_MR == 6
+    tile_mm_r5x32, tile_mm_r6x32,
+#endif
+};
+
+/* Column edges: mr rows × nv < 4 vectors of 8 columns, one row at a time (head sizes that are
+ * not a multiple of 32). */
 static void tile_mm_edge(float *C, int ldc, const float *A, int as, int ks, const float *Bm,
                          int ldb, int K, int mr, int nv, bool acc)
 {
@@ -531,30 +564,35 @@ static void tile_mm_edge(float *C, int ldc, const float *A, int as, int ks, cons
 }
 
 static void tile_mm(float *C, int ldc, const float *A, int as, int ks, const float *Bm, int ldb,
-                    int M, int N, int K, bool acc)
+                    int M, int N, int K, bool acc, int tri)
 {
     for (int i = 0; i < M; i += TILE_MR) {
-        int mr = M - i < TILE_MR ? M - i : TILE_MR;
-        for (int j = 0; j < N; j += 32) {
-            int nv = (N - j) / 8 < 4 ? (N - j) / 8 : 4;
+        int mr = M - i < TILE_MR ? M - i : TILE_MR, k0, k1, nc;
+        tri_bounds(tri, i, mr, N, K, &k0, &k1, &nc);
+        const float *a = A + (size_t)i * as + (size_t)k0 * ks, *bk = Bm + (size_t)k0 * ldb;
+        for (int j = 0; j < nc; j += 32) {
+            int nv = (nc - j) / 8 < 4 ? (nc - j) / 8 : 4;
             float *c = C + (size_t)i * ldc + j;
-            const float *a = A + (size_t)i * as;
-            if (mr == TILE_MR && nv == 4) tile_mm_rx32(c, ldc, a, as, ks, Bm + j, ldb, K, acc);
-            else tile_mm_edge(c, ldc, a, as, ks, Bm + j, ldb, K, mr, nv, acc);
+            if (nv == 4) TILE_RX32[mr](c, ldc, a, as, ks, bk + j, ldb, k1 - k0, acc);
+            else tile_mm_edge(c, ldc, a, as, ks, bk + j, ldb, k1 - k0, mr, nv, acc);
         }
     }
 }
 #else
+#define TILE_MR 1
 static void tile_mm(float *C, int ldc, const float *A, int as, int ks, const float *Bm, int ldb,
-                    int M, int N, int K, bool acc)
+                    int M, int N, int K, bool acc, int tri)
 {
-    for (int i = 0; i < M; i++)
-        for (int j = 0; j < N; j++) {
+    for (int i = 0; i < M; i++) {
+        int k0, k1, nc;
+        tri_bounds(tri, i, 1, N, K, &k0, &k1, &nc);
+        for (int j = 0; j < nc; j++) {
             float s = acc ? C[(size_t)i * ldc + j] : 0.0f;
-            for (int k = 0; k < K; k++)
+            for (int k = k0; k < k1; k++)
                 s = fmaf(A[(size_t)i * as + (size_t)k * ks], Bm[(size_t)k * ldb + j], s);
             C[(size_t)i * ldc + j] = s;
         }
+    }
 }
 #endif
 
@@ -604,19 +642,54 @@ static att_ws att_workspace(float *scratch, int tid, int T, int hs)
     return w;
 }
 
-/* dst[Tp, hp] = a·src rows (stride ld), zero padded; if dst_t, also its transpose [hp, Tp]. */
+/* dst[cols, rows] = src[rows, cols]ᵀ (rows and cols multiples of 8), 8 × 8 blocks at a time. */
+static void transpose_panel(float *dst, const float *src, int rows, int cols)
+{
+    for (int r = 0; r < rows; r += 8)
+        for (int c = 0; c < cols; c += 8) {
+#if defined(__AVX2__) && defined(__FMA__)
+            const float *s = src + (size_t)r * cols + c;
+            __m256 x[8], y[8];
+            for (int i = 0; i < 8; i++) x[i] = _mm256_loadu_ps(s + (size_t)i * cols);
+            for (int i = 0; i < 8; i += 2) {   /* pairs of rows interleaved */
+                y[i] = _mm256_unpacklo_ps(x[i], x[i + 1]);
+                y[i + 1] = _mm256_unpackhi_ps(x[i], x[i + 1]);
+            }
+            for (int i = 0; i < 8; i += 4) {   /* then quads: 4 rows × 2 columns per lane */
+                x[i] = _mm256_shuffle_ps(y[i], y[i + 2], 0x44);
+                x[i + 1] = _mm256_shuffle_ps(y[i], y[i + 2], 0xEE);
+                x[i + 2] = _mm256_shuffle_ps(y[i + 1], y[i + 3], 0x44);
+                x[i + 3] = _mm256_shuffle_ps(y[i + 1], y[i + 3], 0xEE);
+            }
+            float *d = dst + (size_t)c * rows + r;
+            for (int i = 0; i < 4; i++) {      /* finally the 128-bit halves */
+                _mm256_storeu_ps(d + (size_t)i * rows, _mm256_permute2f128_ps(x[i], x[i + 4], 0x20));
+                _mm256_storeu_ps(d + (size_t)(i + 4) * rows,
+                                 _mm256_permute2f128_ps(x[i], x[i + 4], 0x31));
+            }
+#else
+            for (int i = 0; i < 8; i++)
+                for (int j = 0; j < 8; j++)
+                    dst[(size_t)(c + j) * rows + r + i] = src[(size_t)(r + i) * cols + c + j];
+#endif
+        }
+}
+
+/* dst[Tp, hp] = a·src rows (stride ld), zero padded; if dst_t, also its transpose [hp, Tp].
+ * The rows are a head's slice of much longer rows, usually not in cache: fetch ahead. */
 static void pack_panel(float *dst, float *dst_t, const float *src, int ld, float a, const att_ws *w)
 {
+    enum { AHEAD = 8 };
     for (int t = 0; t < w->Tp; t++) {
         float *d = dst + (size_t)t * w->hp;
         int j = 0;
+        if (t + AHEAD < w->T)
+            for (int l = 0; l < w->hs; l += 16) __builtin_prefetch(src + (size_t)(t + AHEAD) * ld + l);
         if (t < w->T)
             for (; j < w->hs; j++) d[j] = a * src[(size_t)t * ld + j];
         for (; j < w->hp; j++) d[j] = 0.0f;
     }
-    if (dst_t)
-        for (int j = 0; j < w->hp; j++)
-            for (int t = 0; t < w->Tp; t++) dst_t[(size_t)j * w->Tp + t] = dst[(size_t)t * w->hp + j];
+    if (dst_t) transpose_panel(dst_t, dst, w->Tp, w->hp);
 }
 
 typedef struct {
@@ -629,21 +702,127 @@ typedef struct {
 /* Online softmax over one tile's scores s[m, BLK] (n valid keys; on the diagonal row r sees
  * keys 0..r only): updates the row max mx[] and sum l[], rescales the output rows o[] by
  * e^(old max - new max), and leaves the tile's e^(s - new max) in s (0 where masked). */
+/* The softmax work on one row of a tile: sr[0, nv) holds valid scores, sr[nv, n) is masked
+ * (or not computed at all) and must come out as exact zeros.
+ *   probs_row_online: sr = e^(sr - mnew) with mnew = max(*mx, max sr); returns e^(*mx - mnew)
+ *     (the factor for the row's earlier sum and output), adds Σ sr to the rescaled *l.
+ *   probs_dscores_row: sr = P = e^(sr - lse), gr = P ∘ (gr - D). */
+#if defined(__AVX2__) && defined(__FMA__)
+/* expf_poly on 8 lanes, with fused multiply-adds (so not bit-identical to kn_expf). The clamps
+ * take x second: max/min return their second operand when either is NaN, so NaN propagates. */
+static inline __m256 expf_poly8(__m256 x)
+{
+    x = _mm256_min_ps(_mm256_set1_ps(88.0f), _mm256_max_ps(_mm256_set1_ps(-87.0f), x));
+    __m256 t = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(12582912.0f));
+    __m256 fx = _mm256_sub_ps(t, _mm256_set1_ps(12582912.0f));
+    __m256 r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i n = _mm256_sub_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(0x4B400000 - 127));
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(n, 23)));
+}
+
+/* Lanes j..j+7 that are < nv. */
+static inline __m256 lanes_below(int j, int nv)
+{
+    __m256i idx = _mm256_add_epi32(_mm256_set1_epi32(j), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    return _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(nv), idx));
+}
+
+static float hmax8(__m256 v)
+{
+    __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    x = _mm_max_ps(x, _mm_movehl_ps(x, x));
+    x = _mm_max_ss(x, _mm_movehdup_ps(x));
+    return _mm_cvtss_f32(x);
+}
+
+static float hsum8(__m256 v)
+{
+    __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+    x = _mm_add_ss(x, _mm_movehdup_ps(x));
+    return _mm_cvtss_f32(x);
+}
+
+static float probs_row_online(float *sr, int nv, int n, float *mx, float *l)
+{
+    int nv8 = round8(nv), n8 = round8(n);
+    __m256 vmax = _mm256_set1_ps(-INFINITY), ninf = vmax;
+    for (int j = 0; j < nv8; j += 8)
+        vmax = _mm256_max_ps(vmax, _mm256_blendv_ps(ninf, _mm256_loadu_ps(sr + j), lanes_below(j, nv)));
+    float mnew = hmax8(vmax);
+    mnew = mnew > *mx ? mnew : *mx;
+    __m256 vm = _mm256_set1_ps(mnew), vsum = _mm256_setzero_ps();
+    for (int j = 0; j < nv8; j += 8) {
+        __m256 e = expf_poly8(_mm256_sub_ps(_mm256_loadu_ps(sr + j), vm));
+        e = _mm256_and_ps(e, lanes_below(j, nv));
+        _mm256_storeu_ps(sr + j, e);
+        vsum = _mm256_add_ps(vsum, e);
+    }
+    for (int j = nv8; j < n8; j += 8) _mm256_storeu_ps(sr + j, _mm256_setzero_ps());
+    float alpha = expf_poly(*mx - mnew);
+    *l = *l * alpha + hsum8(vsum);
+    *mx = mnew;
+    return alpha;
+}
+
+static void probs_dscores_row(float *sr, float *gr, int nv, int n, float lse, float D)
+{
+    int nv8 = round8(nv), n8 = round8(n);
+    __m256 vl = _mm256_set1_ps(lse), vd = _mm256_set1_ps(D);
+    for (int j = 0; j < nv8; j += 8) {
+        __m256 p = expf_poly8(_mm256_sub_ps(_mm256_loadu_ps(sr + j), vl));
+        p = _mm256_and_ps(p, lanes_below(j, nv));
+        _mm256_storeu_ps(sr + j, p);
+        _mm256_storeu_ps(gr + j, _mm256_mul_ps(p, _mm256_sub_ps(_mm256_loadu_ps(gr + j), vd)));
+    }
+    for (int j = nv8; j < n8; j += 8) {
+        _mm256_storeu_ps(sr + j, _mm256_setzero_ps());
+        _mm256_storeu_ps(gr + j, _mm256_setzero_ps());
+    }
+}
+#else
+static float probs_row_online(float *sr, int nv, int n, float *mx, float *l)
+{
+    float mnew = max_f(sr, nv);
+    mnew = mnew > *mx ? mnew : *mx;
+    float alpha = expf_poly(*mx - mnew);
+    for (int j = 0; j < nv; j++) sr[j] = expf_poly(sr[j] - mnew);
+    for (int j = nv; j < n; j++) sr[j] = 0.0f;
+    *l = *l * alpha + sum_f(sr, nv);
+    *mx = mnew;
+    return alpha;
+}
+
+static void probs_dscores_row(float *sr, float *gr, int nv, int n, float lse, float D)
+{
+    for (int j = 0; j < nv; j++) {
+        float p = expf_poly(sr[j] - lse);
+        sr[j] = p;
+        gr[j] = p * (gr[j] - D);
+    }
+    for (int j = nv; j < n; j++) sr[j] = gr[j] = 0.0f;
+}
+#endif
+
+/* Online softmax over one tile's scores s[m, BLK] (n valid keys; on the diagonal row r sees
+ * keys 0..r only): updates the row max mx[] and sum l[], rescales the output rows o[] by
+ * e^(old max - new max), and leaves the tile's e^(s - new max) in s (0 where masked). */
 static void online_softmax_tile(float *s, float *o, float *mx, float *l, int m, int n, bool diag,
                                 int hp)
 {
     for (int r = 0; r < m; r++) {
-        float *sr = s + (size_t)r * ATT_BLK;
-        int nv = diag ? r + 1 : n;
-        float mnew = max_f(sr, nv);
-        mnew = mnew > mx[r] ? mnew : mx[r];
-        float alpha = expf_poly(mx[r] - mnew);
-        for (int j = 0; j < nv; j++) sr[j] = expf_poly(sr[j] - mnew);
-        for (int j = nv; j < n; j++) sr[j] = 0.0f;
-        l[r] = l[r] * alpha + sum_f(sr, nv);
-        mx[r] = mnew;
+        float alpha = probs_row_online(s + (size_t)r * ATT_BLK, diag ? r + 1 : n, n, &mx[r], &l[r]);
         float *orow = o + (size_t)r * hp;
-        for (int j = 0; j < hp; j++) orow[j] *= alpha;
+        if (alpha != 1.0f)
+            for (int j = 0; j < hp; j++) orow[j] *= alpha;
     }
 }
 
@@ -663,10 +842,12 @@ static void att_fwd_head(att_ctx *c, att_ws *w, int b, int h)
         for (int r = 0; r < m; r++) { mx[r] = -INFINITY; l[r] = 0.0f; }
         for (int j0 = 0; j0 <= i0; j0 += ATT_BLK) {
             int n = T - j0 < ATT_BLK ? T - j0 : ATT_BLK;
+            int tri = j0 == i0;
             tile_mm(w->s, ATT_BLK, w->q + (size_t)i0 * hp, hp, 1, w->kt + j0, w->Tp, m, ATT_BLK, hs,
-                    false);
-            online_softmax_tile(w->s, o, mx, l, m, n, j0 == i0, hp);
-            tile_mm(o, hp, w->s, ATT_BLK, 1, w->v + (size_t)j0 * hp, hp, m, hp, n, true);
+                    false, tri ? TRI_COLS : TRI_NONE);
+            online_softmax_tile(w->s, o, mx, l, m, n, tri, hp);
+            tile_mm(o, hp, w->s, ATT_BLK, 1, w->v + (size_t)j0 * hp, hp, m, hp, n, true,
+                    tri ? TRI_K_END : TRI_NONE);
         }
         for (int r = 0; r < m; r++) {
             float inv = 1.0f / l[r];
@@ -699,23 +880,17 @@ static void att_bwd_tile(att_ws *w, const float *lse, int i0, int m, int j0, int
     int hs = w->hs, hp = w->hp;
     bool diag = i0 == j0;
     const float *qb = w->q + (size_t)i0 * hp, *dob = w->dout + (size_t)i0 * hp;
-    tile_mm(w->s, ATT_BLK, qb, hp, 1, w->kt + j0, w->Tp, m, ATT_BLK, hs, false);
-    tile_mm(w->dp, ATT_BLK, dob, hp, 1, w->vt + j0, w->Tp, m, ATT_BLK, hs, false);
-    for (int r = 0; r < m; r++) {
-        float *sr = w->s + (size_t)r * ATT_BLK, *gr = w->dp + (size_t)r * ATT_BLK;
-        int nv = diag ? r + 1 : n;
-        float L = lse[i0 + r], D = w->rows[i0 + r];
-        for (int j = 0; j < nv; j++) {
-            float pr = expf_poly(sr[j] - L);
-            sr[j] = pr;
-            gr[j] = pr * (gr[j] - D);
-        }
-        for (int j = nv; j < n; j++) sr[j] = gr[j] = 0.0f;
-    }
-    tile_mm(w->dv, hp, w->s, 1, ATT_BLK, dob, hp, n, hp, m, true);
+    int cols = diag ? TRI_COLS : TRI_NONE, kend = diag ? TRI_K_END : TRI_NONE;
+    int kstart = diag ? TRI_K_START : TRI_NONE;
+    tile_mm(w->s, ATT_BLK, qb, hp, 1, w->kt + j0, w->Tp, m, ATT_BLK, hs, false, cols);
+    tile_mm(w->dp, ATT_BLK, dob, hp, 1, w->vt + j0, w->Tp, m, ATT_BLK, hs, false, cols);
+    for (int r = 0; r < m; r++)
+        probs_dscores_row(w->s + (size_t)r * ATT_BLK, w->dp + (size_t)r * ATT_BLK, diag ? r + 1 : n,
+                          n, lse[i0 + r], w->rows[i0 + r]);
+    tile_mm(w->dv, hp, w->s, 1, ATT_BLK, dob, hp, n, hp, m, true, kstart);
     tile_mm(w->dq + (size_t)i0 * hp, hp, w->dp, ATT_BLK, 1, w->k + (size_t)j0 * hp, hp, m, hp, n,
-            true);
-    tile_mm(w->dk, hp, w->dp, 1, ATT_BLK, qb, hp, n, hp, m, true);
+            true, kend);
+    tile_mm(w->dk, hp, w->dp, 1, ATT_BLK, qb, hp, n, hp, m, true, kstart);
 }
 
 /* dst rows (stride ld) (+)= a·src[t, 0..hs) for t in [t0, t0 + n). */

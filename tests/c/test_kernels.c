@@ -1,7 +1,8 @@
 /* test_kernels.c — every float kernel against a double-precision reference (tests/c/ref.h):
  * forwards elementwise, backwards against central finite differences of the reference on
  * small odd shapes (B=2, T=7, C=12, 3 heads, V=13; plus attention at T=100 and T=200, which
- * span 2 and 3 tiles, and longer contexts against a double backward). Backward checks use accumulate mode on pre-filled gradients,
+ * span 2 and 3 tiles, head size 48, and longer contexts, head sizes 32 and 64, against a double
+ * backward). Backward checks use accumulate mode on pre-filled gradients,
  * so both "+=" and the value are checked. */
 #include "kn.h"
 #include "gpt.h"
@@ -330,6 +331,39 @@ static void test_attention(int B, int T, int C, int NH)
     free(c.qkv); free(c.g); free(c.y); free(nd);
 }
 
+/* Whether y's rows t (of T, C wide) for head h are all NaN (want_nan) or all finite. */
+static bool head_rows_are(const float *y, int t0, int t1, int C, int h, int hs, bool want_nan)
+{
+    for (int t = t0; t < t1; t++)
+        for (int j = 0; j < hs; j++) {
+            float v = y[(size_t)t * C + (size_t)h * hs + j];
+            if (want_nan ? !isnan(v) : !isfinite(v)) return false;
+        }
+    return true;
+}
+
+/* A NaN in a query reaches that query's output, a NaN in a key the output of every query that
+ * sees the key, through the softmax's exp; the other rows stay finite. T spans two tiles. */
+static void test_attention_nan(int T, int C, int NH)
+{
+    int hs = C / NH, tq = T / 3, tk = T / 2;
+    size_t nq = (size_t)T * 3 * C, ny = (size_t)T * C;
+    float *qkv = frand(nq, 1.0), *y = kn_alloc(sizeof(float) * ny), *lse = kn_alloc(sizeof(float) * (size_t)NH * T);
+    float *scratch = kn_alloc(sizeof(float) * kn_attention_scratch_floats(T, hs, kn_pool_threads()));
+    qkv[(size_t)tq * 3 * C + 1] = NAN;                    /* head 0, query tq */
+    kn_attention_forward(y, lse, scratch, qkv, 1, T, C, NH);
+    CHECK(head_rows_are(y, tq, tq + 1, C, 0, hs, true) && head_rows_are(y, 0, tq, C, 0, hs, false) &&
+          head_rows_are(y, tq + 1, T, C, 0, hs, false) && head_rows_are(y, 0, T, C, 1, hs, false),
+          "attention T=%d: a NaN query makes its own output row NaN, no other", T);
+    qkv[(size_t)tq * 3 * C + 1] = 0.5f;
+    qkv[(size_t)tk * 3 * C + C + (size_t)hs + 2] = NAN;   /* head 1, key tk */
+    kn_attention_forward(y, lse, scratch, qkv, 1, T, C, NH);
+    CHECK(head_rows_are(y, tk, T, C, 1, hs, true) && head_rows_are(y, 0, tk, C, 1, hs, false) &&
+          head_rows_are(y, 0, T, C, 0, hs, false),
+          "attention T=%d: a NaN key makes the output of every query that sees it NaN, no other", T);
+    kn_free(qkv); kn_free(y); kn_free(lse); kn_free(scratch);
+}
+
 /* A long context in float only (finite differences would take minutes): the fused
  * attention's output and gradients against the double reference's forward, and its
  * backward against a double backward through explicit probabilities. */
@@ -536,8 +570,11 @@ int main(void)
     test_attention(2, 7, 12, 3);
     test_attention(1, 200, 6, 2);
     test_attention(1, 100, 16, 2);
+    test_attention(1, 40, 96, 2);          /* head size 48: a 32-column register tile and a 16-column edge */
     test_attention_long(2, 300, 64, 2);
     test_attention_long(1, 129, 96, 3);
+    test_attention_long(1, 250, 128, 2);   /* head size 64 (config L's); last tile 58 rows, not whole strips */
+    test_attention_nan(150, 64, 2);
     test_xent(2, 7, 13, false, false);
     test_xent(2, 7, 13, true, false);
     test_xent(2, 7, 13, true, true);
