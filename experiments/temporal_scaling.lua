@@ -77,6 +77,9 @@ local function check_settings()
   cfg.ood = ood
   if #cfg.seeds == 0 then fail("setting 'seeds': at least one seed") end
   if #cfg.seeds_other == 0 then fail("setting 'seeds_other': at least one seed") end
+  for _, c in ipairs(cfg.cross_schedules) do
+    if c ~= "wsd" and c ~= "constant" then fail("setting 'cross_schedules': expected wsd and/or constant, got '%s'", tostring(c)) end
+  end
   local has = false
   for _, c in ipairs(cfg.cuts) do has = has or math.abs(c - cfg.verdict_cut) < 1e-9 end
   if not has then fail("setting 'verdict_cut' = %g must be one of cuts (%s)", cfg.verdict_cut, table.concat(cfg.cuts, ", ")) end
@@ -163,8 +166,8 @@ local function describe_plan()
       s.mc.n_embd, s.non_embedding, s.params, table.concat(s.seeds, ","), s.run and "" or " [not run: sizes_run]"))
   end
   if cfg.cross_schedule then
-    print(("  cross-schedule: size %s, seed %d, also under WSD (decay over the last %g%%) and constant LR"):format(
-      sizes[1].name, sizes[1].seeds[1], 100 * cfg.wsd_decay))
+    print(("  cross-schedule: size %s, seed %d, also under %s (WSD decays over the last %g%%)"):format(
+      sizes[1].name, sizes[1].seeds[1], table.concat(cfg.cross_schedules, " and "), 100 * cfg.wsd_decay))
   end
 end
 describe_plan()
@@ -220,7 +223,7 @@ local function train_all()
     cross.base = train_one(small, seed, "cosine")
     runs[#runs + 1] = cross.base
   end
-  for _, sched in ipairs { "wsd", "constant" } do
+  for _, sched in ipairs(cfg.cross_schedules) do
     local r = train_one(small, seed, sched)
     runs[#runs + 1] = r
     cross.targets[#cross.targets + 1] = r
