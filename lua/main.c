@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <sys/select.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -166,9 +167,12 @@ static int handle_command(lua_State *L, const char *cmd)
     return report(L, docall(L, n, 0));
 }
 
+/* A word names a command unless a file of that name (a script without an extension) is here;
+ * a directory is never a script, so `kiln runs runs` works where experiments wrote runs/. */
 static bool is_command(lua_State *L, const char *word)
 {
-    if (strchr(word, '.') || strchr(word, '/') || access(word, F_OK) == 0) return false;
+    struct stat st;
+    if (strchr(word, '.') || strchr(word, '/') || (stat(word, &st) == 0 && !S_ISDIR(st.st_mode))) return false;
     for (const char *p = word; *p; p++)
         if (!((*p >= 'a' && *p <= 'z') || *p == '_' || (*p >= '0' && *p <= '9'))) return false;
     /* Only known commands: look for the module without loading it. */
