@@ -45,7 +45,7 @@ for _, seed in ipairs(cfg.seeds) do
       ema = { decay = cfg.ema.decay }, run_dir = run_dir, restart = cfg.restart, log_every = tc.eval_every,
       config = cfg,
     }
-    wall[#wall + 1] = s.wall_seconds or 0
+    wall[#wall + 1] = ("%.0f"):format(s.wall_seconds or 0)
   end
 end
 
@@ -97,7 +97,7 @@ local md = { ("# Weight averaging along a run%s\n\n"):format(cfg.quick and " (qu
   ("Model %d layers, d %d, context %d; %d steps of %d x %d tokens; peak LR %s, %d warmup steps; cosine to %s of the peak; EMA decay %s; validation loss (%s) on %d windows of %s (the final evaluation: %s); seeds %s; %.0f s (runs: %s s).\n\n"):format(
     cfg.model.n_layer, cfg.model.n_embd, T, tc.steps, tc.batch, T, util.num(tc.lr), tc.warmup, util.num(tc.floor_frac),
     util.num(cfg.ema.decay), setup.loss_unit(cfg.tokenizer), tc.eval_windows, cfg.data.val, tostring(tc.final_windows or tc.eval_windows),
-    table.concat(cfg.seeds, ", "), kiln.clock() - t0, table.concat((function() local w = {}; for i, x in ipairs(wall) do w[i] = ("%.0f"):format(x) end; return w end)(), ", ")),
+    table.concat(cfg.seeds, ", "), kiln.clock() - t0, table.concat(wall, ", ")),
   ("Mean over %d seed%s:\n\n"):format(n, n == 1 and "" or "s"),
   "| step | constant: raw | constant: EMA | cosine: raw | cosine: EMA |\n|---|---|---|---|---|\n" }
 for _, st in ipairs(steps) do

@@ -107,24 +107,17 @@ local function lr_tag(lr) return (util.num(lr):gsub("%.", "p")) end
 -- One run of `model` at `lr` in `dir`: its loss (mean of the last evaluations), NaN when it
 -- diverged (recorded in <dir>/diverged and not retried).
 local function run(dir, model, lr, steps, seed, extra)
-  if util.exists(dir .. "/diverged") then return { loss = 0 / 0, diverged = true } end
+  if setup.diverged(dir) then return { loss = 0 / 0, diverged = true } end
   local at = {}
   for k = tc.eval_last - 1, 0, -1 do at[#at + 1] = steps - k * tc.eval_spacing end
-  local ok, s = pcall(kiln.train, {
+  local s = setup.train_or_diverged {
     model = model, optimizer = mup.optimizer(model, { lr = lr, weight_decay = tc.weight_decay, clip = tc.clip }),
     data = train_ds, steps = steps, batch = tc.batch, context = T, seed = seed,
     schedule = tc.warmup > 0 and kiln.schedule.warmup { steps = tc.warmup, peak = lr } or lr,
     eval = { at = at, sets = { val = val_ds }, windows = tc.eval_windows }, run_dir = dir,
     config = { experiment = cfg, grow = extra }, state = extra and { grow = extra } or nil, quiet = true,
-  })
-  if not ok then
-    if tostring(s):find("the loss is") or tostring(s):find("non%-finite") then
-      util.mkdir(dir)
-      util.write_atomic(dir .. "/diverged", tostring(s) .. "\n")
-      return { loss = 0 / 0, diverged = true }
-    end
-    error(s, 0)
-  end
+  }
+  if not s then return { loss = 0 / 0, diverged = true } end
   local ev = ladder.evals(dir)
   local sum, n = 0, math.min(tc.eval_last, #ev)
   for k = #ev - n + 1, #ev do sum = sum + ev[k].loss end
@@ -149,7 +142,7 @@ for _, seed in ipairs(cfg.seeds) do
     print(("  seed %d small d=%-4d lr=%-7s %s"):format(seed, mc.base_width, util.num(lr), show(r.small[i])))
   end
   r.small_best = ladder.lr_optimum(cfg.lrs, losses_of(r.small))
-  if not r.small_best then error(("lr_transfer: every small run of seed %d diverged; lower the lrs"):format(seed), 0) end
+  if not r.small_best then kiln.config.fail("lr_transfer: every small run of seed %d diverged; lower the lrs", seed) end
   local src_lr = r.small_best.grid_lr
   local src = ("%s/small/lr%s/checkpoints/step_%08d.safetensors"):format(sd, lr_tag(src_lr), cfg.small.steps)
   local small_model

@@ -90,25 +90,18 @@ end
 local function run(param, width)
   local dir = ("%s/%s/d%d"):format(cfg.out, param, width)
   local losses = {}
-  if util.exists(dir .. "/diverged") then
+  if setup.diverged(dir) then
     for _, s in ipairs(eval_steps) do losses[s] = 0 / 0 end
     return { losses = losses, diverged = true }
   end
   local model = kiln.model(model_config(param, width))
   local opt = kiln.mup.optimizer(model, { lr = cfg.lr, weight_decay = tc.weight_decay, clip = tc.clip })
-  local ok, s = pcall(kiln.train, {
+  local s = setup.train_or_diverged {
     model = model, optimizer = opt, data = train_ds, steps = tc.steps, batch = tc.batch, context = T,
     seed = tc.seed, schedule = schedule(), eval = { at = eval_steps, sets = { val = val_ds }, windows = tc.eval_windows },
     run_dir = dir, config = cfg, quiet = true,
-  })
-  if not ok then
-    if tostring(s):find("the loss is") or tostring(s):find("non%-finite") then
-      util.mkdir(dir)
-      util.write_atomic(dir .. "/diverged", tostring(s) .. "\n")
-      return run(param, width)
-    end
-    error(s, 0)
-  end
+  }
+  if not s then return run(param, width) end
   for _, e in ipairs(ladder.evals(dir)) do losses[e.step] = e.loss end
   return { losses = losses, wall = s.wall_seconds }
 end

@@ -46,24 +46,17 @@ local function lr_tag(lr) return (util.num(lr):gsub("%.", "p")) end
 -- One run; a diverged run (NaN loss) is recorded as such and not retried.
 local function run(param, width, lr)
   local dir = ("%s/%s/d%d/lr%s"):format(cfg.out, param, width, lr_tag(lr))
-  if util.exists(dir .. "/diverged") then return { loss = 0 / 0, diverged = true } end
+  if setup.diverged(dir) then return { loss = 0 / 0, diverged = true } end
   local model = kiln.model(model_config(param, width))
   local opt = kiln.mup.optimizer(model, { lr = lr, weight_decay = tc.weight_decay, clip = tc.clip })
   local at = {}
   for k = tc.eval_last - 1, 0, -1 do at[#at + 1] = tc.steps - k * tc.eval_spacing end
-  local ok, s = pcall(kiln.train, {
+  local s = setup.train_or_diverged {
     model = model, optimizer = opt, data = train_ds, steps = tc.steps, batch = tc.batch, context = T,
     seed = tc.seed, schedule = tc.warmup > 0 and kiln.schedule.warmup { steps = tc.warmup, peak = lr } or lr,
     eval = { at = at, sets = { val = val_ds }, windows = tc.eval_windows }, run_dir = dir, config = cfg, quiet = true, restart = cfg.restart,
-  })
-  if not ok then
-    if tostring(s):find("the loss is") or tostring(s):find("non%-finite") then
-      util.mkdir(dir)
-      util.write_atomic(dir .. "/diverged", tostring(s) .. "\n")
-      return { loss = 0 / 0, diverged = true }
-    end
-    error(s, 0)
-  end
+  }
+  if not s then return { loss = 0 / 0, diverged = true } end
   -- mean over the last evaluations (from metrics.csv, also when the run had finished before)
   local csv = util.read_csv(dir .. "/metrics.csv")
   local col, losses = {}, {}

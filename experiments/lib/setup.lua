@@ -120,4 +120,19 @@ M.count = { min = 0 }             -- may be 0: warmup steps, threads
 M.rate = { above = 0 }            -- learning rates
 M.fraction = { min = 0, max = 1 }
 
+-- Sweeps record a run that diverged in <run_dir>/diverged and do not retry it.
+function M.diverged(run_dir) return util.exists(run_dir .. "/diverged") end
+
+-- kiln.train(opts) -> its summary, or nil when the run diverged (kiln.train.is_divergence:
+-- a non-finite loss, evaluation or parameter), which is then recorded in
+-- <opts.run_dir>/diverged. Other errors are raised.
+function M.train_or_diverged(opts)
+  local ok, s = pcall(kiln.train, opts)
+  if ok then return s end
+  if not kiln.train.is_divergence(s) then error(s, 0) end
+  util.mkdir(opts.run_dir)
+  util.write_atomic(opts.run_dir .. "/diverged", s .. "\n")
+  return nil
+end
+
 return M

@@ -102,6 +102,21 @@ if ok then
     { ["train.eval_windows"] = setup.positive })
   t.ok(not ok2 and tostring(e2) == dir .. "/win.yaml: setting 'train.eval_windows' must be >= 1, got 0",
     "eval_windows: 0 in a config file is refused naming file and key")
+
+  -- setup.train_or_diverged: a summary, or nil with <run_dir>/diverged for a diverged run.
+  local function run(run_dir, lr, over)
+    local o = { model = { vocab_size = 256, block_size = 16, n_layer = 1, n_head = 2, n_embd = 16, seed = 1 },
+                optimizer = { lr = lr, clip = 0 }, data = kiln.dataset("tests/data/tiny_en.txt"), steps = 4,
+                batch = 2, context = 16, quiet = true, run_dir = run_dir }
+    for k, v in pairs(over or {}) do o[k] = v end
+    return setup.train_or_diverged(o)
+  end
+  t.eq(run(dir .. "/fine", 1e-3).status, "complete", "train_or_diverged: a run that trains returns its summary")
+  t.ok(not setup.diverged(dir .. "/fine"), "... and is not marked diverged")
+  t.eq(run(dir .. "/div", 1e35), nil, "a diverging run returns nil")
+  t.ok(setup.diverged(dir .. "/div") and t.read(dir .. "/div/diverged"):find("diverged: ", 1, true),
+       "... and is recorded in <run_dir>/diverged with kiln.train's message")
+  t.err("unknown option 'bogus'", run, dir .. "/bad", 1e-3, { bogus = 1 })
 end
 
 -- The continual study: out= replaces dir=, and quick=true does not change an explicit out.
