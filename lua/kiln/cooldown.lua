@@ -198,7 +198,7 @@ local function average_of(o, cfg, ckpt)
   if s["average.kind"] == nil then return nil end
   local a = { kind = s["average.kind"], decay = s["average.decay"], every = s["average.every"],
               start = s["average.start"], warmup = s["average.warmup"] }
-  local apath = ckpt:gsub("%.safetensors$", ".average.safetensors")
+  local apath = kiln.train.average_path(ckpt)
   if util.exists(apath) then a.from = apath end   -- none yet if the run had not averaged a step
   return a
 end
