@@ -46,15 +46,7 @@ if tc.schedule == "cosine" and tc.warmup >= tc.steps then
   kiln.config.fail("mup_ladder: train.warmup %d must be < train.steps %d", tc.warmup, tc.steps)
 end
 
-local function model_config(param, width)
-  local c = { vocab_size = 256, block_size = T, n_layer = mc.n_layer, n_embd = width,
-              n_head = width // mc.head_size, seed = tc.seed }
-  if param == "mup" then
-    c.parametrization, c.base_width = "mup", cfg.mup.base_width
-    c.output_mult, c.attn_mult, c.zero_query = cfg.mup.output_mult, cfg.mup.attn_mult, cfg.mup.zero_query
-  end
-  return c
-end
+local function model_config(param, width) return setup.width_model(cfg, param, width, 256) end
 
 -- The evaluated steps: each fraction of train.steps (at least step 1), the last one always.
 local eval_steps, fraction_of = {}, {}

@@ -31,15 +31,7 @@ local train_ds, val_ds = data.train, data.val
 local tc, mc, T = cfg.train, cfg.model, cfg.model.context
 util.mkdir(cfg.out)
 
-local function model_config(param, width)
-  local c = { vocab_size = V, block_size = T, n_layer = mc.n_layer, n_embd = width,
-              n_head = width // mc.head_size, seed = tc.seed }
-  if param == "mup" then
-    c.parametrization, c.base_width = "mup", cfg.mup.base_width
-    c.output_mult, c.attn_mult, c.zero_query = cfg.mup.output_mult, cfg.mup.attn_mult, cfg.mup.zero_query
-  end
-  return c
-end
+local function model_config(param, width) return setup.width_model(cfg, param, width, V) end
 
 local function lr_tag(lr) return (util.num(lr):gsub("%.", "p")) end
 

@@ -120,6 +120,19 @@ M.count = { min = 0 }             -- may be 0: warmup steps, threads
 M.rate = { above = 0 }            -- learning rates
 M.fraction = { min = 0, max = 1 }
 
+-- The model of a width sweep (μTransfer, the μP ladder): cfg.model's n_layer, head_size and
+-- context, cfg.train.seed, and under param "mup" cfg.mup's base width and multipliers.
+function M.width_model(cfg, param, width, vocab)
+  local mc = cfg.model
+  local c = { vocab_size = vocab, block_size = mc.context, n_layer = mc.n_layer, n_embd = width,
+              n_head = width // mc.head_size, seed = cfg.train.seed }
+  if param == "mup" then
+    c.parametrization, c.base_width = "mup", cfg.mup.base_width
+    c.output_mult, c.attn_mult, c.zero_query = cfg.mup.output_mult, cfg.mup.attn_mult, cfg.mup.zero_query
+  end
+  return c
+end
+
 -- Sweeps record a run that diverged in <run_dir>/diverged and do not retry it.
 function M.diverged(run_dir) return util.exists(run_dir .. "/diverged") end
 
