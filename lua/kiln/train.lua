@@ -93,7 +93,10 @@ end
 
 -- The averaged weights as a model checkpoint of their own (loadable as the model), written
 -- before the checkpoint it belongs to, so a checkpoint never lacks its average.
-function M.average_path(checkpoint) return (checkpoint:gsub("%.safetensors$", ".average.safetensors")) end
+function M.average_path(checkpoint)
+  check.string("kiln.train.average_path", "checkpoint", checkpoint, true)
+  return (checkpoint:gsub("%.safetensors$", ".average.safetensors"))
+end
 local average_path = M.average_path
 
 local function save_average(r, path)
