@@ -23,6 +23,7 @@ local cfg = setup.config(here, "reweighting", arg, {
     local n = math.tointeger(tonumber(v))
     if v ~= "all" and not (n and n >= 1) then return '"all" or a positive integer' end
   end },
+  variants = { one_of = { "uniform", "head", "middle", "tail", "head_unnorm", "middle_unnorm", "tail_unnorm" } },
   ["weighting.head_fraction"] = F, ["weighting.middle_fraction"] = F, ["weighting.tail_fraction"] = F,
 })
 local data, V = setup.open_data("reweighting", cfg.tokenizer, cfg.data,
@@ -34,12 +35,18 @@ local val_bytes_per_token = setup.bytes_per_token(cfg.data.val, val_ds)
 
 local T = cfg.model.context
 local w = cfg.weighting
-local variants = {
-  { name = "uniform", weighting = nil },
-  { name = "head", weighting = { kind = "head", fraction = w.head_fraction, factor = w.factor, normalize = w.normalize } },
-  { name = "middle", weighting = { kind = "middle", fraction = w.middle_fraction, factor = w.factor, normalize = w.normalize } },
-  { name = "tail", weighting = { kind = "tail", fraction = w.tail_fraction, factor = w.factor, normalize = w.normalize } },
-}
+-- The arms: uniform, and head / middle / tail down-weighted with weighting.normalize as set;
+-- an "_unnorm" arm is the same weighting without normalisation (the literal "× 0.5").
+local function arm(name)
+  if name == "uniform" then return { name = name } end
+  local kind = name:gsub("_unnorm$", "")
+  return { name = name, weighting = { kind = kind, fraction = w[kind .. "_fraction"], factor = w.factor,
+                                      normalize = w.normalize and kind == name } }
+end
+local variants = {}
+for _, name in ipairs(cfg.variants) do variants[#variants + 1] = arm(name) end
+local has_uniform = false
+for _, v in ipairs(variants) do has_uniform = has_uniform or v.name == "uniform" end
 
 -- Position ranges for the table: the same head / middle / tail split the weightings use.
 local ranges = {}
@@ -70,7 +77,7 @@ local results = kiln.suite {
   title = "Position re-weighting ablation" .. (cfg.quick and " (quick setting)" or ""),
   variants = variants,
   seeds = cfg.seeds,
-  baseline = "uniform",
+  baseline = has_uniform and "uniform" or nil,   -- a subset without uniform trains, and compares later
   digits = 5,   -- differences and standard errors are of the order of 1e-4 nats
   parallel = cfg.parallel,
   run = function(v, seed, run_dir)
@@ -101,7 +108,8 @@ local results = kiln.suite {
 }
 local plots = {}
 for _, set in ipairs { "id", "ood" } do
-  local files = kiln.suite.plot(results, { set = set, path = cfg.out .. "/plot_" .. set, baseline = "uniform" })
+  local files = kiln.suite.plot(results, { set = set, path = cfg.out .. "/plot_" .. set,
+                                           baseline = has_uniform and "uniform" or nil })
   plots[#plots + 1] = files.loss.dat
   if files.positions then plots[#plots + 1] = files.positions.dat end
 end

@@ -154,10 +154,18 @@ local rw = dir .. "/rw-run"
 out, code = sh(table.concat({ kiln_bin, "experiments/reweighting.lua", "quick=true", "out=" .. rw, "threads=1",
   "seeds=[1]", "train.steps=2", "train.warmup=1", "train.eval_every=2", "train.eval_windows=2", "model.context=32",
   "model.n_embd=16", "model.n_layer=1", "data.train=tests/data/tiny_en.txt", "data.val=tests/data/tiny_en.txt",
-  "data.ood=tests/data/tiny_other.txt" }, " "))
+  "data.ood=tests/data/tiny_other.txt", "'variants=[uniform,head,head_unnorm]'" }, " "))
 t.ok(code == 0 and t.read(rw .. "/results.md") ~= nil, "a quick re-weighting run writes its table under out=")
 if code ~= 0 then t.note(out) end
 t.ok(t.read(rw .. "-quick/results.md") == nil, "... and nothing under out-quick")
+local function run_fp(variant) return kiln.yaml.load(rw .. "/" .. variant .. "/seed1/config.yaml").fingerprint.settings end
+t.eq(run_fp("head")["weighting.normalize"], true, "variants: head follows weighting.normalize (true)")
+t.eq(run_fp("head_unnorm")["weighting.normalize"], false, "... head_unnorm is the same weighting, not normalised")
+t.eq(run_fp("head_unnorm")["weighting.sha256"], run_fp("head")["weighting.sha256"], "... with the same weights")
+t.ok((t.read(rw .. "/comparison.csv") or ""):find("\nhead_unnorm,id,", 1, true), "... and is compared with uniform")
+out, code = sh(kiln_bin .. " experiments/reweighting.lua 'variants=[uniform,head_normed]'")
+t.ok(code == 1 and out:find("setting 'variants' must be one of uniform, head, middle, tail, head_unnorm", 1, true),
+  "an unknown arm is refused in one line")
 
 -- kiln --help lists every command ---------------------------------------------------------
 local help = sh(kiln_bin .. " --help")
