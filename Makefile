@@ -178,6 +178,10 @@ $(BUILD)/bench: tests/bench/bench.c $(BUILD)/libkiln.a
 $(BUILD)/attn_bench: tests/bench/attn.c $(BUILD)/libkiln.a
 	$(CC) $(CFLAGS) $(LDFLAGS) $< $(BUILD)/libkiln.a $(LIBS) -o $@
 
+# kn_gemm against OpenBLAS at the linear layers' shapes (1 thread); not run by make test.
+$(BUILD)/gemm_bench: tests/bench/gemm.c $(BUILD)/libkiln.a
+	$(CC) $(CFLAGS) $(LDFLAGS) $< $(BUILD)/libkiln.a $(LIBS) -o $@
+
 bench: all $(BUILD)/bench $(BUILD)/attn_bench
 	tests/bench/run $(BUILD)/bench
 
