@@ -34,10 +34,10 @@
 
 #if defined(__AVX2__) && defined(__FMA__)
 /* The 6×16 tile in 12 named accumulators (two ymm per row), plus two B vectors and one
- * broadcast A value: 15 of the 16 ymm registers. A_AT(r) is row r's value at step k. */
+ * broadcast A value: 15 of the 16 ymm registers. */
 #define ROW_FMA(r)                                                                         \
     {                                                                                      \
-        __m256 a_ = _mm256_broadcast_ss(A_AT(r));                                          \
+        __m256 a_ = _mm256_broadcast_ss(a + (r));                                          \
         c##r##0 = _mm256_fmadd_ps(a_, b0, c##r##0);                                        \
         c##r##1 = _mm256_fmadd_ps(a_, b1, c##r##1);                                        \
     }
@@ -55,76 +55,42 @@
             _mm256_storeu_ps(c_ + 8, _mm256_fmadd_ps(va, c##r##1, o1));                    \
         }                                                                                  \
     }
-#define TILE_BODY(ADVANCE_A)                                                               \
-    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00; \
-    __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;               \
-    for (int k = 0; k < kc; k++, b += NR) {                                                \
-        __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);                         \
-        ROW_FMA(0) ROW_FMA(1) ROW_FMA(2) ROW_FMA(3) ROW_FMA(4) ROW_FMA(5)                  \
-        ADVANCE_A;                                                                         \
-    }                                                                                      \
-    __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);                          \
-    ROW_UPDATE(0) ROW_UPDATE(1) ROW_UPDATE(2) ROW_UPDATE(3) ROW_UPDATE(4) ROW_UPDATE(5)
-
-/* A from a packed panel: a[k·MR + r]. */
-static void tile_packed(int kc, const float *a, const float *b, float *C, int ldc, float alpha,
+/* A from a packed panel (a[k·MR + r]), B from a packed panel (b[k·NR + j]). */
+static void tile_kernel(int kc, const float *a, const float *b, float *C, int ldc, float alpha,
                         float beta)
 {
-#define A_AT(r) (a + (r))
-    TILE_BODY(a += MR)
-#undef A_AT
-}
-
-/* A read in place from MR rows lda apart (unit stride in k): no copy of A at all, and each
- * row's cache line serves 16 steps of k. */
-static void tile_rows(int kc, const float *a, size_t lda, const float *b, float *C, int ldc,
-                      float alpha, float beta)
-{
-    const float *a0 = a, *a1 = a + lda, *a2 = a + 2 * lda, *a3 = a + 3 * lda;
-    const float *a4 = a + 4 * lda, *a5 = a + 5 * lda;
-#define A_AT(r) (a##r + k)
-    TILE_BODY((void)0)
-#undef A_AT
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+    __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    for (int k = 0; k < kc; k++, a += MR, b += NR) {
+        __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+        ROW_FMA(0) ROW_FMA(1) ROW_FMA(2) ROW_FMA(3) ROW_FMA(4) ROW_FMA(5)
+    }
+    __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+    ROW_UPDATE(0) ROW_UPDATE(1) ROW_UPDATE(2) ROW_UPDATE(3) ROW_UPDATE(4) ROW_UPDATE(5)
 }
 #undef ROW_FMA
 #undef ROW_UPDATE
-#undef TILE_BODY
 #else
-/* Portable: the compiler vectorises the inner j loop. A's row r at step k is a[r·rs + k·cs]. */
-static void tile_strided(int kc, const float *a, size_t rs, size_t cs, const float *b, float *C,
-                         int ldc, float alpha, float beta)
+/* Portable: the compiler vectorises the inner j loop. */
+static void tile_kernel(int kc, const float *a, const float *b, float *C, int ldc, float alpha,
+                        float beta)
 {
     float acc[MR][NR] = {{0}};
-    for (int k = 0; k < kc; k++, b += NR)
-        for (int r = 0; r < MR; r++) {
-            float ar = a[r * rs + k * cs];
-            for (int j = 0; j < NR; j++) acc[r][j] = MADD(ar, b[j], acc[r][j]);
-        }
+    for (int k = 0; k < kc; k++, a += MR, b += NR)
+        for (int r = 0; r < MR; r++)
+            for (int j = 0; j < NR; j++) acc[r][j] = MADD(a[r], b[j], acc[r][j]);
     for (int r = 0; r < MR; r++) {
         float *c = C + (size_t)r * ldc;
         for (int j = 0; j < NR; j++)
             c[j] = beta == 0.0f ? alpha * acc[r][j] : MADD(alpha, acc[r][j], beta * c[j]);
     }
 }
-
-static void tile_packed(int kc, const float *a, const float *b, float *C, int ldc, float alpha,
-                        float beta)
-{
-    tile_strided(kc, a, 1, MR, b, C, ldc, alpha, beta);
-}
-
-static void tile_rows(int kc, const float *a, size_t lda, const float *b, float *C, int ldc,
-                      float alpha, float beta)
-{
-    tile_strided(kc, a, lda, 1, b, C, ldc, alpha, beta);
-}
 #endif
 
-/* A tile of mr ≤ MR rows and nr ≤ NR columns, A packed (lda = 0) or in place: in place in C
- * when whole, else through a padded copy of C's corner so that the arithmetic is the whole
- * tile's. */
-static void tile(int kc, const float *a, size_t lda, const float *b, float *C, int ldc, int mr,
-                 int nr, float alpha, float beta)
+/* A tile of mr ≤ MR rows and nr ≤ NR columns: in place in C when whole, else through a
+ * padded copy of C's corner so that the arithmetic is the whole tile's. */
+static void tile(int kc, const float *a, const float *b, float *C, int ldc, int mr, int nr,
+                 float alpha, float beta)
 {
     float t[MR * NR] = {0};
     bool whole = mr == MR && nr == NR;
@@ -132,8 +98,7 @@ static void tile(int kc, const float *a, size_t lda, const float *b, float *C, i
     int ldt = whole ? ldc : NR;
     if (!whole && beta != 0.0f)
         for (int r = 0; r < mr; r++) memcpy(t + r * NR, C + (size_t)r * ldc, sizeof(float) * nr);
-    if (lda) tile_rows(kc, a, lda, b, c, ldt, alpha, beta);
-    else tile_packed(kc, a, b, c, ldt, alpha, beta);
+    tile_kernel(kc, a, b, c, ldt, alpha, beta);
     if (!whole)
         for (int r = 0; r < mr; r++) memcpy(C + (size_t)r * ldc, t + r * NR, sizeof(float) * nr);
 }
@@ -156,16 +121,85 @@ static void pack_b_rows(float *restrict dst, const float *restrict src, size_t l
     }
 }
 
-/* kc × nc of op(B) = Bᵀ (column j of op(B) is row j of B, src + j·ldb) as NR-wide panels. */
+#if defined(__AVX2__) && defined(__FMA__)
+/* x[r] = 8 values of row r, r < 8; afterwards x[k] = the 8 rows' values at k. */
+static inline void transpose8(__m256 x[8])
+{
+    __m256 y[8];
+    for (int i = 0; i < 8; i += 2) {
+        y[i] = _mm256_unpacklo_ps(x[i], x[i + 1]);
+        y[i + 1] = _mm256_unpackhi_ps(x[i], x[i + 1]);
+    }
+    __m256 z[8];
+    for (int i = 0; i < 8; i += 4) {
+        z[i] = _mm256_shuffle_ps(y[i], y[i + 2], 0x44);
+        z[i + 1] = _mm256_shuffle_ps(y[i], y[i + 2], 0xEE);
+        z[i + 2] = _mm256_shuffle_ps(y[i + 1], y[i + 3], 0x44);
+        z[i + 3] = _mm256_shuffle_ps(y[i + 1], y[i + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; i++) {
+        x[i] = _mm256_permute2f128_ps(z[i], z[i + 4], 0x20);
+        x[i + 4] = _mm256_permute2f128_ps(z[i], z[i + 4], 0x31);
+    }
+}
+#endif
+
+/* lanes (≤ w) rows of a matrix, rows `ld` apart, kc values each from src, as one panel
+ * dst[k·w + lane], zero-padded. From k0 on, one value at a time. */
+static void pack_rows_scalar(float *restrict dst, const float *restrict src, size_t ld, int w,
+                             int lanes, int k0, int kc)
+{
+    for (int k = k0; k < kc; k++) {
+        for (int l = 0; l < lanes; l++) dst[(size_t)k * w + l] = src[l * ld + k];
+        for (int l = lanes; l < w; l++) dst[(size_t)k * w + l] = 0.0f;
+    }
+}
+
+/* kc × nc of op(B) = Bᵀ (column j of op(B) is row j of B, src + j·ldb) as NR-wide panels,
+ * 8 × 8 blocks transposed in registers. */
 static void pack_b_cols(float *restrict dst, const float *restrict src, size_t ldb, int nc, int kc)
 {
     for (int j = 0; j < nc; j += NR, dst += (size_t)NR * kc) {
-        int lanes = nc - j < NR ? nc - j : NR;
-        if (lanes < NR) memset(dst, 0, sizeof(float) * NR * kc);
-        for (int l = 0; l < lanes; l++) {
-            const float *s = src + (size_t)(j + l) * ldb;
-            for (int k = 0; k < kc; k++) dst[(size_t)k * NR + l] = s[k];
+        int lanes = nc - j < NR ? nc - j : NR, k = 0;
+        const float *s = src + (size_t)j * ldb;
+#if defined(__AVX2__) && defined(__FMA__) && NR == 16
+        for (; lanes == NR && k + 8 <= kc; k += 8) {
+            __m256 lo[8], hi[8];
+            for (int r = 0; r < 8; r++) {
+                lo[r] = _mm256_loadu_ps(s + r * ldb + k);
+                hi[r] = _mm256_loadu_ps(s + (r + 8) * ldb + k);
+            }
+            transpose8(lo);
+            transpose8(hi);
+            for (int q = 0; q < 8; q++) {
+                _mm256_store_ps(dst + (size_t)(k + q) * NR, lo[q]);
+                _mm256_store_ps(dst + (size_t)(k + q) * NR + 8, hi[q]);
+            }
         }
+#endif
+        pack_rows_scalar(dst, s, ldb, NR, lanes, k, kc);
+    }
+}
+
+/* mc × kc of op(A) = A (rows lda apart) as MR-high panels dst[panel][k·MR + r]. Eight values
+ * of six rows are transposed in registers and stored 8 wide at MR-float steps, each store's
+ * two spare lanes overwritten by the next; the last store runs 2 floats past the panel (the
+ * buffer has room). */
+static void pack_a_rows(float *restrict dst, const float *restrict src, size_t lda, int mc, int kc)
+{
+    for (int i = 0; i < mc; i += MR, dst += (size_t)MR * kc) {
+        int lanes = mc - i < MR ? mc - i : MR, k = 0;
+        const float *s = src + (size_t)i * lda;
+#if defined(__AVX2__) && defined(__FMA__) && MR == 6
+        for (; lanes == MR && k + 8 <= kc; k += 8) {
+            __m256 x[8];
+            for (int r = 0; r < 6; r++) x[r] = _mm256_loadu_ps(s + r * lda + k);
+            x[6] = x[7] = _mm256_setzero_ps();
+            transpose8(x);
+            for (int q = 0; q < 8; q++) _mm256_storeu_ps(dst + (size_t)(k + q) * MR, x[q]);
+        }
+#endif
+        pack_rows_scalar(dst, s, lda, MR, lanes, k, kc);
     }
 }
 
@@ -184,17 +218,11 @@ static void pack_a_cols(float *restrict dst, const float *restrict src, size_t l
     }
 }
 
-/* The last mr < MR rows of a block of op(A) = A (rows lda apart) as one zero-padded panel. */
-static void pack_a_edge(float *restrict dst, const float *restrict src, size_t lda, int mr, int kc)
-{
-    memset(dst, 0, sizeof(float) * MR * kc);
-    for (int r = 0; r < mr; r++)
-        for (int k = 0; k < kc; k++) dst[(size_t)k * MR + r] = src[r * lda + k];
-}
-
 /* ---------------------------------------------------------------- per-thread buffers */
 
-#define PACK_FLOATS ((size_t)MC * KC + (size_t)KC * NC)
+/* A block, its 8 floats of slack (pack_a_rows), a B slice. */
+#define PACK_A_FLOATS ((size_t)MC * KC + 16)
+#define PACK_FLOATS (PACK_A_FLOATS + (size_t)KC * NC)
 
 static pthread_key_t pack_key;
 static pthread_once_t pack_once = PTHREAD_ONCE_INIT;
@@ -251,24 +279,20 @@ static void gemm_unpacked(const gemm_args *g, int M, int N, int K)
     }
 }
 
-/* One MC block of rows (i0, mc) against the packed slice of B (nc columns from j0, kc deep
- * from p). A transposed is packed; A as stored is read in place except a last partial panel. */
+/* One MC block of rows (i0, mc), packed, against the packed slice of B (nc columns from j0,
+ * kc deep from p). */
 static void gemm_block(const gemm_args *g, float *abuf, const float *bbuf, int i0, int mc,
                        int j0, int nc, int p, int kc, float beta)
 {
-    const float *a = g->ta ? g->A + (size_t)p * g->lda + i0 : g->A + (size_t)i0 * g->lda + p;
-    int whole = mc / MR * MR;
-    if (g->ta) pack_a_cols(abuf, a, g->lda, mc, kc);
-    else if (whole < mc) pack_a_edge(abuf, a + (size_t)whole * g->lda, g->lda, mc - whole, kc);
+    if (g->ta) pack_a_cols(abuf, g->A + (size_t)p * g->lda + i0, g->lda, mc, kc);
+    else pack_a_rows(abuf, g->A + (size_t)i0 * g->lda + p, g->lda, mc, kc);
     for (int j = 0; j < nc; j += NR) {
         int nr = nc - j < NR ? nc - j : NR;
         const float *b = bbuf + (size_t)j * kc;
         for (int i = 0; i < mc; i += MR) {
             int mr = mc - i < MR ? mc - i : MR;
             float *c = g->C + (size_t)(i0 + i) * g->ldc + j0 + j;
-            if (g->ta) tile(kc, abuf + (size_t)i * kc, 0, b, c, g->ldc, mr, nr, g->alpha, beta);
-            else if (i < whole) tile(kc, a + (size_t)i * g->lda, g->lda, b, c, g->ldc, mr, nr, g->alpha, beta);
-            else tile(kc, abuf, 0, b, c, g->ldc, mr, nr, g->alpha, beta);
+            tile(kc, abuf + (size_t)i * kc, b, c, g->ldc, mr, nr, g->alpha, beta);
         }
     }
 }
@@ -308,7 +332,7 @@ void kn_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const
         gemm_unpacked(&g, M, N, K);
         return;
     }
-    float *abuf = buf, *bbuf = buf + (size_t)MC * KC;
+    float *abuf = buf, *bbuf = buf + PACK_A_FLOATS;
     for (int j0 = 0; j0 < N; j0 += NC) {
         int nc = N - j0 < NC ? N - j0 : NC;
         for (int p = 0; p < K; p += KC)
