@@ -127,7 +127,7 @@ $(BUILD)/tests/%: tests/c/%.c $(wildcard tests/c/*.h) $(BUILD)/libkiln.a
 # kernels.c picks its code paths by CPU features at compile time (AVX-512VL register tiles,
 # AVX2 + FMA, portable C), so test_kernels also runs with kernels.c compiled for Haswell
 # (AVX2 + FMA, no AVX-512) and for plain x86-64-v2, whatever this machine has.
-# gemm.c likewise (AVX2 + FMA register tile, portable C tile): test_gemm runs both.
+# gemm.c likewise (AVX-512 6x32 register tile, AVX2 + FMA 6x16, portable C): test_gemm runs all three.
 ifeq ($(shell uname -m),x86_64)
 KERNEL_TESTS := $(BUILD)/tests/test_kernels-haswell $(BUILD)/tests/test_kernels-x86-64-v2 \
                 $(BUILD)/tests/test_gemm-haswell $(BUILD)/tests/test_gemm-x86-64-v2
