@@ -1,8 +1,8 @@
 /* gemm.h — single-precision matrix multiply, row-major:
  *   C[M,N] = alpha·op(A)[M,K]·op(B)[K,N] + beta·C
  * where op(A) is A (stored [M, lda ≥ K]) or, with trans_a, Aᵀ (A stored [K, lda ≥ M]); the
- * same for B. kn_gemm is kiln's own (packed panels, cache blocking, an AVX2/FMA register
- * tile, a portable C tile otherwise); kn_sgemm runs whichever of kn_gemm and OpenBLAS is
+ * same for B. kn_gemm is kiln's own (packed panels, cache blocking, an AVX-512 or AVX2/FMA
+ * register tile, a portable C tile otherwise); kn_sgemm runs whichever of kn_gemm and OpenBLAS is
  * selected, so that the two can be compared in one binary.
  *
  * Reproducibility: kn_gemm sums each element over k in a fixed order that depends only on K,
@@ -31,7 +31,8 @@ void kn_sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, cons
 
 /* Select the implementation by name, "openblas" or "kiln"; anything else is KN_ERR_ARG. The
  * initial choice is the environment variable KILN_GEMM if it holds one of these names,
- * otherwise OpenBLAS. Not to be changed while another thread multiplies. */
+ * otherwise kiln's where kn_gemm was compiled with its AVX-512 tile and OpenBLAS where not
+ * (see docs/guide.md, Benchmarks). Not to be changed while another thread multiplies. */
 kn_status kn_gemm_select(const char *name);
 /* The selected implementation and its name. */
 kn_gemm_impl kn_gemm_selected(void);
