@@ -6,10 +6,12 @@
  * to whole tiles; a tile at the edge of C runs the same register code on a padded copy of
  * its corner, so every element is computed by exactly the same instructions. */
 #include "gemm.h"
+#include "pool.h"
 
 #include <cblas.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -294,6 +296,21 @@ static float *pack_buffer(void)
     pack_buf = aligned_alloc(64, PACK_FLOATS * sizeof(float));
     if (pack_buf) (void)pthread_setspecific(pack_key, pack_buf);
     return pack_buf;
+}
+
+static void reserve_body(void *ctx, int64_t begin, int64_t end, int tid)
+{
+    if (!pack_buffer()) atomic_store((atomic_int *)ctx, 1);
+}
+
+kn_status kn_gemm_reserve(void)
+{
+    atomic_int failed = 0;
+    kn_parallel_for(kn_pool_threads(), reserve_body, &failed);
+    if (atomic_load(&failed))
+        return kn_fail(KN_ERR_NOMEM, "out of memory for kn_gemm's packing buffers (%zu KiB per thread)",
+                       PACK_FLOATS * sizeof(float) >> 10);
+    return KN_OK;
 }
 
 /* ---------------------------------------------------------------- the blocked product */

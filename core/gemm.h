@@ -20,9 +20,16 @@
 typedef enum { KN_GEMM_OPENBLAS, KN_GEMM_KILN } kn_gemm_impl;
 
 /* kiln's single-threaded sgemm (callers split the work across threads themselves). Packing
- * buffers are per thread, allocated on a thread's first call and reused afterwards. */
+ * buffers (about 1.2 MiB) are per thread, allocated on a thread's first call (or by
+ * kn_gemm_reserve) and kept until the thread ends; without memory for them kn_gemm still
+ * computes the same result, with plain loops. */
 void kn_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
              int lda, const float *B, int ldb, float beta, float *C, int ldc);
+
+/* Allocate now the packing buffers of the calling thread and of each of kiln's pool threads
+ * (kn_gemm otherwise allocates a thread's on its first call), so that the steps that follow
+ * allocate nothing; KN_ERR_NOMEM if memory ran out. */
+kn_status kn_gemm_reserve(void);
 
 /* The same contract, through the selected implementation (OpenBLAS's cblas_sgemm, whose own
  * threading the caller controls, or kn_gemm). */

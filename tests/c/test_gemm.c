@@ -171,6 +171,7 @@ static void test_row_split(void)
         s.C = threaded;
         int saved = kn_get_threads();
         kn_set_threads(2);
+        CHECK_OK(kn_gemm_reserve(), "kn_gemm_reserve on 2 threads");
         kn_parallel_for_dynamic(M, 5, gemm_rows, &s);
         kn_set_threads(saved);
         CHECK(!memcmp(whole, parts, sizeof(float) * M * N) && !memcmp(whole, threaded, sizeof(float) * M * N),
