@@ -277,7 +277,7 @@ static void pack_a_cols(float *restrict dst, const float *restrict src, size_t l
 
 /* ---------------------------------------------------------------- per-thread buffers */
 
-/* A block, its 8 floats of slack (pack_a_rows), a B slice. */
+/* An A block with 16 floats of slack (pack_a_rows stores 2 past its last panel), a B slice. */
 #define PACK_A_FLOATS ((size_t)MC * KC + 16)
 #define PACK_FLOATS (PACK_A_FLOATS + (size_t)KC * NC)
 
