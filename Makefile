@@ -127,8 +127,10 @@ $(BUILD)/tests/%: tests/c/%.c $(wildcard tests/c/*.h) $(BUILD)/libkiln.a
 # kernels.c picks its code paths by CPU features at compile time (AVX-512VL register tiles,
 # AVX2 + FMA, portable C), so test_kernels also runs with kernels.c compiled for Haswell
 # (AVX2 + FMA, no AVX-512) and for plain x86-64-v2, whatever this machine has.
+# gemm.c likewise (AVX-512 6x32 register tile, AVX2 + FMA 6x16, portable C): test_gemm runs all three.
 ifeq ($(shell uname -m),x86_64)
-KERNEL_TESTS := $(BUILD)/tests/test_kernels-haswell $(BUILD)/tests/test_kernels-x86-64-v2
+KERNEL_TESTS := $(BUILD)/tests/test_kernels-haswell $(BUILD)/tests/test_kernels-x86-64-v2 \
+                $(BUILD)/tests/test_gemm-haswell $(BUILD)/tests/test_gemm-x86-64-v2
 endif
 .PRECIOUS: $(BUILD)/tests/kernels-%.o
 $(BUILD)/tests/kernels-%.o: core/kernels.c $(wildcard core/*.h)
@@ -137,6 +139,14 @@ $(BUILD)/tests/kernels-%.o: core/kernels.c $(wildcard core/*.h)
 
 $(BUILD)/tests/test_kernels-%: tests/c/test_kernels.c $(BUILD)/tests/kernels-%.o $(wildcard tests/c/*.h) $(BUILD)/libkiln.a
 	$(CC) $(CFLAGS) $(LDFLAGS) $< $(BUILD)/tests/kernels-$*.o $(BUILD)/libkiln.a $(LIBS) -o $@
+
+.PRECIOUS: $(BUILD)/tests/gemm-%.o
+$(BUILD)/tests/gemm-%.o: core/gemm.c $(wildcard core/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(filter-out $(ARCH),$(CFLAGS)) -march=$* -c $< -o $@
+
+$(BUILD)/tests/test_gemm-%: tests/c/test_gemm.c $(BUILD)/tests/gemm-%.o $(wildcard tests/c/*.h) $(BUILD)/libkiln.a
+	$(CC) $(CFLAGS) $(LDFLAGS) $< $(BUILD)/tests/gemm-$*.o $(BUILD)/libkiln.a $(LIBS) -o $@
 
 # Determinism tests fix the thread count themselves; the reference check needs Debian's
 # python3 (with python3-torch), not a virtualenv's.
@@ -176,6 +186,10 @@ $(BUILD)/bench: tests/bench/bench.c $(BUILD)/libkiln.a
 
 # The fused attention alone (forward and backward GFLOP/s at S/M/L shapes); not run by make test.
 $(BUILD)/attn_bench: tests/bench/attn.c $(BUILD)/libkiln.a
+	$(CC) $(CFLAGS) $(LDFLAGS) $< $(BUILD)/libkiln.a $(LIBS) -o $@
+
+# kn_gemm against OpenBLAS at the linear layers' shapes (1 thread); not run by make test.
+$(BUILD)/gemm_bench: tests/bench/gemm.c $(BUILD)/libkiln.a
 	$(CC) $(CFLAGS) $(LDFLAGS) $< $(BUILD)/libkiln.a $(LIBS) -o $@
 
 bench: all $(BUILD)/bench $(BUILD)/attn_bench

@@ -6,6 +6,7 @@
  * of rows and output features; each tile is one single-threaded BLAS call whose shape
  * depends only on the problem, so which thread runs it cannot change a bit of the result. */
 #include "generate.h"
+#include "gemm.h"
 #include "kernels.h"
 #include "pool.h"
 
@@ -193,8 +194,7 @@ static void lin_tiles(void *p, int64_t t0, int64_t t1, int tid)
         if (rows == 1)
             cblas_sgemv(CblasRowMajor, CblasNoTrans, outs, c->in, 1.0f, w, c->in, x, 1, 1.0f, y, 1);
         else
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, outs, c->in, 1.0f, x,
-                        c->in, w, c->in, 1.0f, y, c->out);
+            kn_sgemm(false, true, rows, outs, c->in, 1.0f, x, c->in, w, c->in, 1.0f, y, c->out);
     }
 }
 

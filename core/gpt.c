@@ -3,6 +3,7 @@
  * kn_gpt_reserve and reused by every step (nothing is allocated in forward/backward unless
  * the batch outgrows the arena). */
 #include "gpt.h"
+#include "gemm.h"
 #include "kernels.h"
 #include "pool.h"
 
@@ -403,6 +404,11 @@ static kn_status reserve(kn_gpt *g, int B, int T, bool training)
     if (ensure_scratch(g) != KN_OK) {
         free_acts(g);
         return kn_fail(KN_ERR_NOMEM, "out of memory reserving attention scratch");
+    }
+    /* kiln's GEMM keeps packing buffers per thread: allocated here, not in the first step. */
+    if (kn_gemm_selected() == KN_GEMM_KILN && kn_gemm_reserve() != KN_OK) {
+        free_acts(g);
+        return KN_ERR_NOMEM;
     }
     return KN_OK;
 }

@@ -1,11 +1,12 @@
-/* kernels.c — GPT layers on raw pointers. Matmuls go to cblas_sgemm (single-threaded per
- * call; kiln's pool splits rows/heads across threads), elementwise loops are written so
+/* kernels.c — GPT layers on raw pointers. The linear layers' matmuls go to kn_sgemm (OpenBLAS
+ * or kiln's own kn_gemm, see gemm.h; single-threaded per call: kiln's pool splits rows across
+ * threads), elementwise loops are written so
  * that gcc vectorises them without -ffast-math: reductions keep 8 independent partial sums
  * (a fixed order, so results stay reproducible), exp is a branch-free polynomial. */
 #include "kernels.h"
+#include "gemm.h"
 #include "pool.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
@@ -159,8 +160,8 @@ static void lin_fwd_rows(void *p, int64_t r0, int64_t r1, int tid)
     lin_ctx *c = p;
     int m = (int)(r1 - r0);
     float *y = c->y + (size_t)r0 * c->out;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, c->out, c->in, 1.0f,
-                c->x + (size_t)r0 * c->in, c->in, c->w, c->in, c->acc ? 1.0f : 0.0f, y, c->out);
+    kn_sgemm(false, true, m, c->out, c->in, 1.0f, c->x + (size_t)r0 * c->in, c->in, c->w, c->in,
+             c->acc ? 1.0f : 0.0f, y, c->out);
     if (c->b)
         for (int r = 0; r < m; r++) {
             float *yr = y + (size_t)r * c->out;
@@ -186,15 +187,14 @@ static void lin_bwd_part(void *p, int64_t i0, int64_t i1, int tid)
         if (c->dx) {
             part_range(c->N, 32, c->nparts, (int)i, &b, &e);
             if (e > b)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(e - b), c->in, c->out,
-                            1.0f, c->dy + (size_t)b * c->out, c->out, c->w, c->in,
-                            c->acc ? 1.0f : 0.0f, c->dx + (size_t)b * c->in, c->in);
+                kn_sgemm(false, false, (int)(e - b), c->in, c->out, 1.0f, c->dy + (size_t)b * c->out,
+                         c->out, c->w, c->in, c->acc ? 1.0f : 0.0f, c->dx + (size_t)b * c->in, c->in);
         }
         part_range(c->out, 16, c->nparts, (int)i, &b, &e);
         if (e <= b) continue;
         if (c->dw)
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(e - b), c->in, c->N, 1.0f,
-                        c->dy + b, c->out, c->x, c->in, 1.0f, c->dw + (size_t)b * c->in, c->in);
+            kn_sgemm(true, false, (int)(e - b), c->in, c->N, 1.0f, c->dy + b, c->out, c->x, c->in, 1.0f,
+                     c->dw + (size_t)b * c->in, c->in);
         if (c->db)
             for (int64_t r = 0; r < c->N; r++) {
                 const float *g = c->dy + (size_t)r * c->out;
@@ -1076,8 +1076,8 @@ int kn_linear_xent_chunk(int N, int V)
 static void logit_cols(void *p, int64_t v0, int64_t v1, int tid)
 {
     lin_ctx *c = p;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, c->N, (int)(v1 - v0), c->in, 1.0f, c->x,
-                c->in, c->w + (size_t)v0 * c->in, c->in, 0.0f, c->y + v0, c->out);
+    kn_sgemm(false, true, c->N, (int)(v1 - v0), c->in, 1.0f, c->x, c->in, c->w + (size_t)v0 * c->in,
+             c->in, 0.0f, c->y + v0, c->out);
 }
 
 float kn_linear_xent(float *losses, float *dx, float *dw, float *logits, const float *x,

@@ -3,7 +3,8 @@
  * Backward kernels add into parameter gradients (+=). Input gradients are added too when
  * `accumulate` is true, or overwritten when it is false (so callers need not zero scratch).
  * Every kernel splits its work over kiln's pool (pool.h, fixed chunk boundaries) and runs
- * sgemm single-threaded inside each piece, so results depend only on the thread count. */
+ * sgemm (kn_sgemm, gemm.h) single-threaded inside each piece, so results depend only on the
+ * thread count (and on which sgemm is selected). */
 #ifndef KN_KERNELS_H
 #define KN_KERNELS_H
 

@@ -15,14 +15,18 @@
  * forward, input gradient and weight gradient at the step's shapes, through kiln's own
  * sgemm dispatch) and the FMA peak. Prints one line of key=value pairs (parsed by
  * tests/bench/run):
- *   cfg threads steps tok_s step_ms gflops rss_mib model_mib loss params fma_gflops sgemm_gflops
- *   pct_fma pct_sgemm
+ *   cfg threads gemm steps tok_s step_ms cpu_tok_s cpu_step_ms gflops rss_mib model_mib loss params
+ *   fma_gflops sgemm_gflops pct_fma pct_sgemm
+ * gemm is the sgemm the linear layers used: KILN_GEMM=openblas (the default) or kiln (gemm.h).
+ * cpu_step_ms is the median step in process CPU time (all threads): at 1 thread the figure
+ * to compare on a busy host, since time the host gives to others does not count in it.
  * model_mib is what the model holds (parameters, gradients, activations; kn_gpt_memory_bytes),
  * AdamW's two moments come on top. tok_s is B·T over the median step time after the warm-up steps; model FLOPs per token are
  * 6·N + 12·layers·d·T with N the parameters minus the position embeddings; pct_fma and
  * pct_sgemm are the step's GFLOP/s as a percentage of the FMA peak and of the sgemm rate at
  * the step's shapes. */
 #include "adamw.h"
+#include "gemm.h"
 #include "gpt.h"
 #include "kernels.h"
 #include "pool.h"
@@ -51,6 +55,13 @@ static double now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
@@ -216,6 +227,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench: threads and steps must be >= 1, warmup >= 0\n");
         return 2;
     }
+    const char *gemm = getenv("KILN_GEMM");
+    if (gemm && kn_gemm_select(gemm) != KN_OK) return die("KILN_GEMM");
     kn_set_threads(threads);
 
     int L = cfg.L, d = cfg.d, T = cfg.T, B = cfg.B, V = cfg.V;
@@ -233,31 +246,36 @@ int main(int argc, char **argv)
     size_t n = (size_t)B * T;
     int32_t *in = malloc(n * sizeof *in), *tg = malloc(n * sizeof *tg);
     double *ms = malloc((size_t)(warmup + steps) * sizeof *ms);
-    if (!in || !tg || !ms) { fprintf(stderr, "bench: out of memory\n"); return 1; }
+    double *cpu_ms = malloc((size_t)(warmup + steps) * sizeof *cpu_ms);
+    if (!in || !tg || !ms || !cpu_ms) { fprintf(stderr, "bench: out of memory\n"); return 1; }
     float loss = 0, norm = 0;
     for (int s = 0; s < warmup + steps; s++) {
         for (size_t i = 0; i < n; i++) { in[i] = (int32_t)kn_rng_below(&rng, V); tg[i] = (int32_t)kn_rng_below(&rng, V); }
-        double t0 = now();
+        double t0 = now(), c0 = cpu_now();
         kn_gpt_zero_grad(g);
         if (kn_gpt_forward(g, in, tg, B, T, NULL, false, &loss) != KN_OK) return die("forward");
         if (kn_gpt_backward(g, 1.0f) != KN_OK) return die("backward");
         if (kn_adamw_step(o, &h, &norm) != KN_OK) return die("adamw");
         ms[s] = 1e3 * (now() - t0);
+        cpu_ms[s] = 1e3 * (cpu_now() - c0);
         fprintf(stderr, "bench %s t%d step %d: %.1f ms, loss %.4f, grad norm %.3f\n", name, threads, s,
                 ms[s], (double)loss, (double)norm);
     }
     double rss = peak_rss_mib(), mem_mib = (double)kn_gpt_memory_bytes(g) / (1 << 20);
     double med = median(ms + warmup, steps);
     double tok_s = (double)n / (med * 1e-3);
+    double cpu_med = median(cpu_ms + warmup, steps);
     double N = (double)kn_gpt_num_params(g) - (double)T * d;   /* without wpe */
     double gflops = tok_s * (6.0 * N + 12.0 * L * d * T) * 1e-9;
-    free(in); free(tg); free(ms);
+    free(in); free(tg); free(ms); free(cpu_ms);
     kn_adamw_free(o);
     kn_gpt_free(g);
     double sg = sgemm_at_shapes(&cfg), peak = fma_probe(threads);
-    printf("cfg=%s threads=%d steps=%d tok_s=%.1f step_ms=%.2f gflops=%.2f rss_mib=%.1f model_mib=%.1f loss=%.4f params=%.0f "
-           "fma_gflops=%.1f sgemm_gflops=%.1f pct_fma=%.1f pct_sgemm=%.1f\n",
-           name, threads, steps, tok_s, med, gflops, rss, mem_mib, (double)loss, N, peak, sg,
+    printf("cfg=%s threads=%d gemm=%s steps=%d tok_s=%.1f step_ms=%.2f cpu_tok_s=%.1f cpu_step_ms=%.2f gflops=%.2f "
+           "rss_mib=%.1f model_mib=%.1f loss=%.4f params=%.0f fma_gflops=%.1f sgemm_gflops=%.1f pct_fma=%.1f "
+           "pct_sgemm=%.1f\n",
+           name, threads, kn_gemm_name(kn_gemm_selected()), steps, tok_s, med, (double)n / (cpu_med * 1e-3),
+           cpu_med, gflops, rss, mem_mib, (double)loss, N, peak, sg,
            100.0 * gflops / peak, 100.0 * gflops / sg);
     return 0;
 }
