@@ -1,6 +1,9 @@
 /* l_runtime.c — small module functions about the process: threads, Ctrl-C, clock, tty. */
 #include "binding.h"
 
+#include "gemm.h"
+
+#include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -15,6 +18,14 @@ static int l_set_threads(lua_State *L)
 static int l_get_threads(lua_State *L)
 {
     lua_pushinteger(L, kn_get_threads());
+    return 1;
+}
+
+/* kiln.gemm(): which matrix multiply the linear layers run ("kiln" or "openblas"); results
+ * differ in the last bits between the two, so a run records it (config.yaml). */
+static int l_gemm(lua_State *L)
+{
+    lua_pushstring(L, kn_gemm_name(kn_gemm_selected()));
     return 1;
 }
 
@@ -46,11 +57,39 @@ static const luaL_Reg core_funcs[] = {
     {"isatty", l_isatty},
     {"set_threads", l_set_threads},
     {"get_threads", l_get_threads},
+    {"gemm", l_gemm},
     {"interrupted", l_interrupted},
     {NULL, NULL}
 };
 
+static int settings_error_text(lua_State *L)
+{
+    lua_getfield(L, 1, "message");
+    return 1;
+}
+
+/* Raise the message as a settings error (the kind kiln.config.fail raises): the host prints
+ * its one line, without a traceback, since the user's environment is at fault. */
+static int settings_error(lua_State *L, const char *message)
+{
+    lua_newtable(L);
+    lua_pushstring(L, message);
+    lua_setfield(L, -2, "message");
+    lua_newtable(L);
+    lua_pushstring(L, "kiln.settings_error");
+    lua_setfield(L, -2, "__name");
+    lua_pushcfunction(L, settings_error_text);
+    lua_setfield(L, -2, "__tostring");
+    lua_setmetatable(L, -2);
+    return lua_error(L);
+}
+
 void knL_open_runtime(lua_State *L)
 {
+    /* A misspelt KILN_GEMM would otherwise quietly measure or train with the default. */
+    const char *gemm = getenv("KILN_GEMM");
+    if (gemm && kn_gemm_select(gemm) != KN_OK)
+        settings_error(L, lua_pushfstring(L, "KILN_GEMM=%s: expected kiln or openblas (or leave it unset for "
+                                             "the default)", gemm));
     luaL_setfuncs(L, core_funcs, 0);
 }

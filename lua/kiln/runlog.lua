@@ -70,6 +70,9 @@ local function config_table(p, o, fp)
   end
   return {
     kiln_version = kiln.version,
+    -- how it was computed, which the fingerprint leaves out: the same run under another thread
+    -- count or matrix multiply differs in the last bits
+    runtime = { threads = kiln.get_threads(), gemm = kiln.gemm(), ranks = p.nranks },
     command = o.command or (arg and table.concat({ arg[0] or "?", table.unpack(arg) }, " ")) or "?",
     config = o.config or {},
     model = p.mcfg,

@@ -167,6 +167,17 @@ out, code = sh(kiln_bin .. " experiments/reweighting.lua 'variants=[uniform,head
 t.ok(code == 1 and out:find("setting 'variants' must be one of uniform, head, middle, tail, head_unnorm", 1, true),
   "an unknown arm is refused in one line")
 
+-- KILN_GEMM chooses the matrix multiply, and kiln.gemm() says which ----------------------
+write(dir .. "/gemm.lua", "print(require('kiln').gemm())\n")
+for _, name in ipairs { "kiln", "openblas" } do
+  out = sh(("KILN_GEMM=%s %s %s/gemm.lua"):format(name, kiln_bin, dir))
+  t.eq(out, name .. "\n", "KILN_GEMM=" .. name .. ": kiln.gemm() is " .. name)
+end
+out, code = sh(("KILN_GEMM=OpenBLAS %s %s/gemm.lua"):format(kiln_bin, dir))
+t.eq(out, "kiln: KILN_GEMM=OpenBLAS: expected kiln or openblas (or leave it unset for the default)\n",
+  "a misspelt KILN_GEMM is refused in one line")
+t.eq(code, 1, "... and exit code 1")
+
 -- kiln --help lists every command ---------------------------------------------------------
 local help = sh(kiln_bin .. " --help")
 local listed = 0

@@ -49,6 +49,8 @@ t.eq(#positions.rows, 2 * 3, "per-position rows for 2 sets at 3 evaluations")
 local cfg = kiln.yaml.load(run1 .. "/config.yaml")
 t.eq(cfg.train.steps, 12, "config.yaml records the resolved settings")
 t.ok(cfg.kiln_version == kiln.version and cfg.command, "config.yaml records the version and command")
+t.ok(cfg.runtime and cfg.runtime.threads == kiln.get_threads() and cfg.runtime.gemm == kiln.gemm()
+     and cfg.runtime.ranks == 1, "config.yaml records the thread count, matrix multiply and ranks")
 t.near(s.eval.val, metrics.rows[6][8], 1e-12, "summary and metrics agree on the final val loss")
 
 -- Starting it again does nothing: the summary marks it complete.
