@@ -181,15 +181,15 @@ test-ref: all $(BUILD)/ref_driver
 $(BUILD)/ref_driver: tests/reference/ref_driver.c $(BUILD)/libkiln.a
 	$(CC) $(CFLAGS) $(LDFLAGS) $< $(BUILD)/libkiln.a $(LIBS) -o $@
 
-$(BUILD)/bench: tests/bench/bench.c $(BUILD)/libkiln.a
+$(BUILD)/bench: tests/bench/bench.c tests/bench/timing.h $(BUILD)/libkiln.a
 	$(CC) $(CFLAGS) $(LDFLAGS) $< $(BUILD)/libkiln.a $(LIBS) -o $@
 
 # The fused attention alone (forward and backward GFLOP/s at S/M/L shapes); not run by make test.
-$(BUILD)/attn_bench: tests/bench/attn.c $(BUILD)/libkiln.a
+$(BUILD)/attn_bench: tests/bench/attn.c tests/bench/timing.h $(BUILD)/libkiln.a
 	$(CC) $(CFLAGS) $(LDFLAGS) $< $(BUILD)/libkiln.a $(LIBS) -o $@
 
 # kn_gemm against OpenBLAS at the linear layers' shapes (1 thread); not run by make test.
-$(BUILD)/gemm_bench: tests/bench/gemm.c $(BUILD)/libkiln.a
+$(BUILD)/gemm_bench: tests/bench/gemm.c tests/bench/timing.h $(BUILD)/libkiln.a
 	$(CC) $(CFLAGS) $(LDFLAGS) $< $(BUILD)/libkiln.a $(LIBS) -o $@
 
 bench: all $(BUILD)/bench $(BUILD)/attn_bench

@@ -14,6 +14,7 @@
 #include "kn.h"
 #include "pool.h"
 #include "rng.h"
+#include "timing.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,26 +26,11 @@ static const attn_cfg CONFIGS[] = {
     {"S", 16, 4, 256, 128}, {"M", 16, 8, 256, 256}, {"L", 8, 8, 512, 512},
 };
 
-static double clock_s(clockid_t id)
-{
-    struct timespec ts;
-    clock_gettime(id, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-static double now(void) { return clock_s(CLOCK_MONOTONIC); }
-static double cpu_now(void) { return clock_s(CLOCK_PROCESS_CPUTIME_ID); }
-
 static double min_of(const double *x, int n)
 {
     double m = x[0];
     for (int i = 1; i < n; i++) m = x[i] < m ? x[i] : m;
     return m;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
 }
 
 static float *randn_buf(size_t n, uint64_t seed)

@@ -31,6 +31,7 @@
 #include "kernels.h"
 #include "pool.h"
 #include "rng.h"
+#include "timing.h"
 
 #include <cblas.h>
 #include <stdio.h>
@@ -50,32 +51,6 @@ static const bench_cfg CONFIGS[] = {
     {"M512", 6, 256, 8, 512, 8, 256},    {"M1024", 6, 256, 8, 1024, 4, 256},
     {"M2048", 6, 256, 8, 2048, 2, 256},  {"M4096", 6, 256, 8, 4096, 1, 256},
 };
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static double cpu_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *x, int n)
-{
-    qsort(x, (size_t)n, sizeof *x, cmp_double);
-    return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
-}
 
 /* Peak resident set of this process, MiB (VmHWM). */
 static double peak_rss_mib(void)

@@ -11,6 +11,7 @@
  * (all products of all layers, weighted by their FLOPs). */
 #include "gemm.h"
 #include "kn.h"
+#include "timing.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -18,25 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static double cpu_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *x, int n)
-{
-    qsort(x, (size_t)n, sizeof *x, cmp_double);
-    return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
-}
 
 typedef struct { bool ta, tb; int M, N, K; const char *what; } product;
 
