@@ -267,11 +267,7 @@ static void pack_a_cols(float *restrict dst, const float *restrict src, size_t l
     for (int i = 0; i < mc; i += MR, dst += (size_t)MR * kc) {
         int lanes = mc - i < MR ? mc - i : MR;
         if (lanes < MR) memset(dst, 0, sizeof(float) * MR * kc);
-        for (int k = 0; k < kc; k++) {
-            const float *s = src + k * lda + i;
-            if (lanes == MR) memcpy(dst + (size_t)k * MR, s, sizeof(float) * MR);
-            else memcpy(dst + (size_t)k * MR, s, sizeof(float) * lanes);
-        }
+        for (int k = 0; k < kc; k++) memcpy(dst + (size_t)k * MR, src + k * lda + i, sizeof(float) * lanes);
     }
 }
 
