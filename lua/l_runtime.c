@@ -3,6 +3,7 @@
 
 #include "gemm.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
@@ -84,8 +85,23 @@ static int settings_error(lua_State *L, const char *message)
     return lua_error(L);
 }
 
+/* KILN_THREADS must be a whole number ≥ 1: the core would otherwise read "abc" or "2x" as
+ * "all CPUs" and a run would silently use a thread count the researcher did not ask for. */
+static void check_threads_env(lua_State *L)
+{
+    const char *threads = getenv("KILN_THREADS");
+    if (threads == NULL || threads[0] == '\0') return;
+    char *end = NULL;
+    errno = 0;
+    long n = strtol(threads, &end, 10);
+    if (end == threads || *end != '\0' || errno != 0 || n < 1 || n > 4096)
+        settings_error(L, lua_pushfstring(L, "KILN_THREADS=%s: expected a whole number of threads from 1 to 4096 "
+                                             "(or leave it unset for all CPUs)", threads));
+}
+
 void knL_open_runtime(lua_State *L)
 {
+    check_threads_env(L);
     /* A misspelt KILN_GEMM would otherwise quietly measure or train with the default. */
     const char *gemm = getenv("KILN_GEMM");
     if (gemm && kn_gemm_select(gemm) != KN_OK)

@@ -178,6 +178,16 @@ t.eq(out, "kiln: KILN_GEMM=OpenBLAS: expected kiln or openblas (or leave it unse
   "a misspelt KILN_GEMM is refused in one line")
 t.eq(code, 1, "... and exit code 1")
 
+-- KILN_THREADS must be a whole number: "abc" used to mean all CPUs, silently ----------------
+write(dir .. "/threads.lua", "print(require('kiln').get_threads())\n")
+t.eq(sh(("KILN_THREADS=1 %s %s/threads.lua"):format(kiln_bin, dir)), "1\n", "KILN_THREADS=1 gives 1 thread")
+for _, bad in ipairs { "abc", "2x", "0", "-1", "1.5" } do
+  out, code = sh(("KILN_THREADS=%s %s %s/threads.lua"):format(bad, kiln_bin, dir))
+  t.eq(out, ("kiln: KILN_THREADS=%s: expected a whole number of threads from 1 to 4096 (or leave it unset for all CPUs)\n"):format(bad),
+    "KILN_THREADS=" .. bad .. " is refused in one line")
+  t.eq(code, 1, "... and exit code 1")
+end
+
 -- kiln --help lists every command ---------------------------------------------------------
 local help = sh(kiln_bin .. " --help")
 local listed = 0
