@@ -29,30 +29,20 @@ local setup = dofile(here .. "/lib/setup.lua")
 local report = dofile(here .. "/lib/tsl_report.lua")
 local fail = kiln.config.fail
 
--- `ood=FILE` or `ood={name: FILE, ...}` replaces the map of OOD sets as a whole, which
--- key=value cannot do (it sets the keys the defaults have, one by one).
-local function split_ood_arg(args)
-  local rest, ood = {}, nil
-  for _, a in ipairs(args or {}) do
-    local v = a:match("^ood=(.*)$")
-    if v then ood = v else rest[#rest + 1] = a end
+-- `ood` is the map of OOD sets by name, replaced as a whole (from a file or the command
+-- line); a single path is one set called `ood`.
+local function ood_sets(v)
+  if type(v) == "string" then return { ood = v } end
+  local expected = "a file path or a map {name: file path, ...}"
+  if type(v) ~= "table" or #v > 0 then return nil, expected end
+  for name, path in pairs(v) do
+    if type(name) ~= "string" or type(path) ~= "string" then return nil, expected end
   end
-  if ood == nil then return rest, nil end
-  local ok, parsed = pcall(function() return kiln.yaml.decode("v: " .. ood).v end)
-  if ok and type(parsed) == "table" then
-    for name, path in pairs(parsed) do
-      if type(name) ~= "string" or type(path) ~= "string" then
-        fail("command line: ood={name: FILE, ...} expects set names and file paths (got %s)", ood)
-      end
-    end
-    return rest, parsed
-  end
-  return rest, { ood = ood }
+  return v
 end
 
 local P = { min = 1 }
-local args, ood_override = split_ood_arg(arg)
-local cfg = setup.config(here, "temporal_scaling", args, {
+local cfg = setup.config(here, "temporal_scaling", arg, {
   steps = P, batch = P, context = P, lr = { above = 0 }, warmup = { min = 0 }, floor_frac = { min = 0, max = 1 },
   evals_log = P, evals_uniform = P, log_until = { above = 0, max = 1 }, min_evals = { min = 0 },
   cuts = { above = 0, max = 1 }, verdict_cut = { above = 0, max = 1 }, threads = { min = 0 },
@@ -61,8 +51,7 @@ local cfg = setup.config(here, "temporal_scaling", args, {
     if v == "all" or (math.tointeger(tonumber(v)) or 0) >= 1 then return nil end
     return 'a positive whole number or "all"'
   end },
-})
-if ood_override then cfg.ood = ood_override end
+}, { ood = ood_sets })
 
 -- Checks across settings -------------------------------------------------------------------
 local function check_settings()

@@ -11,10 +11,10 @@ local util = require "kiln.util"
 local M = {}
 
 -- The settings of experiment `name`: <here>/<name>.yaml < config=FILE < its quick_settings
--- (with quick=true) < key=value. `rules` are kiln.config ranges. Sets the thread count when
--- threads > 0.
-function M.config(here, name, args, rules)
-  local cfg = kiln.config.resolve(here .. "/" .. name .. ".yaml", args, { rules = rules })
+-- (with quick=true) < key=value. `rules` are kiln.config ranges, `whole` its settings that
+-- are replaced as a whole. Sets the thread count when threads > 0.
+function M.config(here, name, args, rules, whole)
+  local cfg = kiln.config.resolve(here .. "/" .. name .. ".yaml", args, { rules = rules, whole = whole })
   if cfg.threads > 0 then kiln.set_threads(cfg.threads) end
   return cfg
 end

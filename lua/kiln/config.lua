@@ -147,9 +147,35 @@ local function conform(old, v)
   return nil, describe_type(old)   -- a table of settings: set its keys one by one
 end
 
+-- A setting in opts.whole is a map of the user's own names (OOD sets by name, say), so it is
+-- replaced as a whole rather than key by key; whole[key](v) returns the value to store, or
+-- nil and what it expected. `key.name=v` adds or replaces one entry of it.
+local function set_whole(state, key, v, source, text)
+  local c, expected = state.whole[key](v)
+  if c == nil then M.fail("%s: setting '%s' expects %s, got %s", source, key, expected, text or show(v)) end
+  local node, parent, last = state.cfg, nil, nil
+  for part in key:gmatch("[^.]+") do parent, last, node = node, part, node[part] end
+  parent[last] = c
+  state.source[key] = source
+end
+
+local function whole_entry(state, key, v, source, text)
+  local parent, name = key:match("^(.*)%.([^.]+)$")
+  if not (parent and state.whole[parent]) then return false end
+  local node = state.cfg
+  for part in parent:gmatch("[^.]+") do node = node[part] end
+  local copy = util.copy(node)
+  copy[name] = v
+  set_whole(state, parent, copy, source, text and (name .. "=" .. text))
+  return true
+end
+
 -- Set one dotted key from `source` (a file name, "command line", ...); `text` is what the
 -- user wrote, for the message.
 local function set_key(state, key, v, source, text)
+  state.whole = state.whole or {}
+  if state.whole[key] then return set_whole(state, key, v, source, text) end
+  if whole_entry(state, key, v, source, text) then return end
   local node, parts = state.cfg, {}
   for part in key:gmatch("[^.]+") do parts[#parts + 1] = part end
   for i = 1, #parts - 1 do
@@ -177,7 +203,8 @@ local function merge(state, over, source, prefix)
     local v, key = over[k], prefix and (prefix .. "." .. tostring(k)) or tostring(k)
     local here = state.cfg
     for part in key:gmatch("[^.]+") do here = type(here) == "table" and here[part] or nil end
-    if is_map(here) and type(v) == "table" and next(v) == nil then -- `model: {}` changes nothing
+    if (state.whole or {})[key] then set_key(state, key, v, source)
+    elseif is_map(here) and type(v) == "table" and next(v) == nil then -- `model: {}` changes nothing
     elseif is_map(here) and type(v) == "table" and is_map(v) then merge(state, v, source, key)
     else set_key(state, key, v, source) end
   end
@@ -250,7 +277,11 @@ function M.resolve(defaults, args, opts)
   else
     error("config.resolve: defaults must be a table or a YAML file path", 2)
   end
-  local state, assignments, files, positional = { cfg = cfg, source = {}, origin = origin }, {}, {}, {}
+  for key, f in pairs(opts.whole or {}) do
+    if type(f) ~= "function" then error(("config.resolve: opts.whole['%s'] must be a function"):format(key), 2) end
+  end
+  local state = { cfg = cfg, source = {}, origin = origin, whole = opts.whole or {} }
+  local assignments, files, positional = {}, {}, {}
   for _, a in ipairs(args or {}) do
     local key, text = a:match("^([%w_%.%-]+)=(.*)$")
     if key == "config" then files[#files + 1] = text

@@ -59,6 +59,37 @@ c = config.resolve("experiments/reweighting.yaml", { "quick=true", "out=" .. dir
 t.eq(c.out, dir .. "/rw", "reweighting.yaml: out= exactly with quick=true")
 t.eq(config.resolve("experiments/reweighting.yaml", {}).out, "runs/reweighting", "reweighting.yaml: the default out")
 
+-- opts.whole: a map of the user's own names, replaced as a whole from a file or the command
+-- line; `key.name=v` adds one entry; the function's verdict names the source.
+do
+  local d = { sets = { a = "a.txt", b = "b.txt" }, steps = 1 }
+  local function paths(v)
+    if type(v) == "string" then return { one = v } end
+    if type(v) ~= "table" then return nil, "a path or a map of paths" end
+    for _, p in pairs(v) do if type(p) ~= "string" then return nil, "a path or a map of paths" end end
+    return v
+  end
+  local opts = { whole = { sets = paths } }
+  write(dir .. "/sets.yaml", "sets:\n  x: x.txt\n")
+  c = config.resolve(d, { "config=" .. dir .. "/sets.yaml" }, opts)
+  t.ok(c.sets.x == "x.txt" and c.sets.a == nil, "whole: a file's map replaces the default map, new names and all")
+  write(dir .. "/sets1.yaml", "sets: only.txt\n")
+  t.eq(config.resolve(d, { "config=" .. dir .. "/sets1.yaml" }, opts).sets.one, "only.txt",
+    "whole: the function turns a file's single path into a map")
+  c = config.resolve(d, { "sets.c=c.txt", "sets.a=" }, opts)
+  t.ok(c.sets.c == "c.txt" and c.sets.a == "" and c.sets.b == "b.txt", "whole: key.name=v adds or replaces one entry")
+  t.eq(d.sets.c, nil, "... and leaves the defaults alone")
+  local ok, e = pcall(config.resolve, d, { "sets=[1,2]" }, opts)
+  t.ok(not ok and tostring(e) == "command line: setting 'sets' expects a path or a map of paths, got '[1,2]'",
+    "whole: a value the function refuses is named with what it expected: " .. tostring(e))
+  write(dir .. "/sets2.yaml", "sets:\n  x: 3\n")
+  ok, e = pcall(config.resolve, d, { "config=" .. dir .. "/sets2.yaml" }, opts)
+  t.ok(not ok and tostring(e):find("^" .. lit(dir .. "/sets2.yaml") .. ": setting 'sets' expects a path or a map of paths"),
+    "whole: ... naming the file it came from: " .. tostring(e))
+  ok, e = pcall(config.resolve, d, { "sets.x=x.txt" })
+  t.ok(not ok and tostring(e):find("unknown setting 'sets.x'"), "without opts.whole a new name is still an unknown setting")
+end
+
 -- Values from files are checked like the command line's, naming the file and the key.
 local function file_err(pattern, text, what)
   local path = dir .. "/bad.yaml"

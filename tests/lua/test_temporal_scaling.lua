@@ -62,7 +62,16 @@ t.ok(out:find("seeds 1,2,3") and out:find("cross%-schedule: size small, seed 1")
 out, code = t.sh(base .. " ood=" .. dir .. "/a.txt plan_only=true eval_windows=all")
 t.ok(code == 0 and out:find("%(val, ood%)") and out:find("all windows per set"),
   "a single OOD path is set 'ood'; eval_windows=all is accepted" .. (code == 0 and "" or (": " .. out)))
+-- `ood` from a config file: a single path, or a map with names of one's own.
+t.write(dir .. "/ood1.yaml", ("ood: %s/a.txt\n"):format(dir))
+out, code = t.sh(base .. " config=" .. dir .. "/ood1.yaml plan_only=true")
+t.ok(code == 0 and out:find("%(val, ood%)"), "a config file's single OOD path is set 'ood'" .. (code == 0 and "" or (": " .. out)))
+t.write(dir .. "/ood2.yaml", ("ood:\n  mine: %s/b.txt\n"):format(dir))
+out, code = t.sh(base .. " config=" .. dir .. "/ood2.yaml ood.extra=" .. dir .. "/a.txt plan_only=true")
+t.ok(code == 0 and out:find("%(val, extra, mine%)"),
+  "a config file's map names its own sets; ood.NAME=FILE adds one" .. (code == 0 and "" or (": " .. out)))
 local refused = {
+  { "ood=[a,b]", "setting 'ood' expects a file path or a map {name: file path, ...}, got '%[a,b%]'" },
   { "eval_windows=0", 'eval_windows.*a positive whole number or "all"' },
   { "verdict_cut=0.5", "verdict_cut' = 0.5 must be one of cuts" },
   { "sizes_run=[tiny]", "sizes_run': unknown size 'tiny'" },
