@@ -599,6 +599,26 @@ static kn_status final_from(const kn_gpt *g, ready_hook *h, int t)
 
 #define REPORT(g, h, t) do { kn_status st_ = final_from((g), (h), (t)); if (st_) return st_; } while (0)
 
+/* A block's LayerNorm tensors are followed by those of the linear layer it feeds. */
+_Static_assert(ATTN_W == LN1_W + 2 && ATTN_B == LN1_W + 3 && LN1_B == LN1_W + 1, "LN1 then attn");
+_Static_assert(FC_W == LN2_W + 2 && FC_B == LN2_W + 3 && LN2_B == LN2_W + 1, "LN2 then fc");
+
+/* The backward of LayerNorm (tensors at ln_w) -> linear layer (the next two tensors), given
+ * dy = d(linear output) of width `out`: the LayerNorm output is recomputed, bit for bit (same
+ * inputs, same kernel), rather than kept, and d(LayerNorm input) is added to g->dres. */
+static kn_status ln_linear_backward(kn_gpt *g, ready_hook *h, int ln_w, const float *x, float *mean,
+                                    float *rstd, const float *dy, int out)
+{
+    int d = g->cfg.n_embd, N = g->B * g->T, lin_w = ln_w + 2;
+    kn_layernorm_forward(g->ln, mean, rstd, x, P(g, ln_w), P(g, ln_w + 1), N, d);
+    kn_linear_backward(g->dtmp, G(g, lin_w), G(g, lin_w + 1), dy, g->ln, P(g, lin_w), N, d, out, false);
+    REPORT(g, h, lin_w);
+    kn_layernorm_backward(g->dres, G(g, ln_w), G(g, ln_w + 1), g->dtmp, x, P(g, ln_w), mean, rstd, N, d,
+                          true);
+    REPORT(g, h, ln_w);
+    return KN_OK;
+}
+
 /* One block's backward; g->dres holds d(x_out) on entry and d(x_in) on return. The block's
  * weight gradients are completed in the reverse of their layout order, so each completed
  * pair extends the final tail of the buffer downwards (reported to h). */
@@ -617,15 +637,8 @@ static kn_status block_backward(kn_gpt *g, int l, ready_hook *h)
     kn_linear_backward(g->dfc, NULL, NULL, g->dres, NULL, P(g, T_LAYER(l, MPROJ_W)), N, 4 * d, d,
                        false);
     act_backward(g, g->dfc, a->fch, g->dfc, (int64_t)N * 4 * d);
-    /* the LayerNorm outputs are recomputed (bit for bit: same inputs, same kernel) */
-    kn_layernorm_forward(g->ln, a->ln2m, a->ln2r, a->xmid, P(g, T_LAYER(l, LN2_W)),
-                         P(g, T_LAYER(l, LN2_B)), N, d);
-    kn_linear_backward(g->dtmp, G(g, T_LAYER(l, FC_W)), G(g, T_LAYER(l, FC_B)), g->dfc,
-                       g->ln, P(g, T_LAYER(l, FC_W)), N, d, 4 * d, false);
-    REPORT(g, h, T_LAYER(l, FC_W));
-    kn_layernorm_backward(g->dres, G(g, T_LAYER(l, LN2_W)), G(g, T_LAYER(l, LN2_B)), g->dtmp,
-                          a->xmid, P(g, T_LAYER(l, LN2_W)), a->ln2m, a->ln2r, N, d, true);
-    REPORT(g, h, T_LAYER(l, LN2_W));
+    kn_status st = ln_linear_backward(g, h, T_LAYER(l, LN2_W), a->xmid, a->ln2m, a->ln2r, g->dfc, 4 * d);
+    if (st) return st;
     /* attention: dres is now d(xmid) */
     kn_linear_backward(g->dtmp, G(g, T_LAYER(l, APROJ_W)), G(g, T_LAYER(l, APROJ_B)), g->dres,
                        a->atty, P(g, T_LAYER(l, APROJ_W)), N, d, d, false);
@@ -633,15 +646,7 @@ static kn_status block_backward(kn_gpt *g, int l, ready_hook *h)
     kn_attention_backward(g->dqkv, g->scratch, g->dtmp, a->qkv, a->atty, a->lse, B, T, d, H,
                           false);
     if (qa != 1.0f) scale_query(g->dqkv, N, d, qa);
-    kn_layernorm_forward(g->ln, a->ln1m, a->ln1r, a->x, P(g, T_LAYER(l, LN1_W)),
-                         P(g, T_LAYER(l, LN1_B)), N, d);
-    kn_linear_backward(g->dtmp, G(g, T_LAYER(l, ATTN_W)), G(g, T_LAYER(l, ATTN_B)), g->dqkv,
-                       g->ln, P(g, T_LAYER(l, ATTN_W)), N, d, 3 * d, false);
-    REPORT(g, h, T_LAYER(l, ATTN_W));
-    kn_layernorm_backward(g->dres, G(g, T_LAYER(l, LN1_W)), G(g, T_LAYER(l, LN1_B)), g->dtmp,
-                          a->x, P(g, T_LAYER(l, LN1_W)), a->ln1m, a->ln1r, N, d, true);
-    REPORT(g, h, T_LAYER(l, LN1_W));
-    return KN_OK;
+    return ln_linear_backward(g, h, T_LAYER(l, LN1_W), a->x, a->ln1m, a->ln1r, g->dqkv, 3 * d);
 }
 
 kn_status kn_gpt_backward(kn_gpt *g, float grad_scale)
