@@ -13,6 +13,8 @@
 local kiln = require "kiln"
 local util = require "kiln.util"
 local tsl = require "kiln.tsl"
+local laws = require "kiln.laws"
+local formselect = require "kiln.formselect"
 
 local here = (arg and arg[0] or "experiments/mixture_selection.lua"):match("^(.*)/[^/]*$") or "."
 local setup = dofile(here .. "/lib/setup.lua")
@@ -75,20 +77,66 @@ local function target_of(values)
   return values[cfg.target]
 end
 
--- 1. Prefixes and predictions.
+-- Every predictor's forecast of a set's mean loss at the last step, from the prefix's
+-- checkpoints (fitted from the LR peak on, as laws.compare does): the temporal law with the
+-- configured forms and with forms chosen inside the prefix, the average-loss baselines, the
+-- two schedule-aware laws, and the loss at the end of the prefix itself (the naive ranking).
+-- A predictor that fails to fit gets its reason instead of a number.
+local predictors = { "temporal", "temporal_auto", "power", "reciprocal", "log", "annealing", "multipower", "prefix_loss" }
+local function forecasts(run, set)
+  local out = {}
+  local function try(name, f)
+    local ok, v = pcall(f)
+    out[name] = ok and v or { error = tostring(v) }
+  end
+  local s = run.sets[set]
+  local from = run.peak_step or 1
+  local fsteps, floss = {}, {}
+  for k, st in ipairs(s.steps) do
+    if st >= from and st <= prefix_steps then fsteps[#fsteps + 1], floss[#floss + 1] = st, s.mean[k] end
+  end
+  try("temporal", function()
+    return tsl.predict(tsl.fit_temporal(run, { set = set, fit_until = prefix_steps, forms = cfg.forms }), cfg.steps).loss
+  end)
+  try("temporal_auto", function()
+    return tsl.predict(formselect.choose(run, { set = set, cut = prefix_steps }).model, cfg.steps).loss
+  end)
+  for _, b in ipairs(tsl.baselines) do
+    try(b.name, function() return tsl.fit_baseline(b.name, fsteps, floss, run.tokens_per_step).at(cfg.steps) end)
+  end
+  local curve = laws.curve(run, set, { upto = prefix_steps })
+  for _, law in ipairs { "annealing", "multipower" } do
+    try(law, function() return laws.predict(laws.fit(law, curve), curve.lrs, { cfg.steps })[1] end)
+  end
+  try("prefix_loss", function() return floss[#floss] end)
+  return out
+end
+
+local function target_forecast(f)
+  for _, set in ipairs { "up", "down" } do if type(f[set]) ~= "number" then return nil end end
+  return target_of(f)
+end
+
+-- 1. Prefixes and forecasts.
 local cands = {}
 for _, w in ipairs(cfg.weights) do
   print(("== upstream share %g: training the prefix (%d of %d steps)"):format(w, prefix_steps, cfg.steps))
   local run_dir = train(w, prefix_steps)
   local run = tsl.read_run(run_dir)
+  local by_set = { up = forecasts(run, "up"), down = forecasts(run, "down") }
   local pred = {}
-  for _, set in ipairs { "up", "down" } do
-    local m = tsl.fit_temporal(run, { set = set, fit_until = prefix_steps, forms = cfg.forms })
-    pred[set] = tsl.predict(m, cfg.steps).loss
+  for _, name in ipairs(predictors) do
+    local f = { up = by_set.up[name], down = by_set.down[name] }
+    pred[name] = { up = f.up, down = f.down, target = target_forecast(f) }
   end
-  cands[#cands + 1] = { w = w, dir = run_dir, pred = pred, pred_target = target_of(pred) }
+  cands[#cands + 1] = { w = w, dir = run_dir, forecast = pred, pred = { up = pred.temporal.up, down = pred.temporal.down },
+                        pred_target = pred.temporal.target }
 end
-table.sort(cands, function(a, b) return a.pred_target < b.pred_target end)
+if cands[1].pred_target == nil then
+  kiln.config.fail("mixture_selection: the temporal law could not be fitted to the prefix of %s: %s", cands[1].dir,
+    tostring((type(cands[1].forecast.temporal.up) == "table" and cands[1].forecast.temporal.up.error) or cands[1].forecast.temporal.down.error))
+end
+table.sort(cands, function(a, b) return (a.pred_target or math.huge) < (b.pred_target or math.huge) end)
 local pick = cands[1]
 print(("predicted best: upstream share %g (predicted target loss %.4f)"):format(pick.w, pick.pred_target))
 
@@ -103,6 +151,21 @@ end
 local best = cands[1]
 for _, c in ipairs(cands) do if c.true_target < best.true_target then best = c end end
 
+-- Kendall's tau between a predictor's ranking and the trained-out one (ties count 0).
+local function kendall(pred_of)
+  local conc, n = 0, 0
+  for i = 1, #cands do for j = i + 1, #cands do
+    local a, b = cands[i], cands[j]
+    local dp, dt = pred_of(a) - pred_of(b), a.true_target - b.true_target
+    conc = conc + ((dp * dt > 0) and 1 or ((dp * dt < 0) and -1 or 0))
+    n = n + 1
+  end end
+  return n > 0 and conc / n or 0
+end
+
+-- The largest cross-entropy a model can sensibly have is about ln V; below 0 is impossible.
+local function plausible(x) return x >= 0 and x <= 2 * math.log(V) end
+
 local md = { "# Mixture selection with the temporal scaling law", "",
   ("Prefix %d of %d steps (%g); target = %s of the validation losses; forms a0 %s, a1 %s, a2 %s."):format(
     prefix_steps, cfg.steps, cfg.prefix, cfg.target, cfg.forms.a0, cfg.forms.a1, cfg.forms.a2), "",
@@ -116,6 +179,50 @@ end
 md[#md + 1] = ""
 md[#md + 1] = ("Pick: %g; truly best: %g. %s (regret: the pick's true target loss is %.4f above the best's)."):format(
   pick.w, best.w, pick.w == best.w and "The pick was right" or "The pick was wrong", pick.true_target - best.true_target)
+md[#md + 1] = ""
+md[#md + 1] = "## Every predictor from the same prefix"
+md[#md + 1] = ""
+md[#md + 1] = "Predicted target loss per candidate (upstream share), the predictor's pick, its regret (true target of the pick " ..
+  "minus the best's) and Kendall's tau between its ranking and the trained-out one (1 = the same order). `prefix_loss` " ..
+  "ranks by the loss at the end of the prefix, with no law. `!` marks a forecast below 0 or above 2·ln V: not a loss a model can have."
+md[#md + 1] = ""
+local head = { "predictor" }
+for _, c in ipairs(cands) do head[#head + 1] = ("%g"):format(c.w) end
+for _, h in ipairs { "pick", "regret", "tau" } do head[#head + 1] = h end
+md[#md + 1] = "| " .. table.concat(head, " | ") .. " |"
+md[#md + 1] = "|---" .. string.rep("|---:", #head - 1) .. "|"
+local true_row = { "trained out" }
+for _, c in ipairs(cands) do true_row[#true_row + 1] = ("%.4f"):format(c.true_target) end
+true_row[#true_row + 1] = ("%g"):format(best.w)
+true_row[#true_row + 1] = "0"
+true_row[#true_row + 1] = "1"
+md[#md + 1] = "| " .. table.concat(true_row, " | ") .. " |"
+local csv = { util.csv_line { "predictor", "upstream_share", "pred_up", "pred_down", "pred_target", "true_target" } }
+for _, name in ipairs(predictors) do
+  local cells, ok, pk = { name }, true, nil
+  for _, c in ipairs(cands) do
+    local f = c.forecast[name]
+    if f.target then
+      cells[#cells + 1] = ("%.4f%s"):format(f.target, plausible(f.target) and "" or " !")
+      if not pk or f.target < pk.forecast[name].target then pk = c end
+    else
+      ok = false
+      local e = type(f.up) == "table" and f.up.error or (type(f.down) == "table" and f.down.error) or "no forecast"
+      cells[#cells + 1] = "failed: " .. tostring(e):gsub("|", "/"):sub(1, 60)
+    end
+    csv[#csv + 1] = util.csv_line { name, c.w, type(f.up) == "number" and f.up or "", type(f.down) == "number" and f.down or "",
+      f.target or "", c.true_target }
+  end
+  if ok then
+    cells[#cells + 1] = ("%g"):format(pk.w)
+    cells[#cells + 1] = ("%.4f"):format(pk.true_target - best.true_target)
+    cells[#cells + 1] = ("%.2f"):format(kendall(function(c) return c.forecast[name].target end))
+  else
+    for _ = 1, 3 do cells[#cells + 1] = "" end
+  end
+  md[#md + 1] = "| " .. table.concat(cells, " | ") .. " |"
+end
 local text = table.concat(md, "\n") .. "\n"
+util.write_atomic(cfg.out .. "/forecasts.csv", table.concat(csv))
 util.write_atomic(cfg.out .. "/results.md", text)
 print(text)
