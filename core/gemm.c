@@ -261,13 +261,19 @@ static void pack_a_rows(float *restrict dst, const float *restrict src, size_t l
 }
 
 /* mc × kc of op(A) = Aᵀ (step k of op(A)'s rows is row k of A, src + k·lda) as MR-high
- * panels: dst[panel][k·MR + r], the last panel zero-padded. */
+ * panels: dst[panel][k·MR + r], the last panel zero-padded. Row k of A at a time, into every
+ * panel: rows of A are often far apart (an output layer's gradient, V floats), and going
+ * down a panel first would touch a new page for each MR floats. */
 static void pack_a_cols(float *restrict dst, const float *restrict src, size_t lda, int mc, int kc)
 {
-    for (int i = 0; i < mc; i += MR, dst += (size_t)MR * kc) {
-        int lanes = mc - i < MR ? mc - i : MR;
-        if (lanes < MR) memset(dst, 0, sizeof(float) * MR * kc);
-        for (int k = 0; k < kc; k++) memcpy(dst + (size_t)k * MR, src + k * lda + i, sizeof(float) * lanes);
+    int whole = mc / MR * MR, lanes = mc - whole;
+    float *tail = dst + (size_t)whole * kc;
+    if (lanes) memset(tail, 0, sizeof(float) * MR * kc);
+    for (int k = 0; k < kc; k++) {
+        const float *s = src + k * lda;
+        float *d = dst + (size_t)k * MR;
+        for (int i = 0; i < whole; i += MR, d += (size_t)MR * kc) memcpy(d, s + i, sizeof(float) * MR);
+        if (lanes) memcpy(tail + (size_t)k * MR, s + whole, sizeof(float) * lanes);
     }
 }
 
