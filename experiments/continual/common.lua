@@ -248,7 +248,7 @@ function M.report(P, cfg, exp, name, outdir)
     cells[#cells + 1] = f4(r.ood.final)
     md[#md + 1] = "| " .. table.concat(cells, " | ") .. " |\n"
     csv[#csv + 1] = util.csv_line({ r.arm.label, r.arm.phase, r.down.final_tokens, r.down.final, r.up.start, r.up.final,
-      r.up.max_rise, r.up.max_rise_tokens, r.ood.final }, 9)
+      r.arm.scratch and "" or r.up.max_rise, r.arm.scratch and "" or r.up.max_rise_tokens, r.ood.final }, 9)
   end
   local text = table.concat(md)
   util.write_atomic(outdir .. "/results.md", text)
