@@ -165,6 +165,7 @@ end
 
 -- The largest cross-entropy a model can sensibly have is about ln V; below 0 is impossible.
 local function plausible(x) return x >= 0 and x <= 2 * math.log(V) end
+local function marked(x) return ("%.4f%s"):format(x, plausible(x) and "" or " !") end
 
 local md = { "# Mixture selection with the temporal scaling law", "",
   ("Prefix %d of %d steps (%g); target = %s of the validation losses; forms a0 %s, a1 %s, a2 %s."):format(
@@ -173,8 +174,8 @@ local md = { "# Mixture selection with the temporal scaling law", "",
   "|---:|---:|---:|---:|---:|---:|---:|" }
 table.sort(cands, function(a, b) return a.w > b.w end)
 for _, c in ipairs(cands) do
-  md[#md + 1] = ("| %g | %.4f | %.4f | %.4f | %.4f | %.4f | %.4f |"):format(c.w, c.pred.up, c.pred.down, c.pred_target,
-    c.true_vals.up, c.true_vals.down, c.true_target)
+  md[#md + 1] = ("| %g | %s | %s | %s | %.4f | %.4f | %.4f |"):format(c.w, marked(c.pred.up), marked(c.pred.down),
+    marked(c.pred_target), c.true_vals.up, c.true_vals.down, c.true_target)
 end
 md[#md + 1] = ""
 md[#md + 1] = ("Pick: %g; truly best: %g. %s (regret: the pick's true target loss is %.4f above the best's)."):format(
@@ -203,7 +204,7 @@ for _, name in ipairs(predictors) do
   for _, c in ipairs(cands) do
     local f = c.forecast[name]
     if f.target then
-      cells[#cells + 1] = ("%.4f%s"):format(f.target, plausible(f.target) and "" or " !")
+      cells[#cells + 1] = marked(f.target)
       if not pk or f.target < pk.forecast[name].target then pk = c end
     else
       ok = false
