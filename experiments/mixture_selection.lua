@@ -129,16 +129,17 @@ for _, w in ipairs(cfg.weights) do
     local f = { up = by_set.up[name], down = by_set.down[name] }
     pred[name] = { up = f.up, down = f.down, target = target_forecast(f) }
   end
-  cands[#cands + 1] = { w = w, dir = run_dir, forecast = pred, pred = { up = pred.temporal.up, down = pred.temporal.down },
-                        pred_target = pred.temporal.target }
+  -- The pick is the temporal law's: without its forecast there is nothing to select with.
+  local t = pred.temporal
+  if not t.target then
+    local e = type(t.up) == "table" and t.up.error or t.down.error
+    kiln.config.fail("mixture_selection: the temporal law could not be fitted to the prefix of %s: %s", run_dir, tostring(e))
+  end
+  cands[#cands + 1] = { w = w, dir = run_dir, forecast = pred }
 end
-if cands[1].pred_target == nil then
-  kiln.config.fail("mixture_selection: the temporal law could not be fitted to the prefix of %s: %s", cands[1].dir,
-    tostring((type(cands[1].forecast.temporal.up) == "table" and cands[1].forecast.temporal.up.error) or cands[1].forecast.temporal.down.error))
-end
-table.sort(cands, function(a, b) return (a.pred_target or math.huge) < (b.pred_target or math.huge) end)
+table.sort(cands, function(a, b) return a.forecast.temporal.target < b.forecast.temporal.target end)
 local pick = cands[1]
-print(("predicted best: upstream share %g (predicted target loss %.4f)"):format(pick.w, pick.pred_target))
+print(("predicted best: upstream share %g (predicted target loss %.4f)"):format(pick.w, pick.forecast.temporal.target))
 
 -- 2. Train every candidate to the end (each resumes from its prefix checkpoint).
 for _, c in ipairs(cands) do
@@ -174,8 +175,9 @@ local md = { "# Mixture selection with the temporal scaling law", "",
   "|---:|---:|---:|---:|---:|---:|---:|" }
 table.sort(cands, function(a, b) return a.w > b.w end)
 for _, c in ipairs(cands) do
-  md[#md + 1] = ("| %g | %s | %s | %s | %.4f | %.4f | %.4f |"):format(c.w, marked(c.pred.up), marked(c.pred.down),
-    marked(c.pred_target), c.true_vals.up, c.true_vals.down, c.true_target)
+  local t = c.forecast.temporal
+  md[#md + 1] = ("| %g | %s | %s | %s | %.4f | %.4f | %.4f |"):format(c.w, marked(t.up), marked(t.down),
+    marked(t.target), c.true_vals.up, c.true_vals.down, c.true_target)
 end
 md[#md + 1] = ""
 md[#md + 1] = ("Pick: %g; truly best: %g. %s (regret: the pick's true target loss is %.4f above the best's)."):format(

@@ -173,7 +173,6 @@ end
 -- Set one dotted key from `source` (a file name, "command line", ...); `text` is what the
 -- user wrote, for the message.
 local function set_key(state, key, v, source, text)
-  state.whole = state.whole or {}
   if state.whole[key] then return set_whole(state, key, v, source, text) end
   if whole_entry(state, key, v, source, text) then return end
   local node, parts = state.cfg, {}
@@ -203,7 +202,7 @@ local function merge(state, over, source, prefix)
     local v, key = over[k], prefix and (prefix .. "." .. tostring(k)) or tostring(k)
     local here = state.cfg
     for part in key:gmatch("[^.]+") do here = type(here) == "table" and here[part] or nil end
-    if (state.whole or {})[key] then set_key(state, key, v, source)
+    if state.whole[key] then set_key(state, key, v, source)
     elseif is_map(here) and type(v) == "table" and next(v) == nil then -- `model: {}` changes nothing
     elseif is_map(here) and type(v) == "table" and is_map(v) then merge(state, v, source, key)
     else set_key(state, key, v, source) end
@@ -232,7 +231,7 @@ function M.set(cfg, assignment, source)
   check.arg("kiln.config.set", "source", source, "?string")
   local key, text = assignment:match("^([%w_%.%-]+)=(.*)$")
   if not key then M.fail("%s: '%s' is not a key=value setting", source or "command line", assignment) end
-  set_key({ cfg = cfg, source = {} }, key, parse_value(text), source or "command line", "'" .. text .. "'")
+  set_key({ cfg = cfg, source = {}, whole = {} }, key, parse_value(text), source or "command line", "'" .. text .. "'")
   return cfg
 end
 
