@@ -177,7 +177,9 @@ local function cross_section(ctx)
   local out = { "## Cross-schedule", "",
     ("Fitted on every checkpoint after the warmup of the cosine run (%s, seed %d), predicting the average loss of the " ..
      "same model trained with another schedule (checkpoints after its warmup). One seed: no interval. The temporal " ..
-     "law is not in this table: its forms follow the fitted run's own schedule."):format(b.size, b.seed), "",
+     "law appears with forms that follow the LR, evaluated under the target's schedule: `temporal` (a2 = alpha + " ..
+     "beta·lr/lr_max, the paper's piecewise-cosine a2 on a cosine run) and `temporal_lr` (a0 and a2 = alpha + " ..
+     "beta·ln t + gamma·lr/lr_max)."):format(b.size, b.seed), "",
     "| target schedule | set | predictor | MSE | MAPE % | final err % | ARE % |", "|---|---|---|---:|---:|---:|---:|" }
   for _, r in ipairs(ctx.rows.cross) do
     if r.error then

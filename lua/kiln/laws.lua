@@ -447,6 +447,14 @@ end
 
 M.predictors = { "temporal", "temporal_auto", "power", "reciprocal", "log", "annealing", "multipower" }
 
+-- Across schedules the temporal law needs forms that can be carried to another schedule: the
+-- paper's a2 (a piecewise cosine tied to the fitted run's schedule) is, on a cosine run, an
+-- affine function of the LR, so "lr" is the same form made portable; log_lr adds a trend in time.
+M.cross_temporal = {
+  { name = "temporal", forms = { a0 = "log", a1 = "hyperbolic", a2 = "lr" } },
+  { name = "temporal_lr", forms = { a0 = "log_lr", a1 = "hyperbolic", a2 = "log_lr" } },
+}
+
 local function score_row(rows, set, name, formula, truth, steps, predict_fn, total, opts, extra)
   local row = { set = set, predictor = name, formula = formula, n_test = #steps }
   local ok, pred = pcall(function()
@@ -534,6 +542,15 @@ local function cross_run(run, target, set, opts, rows)
     else failed_row(rows, set, bn.name, bn.formula, bl) end
   end
   score_laws(rows, set, a, b.lrs, tloss, tsteps, total, opts)
+  -- The temporal law with forms that follow the LR, fitted on run A from its warmup on and
+  -- evaluated under B's schedule.
+  for _, v in ipairs(M.cross_temporal) do
+    local okt, m = pcall(tsl.fit_temporal, run, { set = set, forms = v.forms, unit = opts.unit })
+    if okt then
+      score_row(rows, set, v.name, forms_text(v.forms), tloss, tsteps,
+        function(st) return tsl.predict(m, st, { run = target }).loss end, total, opts)
+    else failed_row(rows, set, v.name, forms_text(v.forms), m) end
+  end
 end
 
 local function num(x, fmt)
@@ -575,8 +592,8 @@ end
 -- step or a fraction of the planned steps) and scored on the later ones, for each set (ID,
 -- OOD, ...). With target = another run (tsl.read_run) the schedule-aware laws and the
 -- schedule-free baselines are fitted on the whole of `run` and scored on the target's
--- checkpoints after its warmup (the temporal law is left out: its forms follow the fitted
--- run's own schedule).
+-- checkpoints after its warmup, and so is the temporal law with the forms of M.cross_temporal,
+-- evaluated under the target's schedule.
 function M.compare(run, opts)
   opts = opts or {}
   if type(run) ~= "table" or not run.sets then fail("compare: expected a run from tsl.read_run") end

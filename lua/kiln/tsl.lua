@@ -14,6 +14,7 @@
 --   local m = tsl.fit_temporal("runs/x", { fit_until = 0.2, set = "val",
 --               forms = { a0 = "log", a1 = "hyperbolic", a2 = "cosine" } })
 --   local p = tsl.predict(m, 1000)                      -- {step=, tokens=, loss=, positions=, a0=, ...}
+--   local q = tsl.predict(m, 1000, { run = other })     -- the same law under another run's schedule
 --   local r = tsl.evaluate("runs/x", { fit_until = 0.2 })  -- r.rows, r.markdown, r.csv
 --
 -- Time: the trained tokens in units of `unit` tokens (default 1e6): x = tokens / unit.
@@ -22,6 +23,7 @@
 --   hyperbolic  alpha + beta/(x + gamma)
 --   power       alpha + beta·x^(−gamma)
 --   lr          alpha + beta·lr(t)/lr_max        (follows the run's own LR schedule)
+--   log_lr      alpha + beta·ln x + gamma·lr(t)/lr_max   (a trend in time and a term in the LR)
 --   cosine      alpha + beta·c(t): c = 1 up to the LR peak, a half cosine from 1 to 0 over the
 --               schedule's decay, 0 after it ends (piecewise cosine, tied to the schedule)
 --   linear      alpha + beta·x;      constant   alpha
@@ -340,6 +342,11 @@ local BUILTIN_FORMS = {
   linear = { law = "linear", formula = "alpha + beta*t" },
   constant = { law = "constant", formula = "alpha" },
   lr = { law = "linear", covariate = "lr", formula = "alpha + beta*lr(t)/lr_max" },
+  -- Time and LR together, so that a fit on one schedule can be carried to another (a cosine
+  -- run's LR alone is a function of time there, and says nothing about a constant LR).
+  log_lr = { fn = function(x, p, info) return p[1] + p[2] * math.log(x) + p[3] * info.lr end,
+             p0 = { 1, 0, 0 }, names = { "alpha", "beta", "gamma" }, uses_lr = true,
+             formula = "alpha + beta*ln(t) + gamma*lr(t)/lr_max" },
   cosine = { law = "linear", covariate = "cosine", formula = "alpha + beta*c(t), c: 1 to the LR peak, half cosine to 0 at the decay end" },
 }
 M.forms = BUILTIN_FORMS
@@ -382,7 +389,7 @@ end
 -- prediction after the cut is arbitrary). Returns nil when it suits, else why not and the
 -- form to use instead.
 local function form_mismatch(run, name, steps)
-  if name ~= "cosine" and name ~= "lr" then return nil end
+  if name ~= "cosine" and name ~= "lr" and name ~= "log_lr" then return nil end
   local shape = M.schedule_shape(run)
   local sched = "the run's " .. (shape.kind and shape.kind .. " schedule" or "schedule")
   if name == "cosine" and shape.decays ~= nil and not shape.cosine then
@@ -395,12 +402,12 @@ local function form_mismatch(run, name, steps)
   local lo, hi = math.huge, -math.huge
   for _, st in ipairs(steps) do
     local lr, c = covariates(run, st)
-    local v = name == "lr" and lr or c
+    local v = name == "cosine" and c or lr
     lo, hi = math.min(lo, v), math.max(hi, v)
   end
   if hi - lo <= 1e-6 then
     return ("its covariate (%s) is constant over the fitted checkpoints (steps %d..%d) of %s"):format(
-      name == "lr" and "the LR" or "the cosine", steps[1], steps[#steps], sched), "log"
+      name == "cosine" and "the cosine" or "the LR", steps[1], steps[#steps], sched), "log"
   end
   return nil
 end
@@ -412,7 +419,8 @@ local function resolve_form(spec, pname)
       fail("forms.%s: unknown form '%s' (forms: %s, or a table {f = function(x, p, info) ... end, p0 = {...}})",
         pname, spec, table.concat(util.sorted_keys(BUILTIN_FORMS), ", "))
     end
-    return { name = spec, law = f.law, covariate = f.covariate, formula = f.formula }
+    return { name = spec, law = f.law, covariate = f.covariate, formula = f.formula, fn = f.fn, p0 = f.p0,
+             names = f.names, uses_lr = f.uses_lr }
   end
   if type(spec) == "table" and type(spec.f) == "function" then
     if type(spec.p0) ~= "table" or #spec.p0 == 0 then fail("forms.%s: a function form needs p0 (a list of starting values)", pname) end
@@ -428,47 +436,47 @@ local function resolve_form(spec, pname)
   fail("forms.%s: expected a form name, {law = name, ...} or {f = function, p0 = {...}} (got %s)", pname, type(spec))
 end
 
--- Fit one form to (steps, values); returns {form=, formula=, p=, named=, r2=, mse=, at = function(step)}.
+-- Fit one form to (steps, values); returns {form=, formula=, p=, named=, r2=, mse=,
+-- at = function(step [, on])}: the fitted form at a step of this run, or of run `on` (its
+-- schedule and tokens per step: the same law carried to another run).
 local function fit_form(run, form, steps, values, unit, pname)
-  local xs = {}
-  local needs_lr = form.covariate or form.fn
-  if needs_lr and not run.lr and form.covariate then
+  if (form.covariate or form.uses_lr) and not run.lr then
     fail("form '%s' for %s needs the run's LR schedule, which %s does not record in a form kiln can rebuild (pass opts.schedule)",
       form.name, pname, run.dir or "the run")
   end
-  local function x_of(step)
-    if form.covariate == "lr" then return (covariates(run, step)) end
-    if form.covariate == "cosine" then local _, c = covariates(run, step); return c end
-    return step * run.tokens_per_step / unit
+  local function time_of(step, on) return step * on.tokens_per_step / unit end
+  local function x_of(step, on)
+    if form.covariate == "lr" then return (covariates(on, step)) end
+    if form.covariate == "cosine" then local _, c = covariates(on, step); return c end
+    return time_of(step, on)
   end
-  for k, st in ipairs(steps) do xs[k] = x_of(st) end
+  local function info_of(step, on)
+    local lr, c
+    if on.lr then lr, c = covariates(on, step) end
+    return { step = step, tokens = step * on.tokens_per_step, lr = lr, cosine = c }
+  end
+  local xs = {}
+  for k, st in ipairs(steps) do xs[k] = x_of(st, run) end
   local r, at
   if form.fn then
-    local step_of = {}
-    for k, st in ipairs(steps) do step_of[xs[k]] = st end
-    local function info_for(x)
-      local st = step_of[x] or x * unit / run.tokens_per_step
-      local lr, c
-      if run.lr then lr, c = covariates(run, st) end
-      return { step = st, tokens = x * unit, lr = lr, cosine = c }
-    end
+    local info_at = {}
+    for k, st in ipairs(steps) do info_at[xs[k]] = info_of(st, run) end
     local user = form.fn
-    r = kiln.fit.curve(function(x, p) return user(x, p, info_for(x)) end, xs, values, form.p0,
-      { lower = form.lower, upper = form.upper, names = form.names })
+    r = kiln.fit.curve(function(x, p) return user(x, p, info_at[x] or info_of(x * unit / run.tokens_per_step, run)) end,
+      xs, values, form.p0, { lower = form.lower, upper = form.upper, names = form.names })
     local p = r.p
-    at = function(step) local x = step * run.tokens_per_step / unit; return user(x, p, info_for(x)) end
+    at = function(step, on) on = on or run; return user(time_of(step, on), p, info_of(step, on)) end
   else
     local ok, res = pcall(kiln.fit.curve, form.law, xs, values, form.p0, { lower = form.lower, upper = form.upper })
     if not ok then fail("fitting %s with form '%s': %s", pname, form.name, tostring(res)) end
     r = res
     local law, p = form.law, r.p
-    at = function(step) return kiln.fit.eval(law, p, x_of(step)) end
+    at = function(step, on) return kiln.fit.eval(law, p, x_of(step, on or run)) end
   end
   return { form = form.name, formula = form.formula, p = r.p, named = r.named, r2 = r.r2, mse = r.mse, at = at,
-           law = not form.fn and not form.covariate and form.law or nil, lower = form.lower, upper = form.upper }
+           law = not form.fn and not form.covariate and form.law or nil, lower = form.lower, upper = form.upper,
+           needs_lr = (form.covariate or form.uses_lr) and true or nil }
 end
-
--- Temporal law ------------------------------------------------------------------------------
 
 local function resolve_step(v, run, what, default)
   if v == nil then return default end
@@ -611,12 +619,37 @@ function M.matched_form(run, pname, asked, steps, match_schedule, notes)
   return form
 end
 
--- predict(model, step | {steps}) -> {step=, tokens=, a0=, a1=, a2=, loss=, positions={...}} (or a list)
-function M.predict(model, steps)
+-- predict(model, step | {steps} [, {run = other}]) -> {step=, tokens=, a0=, a1=, a2=, loss=,
+-- positions={...}} (or a list). With opts.run (a run from read_run with the same context)
+-- the forms are evaluated at that run's steps: its tokens per step and, for the forms that
+-- follow the LR, its schedule.
+local function target_run(model, opts)
+  opts = check.arg("kiln.tsl.predict", "opts", opts, "?table") or {}
+  local on = opts.run
+  if on == nil then return nil end
+  if type(on) ~= "table" or type(on.tokens_per_step) ~= "number" then
+    fail("predict: opts.run must be a run from tsl.read_run (got %s)", check.describe(on))
+  end
+  if on.T ~= model.T then
+    fail("predict: opts.run (%s) has context %s, the model %s: the position law would not be the same curve",
+      tostring(on.dir), tostring(on.T), tostring(model.T))
+  end
+  for _, p in ipairs(PARAMS) do
+    if type(model.forms[p]) == "table" and model.forms[p].needs_lr and not on.lr then
+      fail("predict: form '%s' of %s follows the LR, and opts.run (%s) has no LR schedule kiln can rebuild",
+        model.forms[p].form, p, tostring(on.dir))
+    end
+  end
+  return on
+end
+
+function M.predict(model, steps, opts)
   if type(model) ~= "table" or not model.forms then fail("predict: expected a model from tsl.fit_temporal") end
   local single = type(steps) == "number"
   local list = single and { steps } or steps
   if type(list) ~= "table" then fail("predict: expected a step or a list of steps (got %s)", type(steps)) end
+  local on = target_run(model, opts)
+  local tokens_per_step = on and on.tokens_per_step or model.tokens_per_step
   local out = {}
   for k, st in ipairs(list) do
     if not finite(st) or st <= 0 then fail("predict: steps must be positive numbers (got %s)", tostring(st)) end
@@ -628,13 +661,13 @@ function M.predict(model, steps)
     if math.type(model.T) ~= "integer" or model.T < 1 or model.T > check.MAX_POSITIONS then
       fail("predict: expected a model from tsl.fit_temporal (its T is %s)", check.describe(model.T))
     end
-    local a0, a1, a2 = model.forms.a0.at(st), model.forms.a1.at(st), model.forms.a2.at(st)
+    local a0, a1, a2 = model.forms.a0.at(st, on), model.forms.a1.at(st, on), model.forms.a2.at(st, on)
     local clamped = false
     if a1 < 0 then a1, clamped = 0, true end   -- the law needs a1 >= 0; flagged, not hidden
     local pos = M.position_curve(a0, a1, a2, model.T)
     local sum = 0
     for i = 1, model.T do sum = sum + pos[i] end
-    out[k] = { step = st, tokens = st * model.tokens_per_step, a0 = a0, a1 = a1, a2 = a2,
+    out[k] = { step = st, tokens = st * tokens_per_step, a0 = a0, a1 = a1, a2 = a2,
                loss = sum / model.T, positions = pos, a1_clamped = clamped or nil }
   end
   return single and out[1] or out

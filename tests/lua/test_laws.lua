@@ -184,15 +184,21 @@ do
   local b = write_run("wsd", WSD, sets)
   local x = laws.compare(a, { target = b })
   t.eq(x.mode, "cross", "compare with a target runs in cross-schedule mode")
-  local n_mp = 0
+  local n_mp, n_tl = 0, 0
   for _, row in ipairs(x.rows) do
     if row.predictor == "multipower" then
       n_mp = n_mp + 1
       t.ok(not row.error and row.mape < 1e-5, ("cross-schedule, %s: cosine run predicts the WSD run, MAPE %s %%"):format(row.set, tostring(row.mape)))
     end
-    t.ok(row.predictor ~= "temporal", "cross-schedule leaves the temporal law out")
+    if row.predictor == "temporal" or row.predictor == "temporal_lr" then
+      n_tl = n_tl + 1
+      t.ok(not row.error and row.mape == row.mape and row.n_test > 0,
+        ("cross-schedule, %s: %s (%s) is fitted and scored on the WSD run (MAPE %s %%)"):format(row.set, row.predictor,
+          row.formula, tostring(row.mape or row.error)))
+    end
   end
   t.eq(n_mp, 2, "cross-schedule: a multi-power row per shared set")
+  t.eq(n_tl, 4, "cross-schedule: both LR-following temporal laws per shared set")
   -- `kiln fit ... laws=true` prints and writes the same comparison.
   local kiln_bin = (os.getenv("KILN_BUILD") or "build") .. "/kiln"
   local out, code = t.sh(("%s fit %s fit_until=0.5 plots=false variants=false laws=true"):format(kiln_bin, util.shell_quote(a.dir)))

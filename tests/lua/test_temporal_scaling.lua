@@ -139,7 +139,7 @@ end
 t.eq(count.run, 5, "results.csv: one row per run (3 cosine, WSD, constant)")
 t.eq(count.positions, 3 * 3, "results.csv: per-position rows for 3 runs x 3 sets")
 t.eq(count.prediction, 3 * 3 * 7, "results.csv: 3 runs x 3 sets x 7 predictors (one cut)")
-t.eq(count.cross, 2 * 3 * 5, "results.csv: 2 target schedules x 3 sets x 5 predictors")
+t.eq(count.cross, 2 * 3 * 7, "results.csv: 2 target schedules x 3 sets x 7 predictors (the temporal law with two LR-following form sets among them)")
 t.ok(seeds_of_small[1] and seeds_of_small[2], "results.csv keeps each seed of the small size apart")
 t.ok(finite_rows >= 40 and bad == 0, ("every fitted row has finite metrics (%d rows, %d bad)"):format(finite_rows, bad))
 t.ok(md:find("### small, set `val`", 1, true) and md:find("over 2 seeds", 1, true) and md:find("one seed", 1, true),

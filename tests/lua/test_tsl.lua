@@ -442,6 +442,67 @@ do
   t.err("positions_se%.csv line 3: the standard error at position 1 is %-1", tsl.read_run, d)
 end
 
+-- Across schedules: a law fitted on the cosine run, evaluated under a WSD run's schedule. The
+-- truth's a0 and a2 follow log_lr (a trend in time plus a term in the LR), so forms that follow
+-- the LR carry it over exactly; forms in time alone cannot know the WSD run stays at its peak.
+do
+  local wsd = kiln.schedule.wsd { peak = 1e-3, warmup = 100, stable = 1500, decay = 400, floor = 1e-4 }
+  local function truth(s, step)
+    local lr, x = s(step - 1) / 1e-3, X(step)
+    return 2 - 0.3 * math.log(x) + 0.4 * lr, 0.3 + 0.5 / (x + 0.2), 3 - 0.1 * math.log(x) + 0.6 * lr
+  end
+  local function write(name, s)
+    local d = dir .. "/" .. name
+    util.mkdir(d)
+    util.write_atomic(d .. "/config.yaml", kiln.yaml.encode { train = { steps = STEPS, tokens_per_step = TOKENS_PER_STEP,
+      schedule = s:describe(), schedule_config = s:config() } })
+    local lines, means = { "step,set" }, {}
+    for i = 1, T do lines[1] = lines[1] .. ",pos" .. i end
+    for _, st in ipairs(ckpt_steps) do
+      local a0, a1, a2 = truth(s, st)
+      local row, sum = { st, "val" }, 0
+      for i = 1, T do row[#row + 1] = a0 / (1 + a1 * i) + a2; sum = sum + row[#row] end
+      lines[#lines + 1] = util.csv_line(row):sub(1, -2)
+      means[st] = sum / T
+    end
+    util.write_atomic(d .. "/positions.csv", table.concat(lines, "\n") .. "\n")
+    return tsl.read_run(d), means
+  end
+  local cos_run = write("cross_cosine", sched)
+  local wsd_run, wsd_mean = write("cross_wsd", wsd)
+  local function worst_rel(m, opts)
+    local worst = 0
+    for _, st in ipairs(ckpt_steps) do
+      if st > 101 then worst = math.max(worst, rel(tsl.predict(m, st, opts).loss, wsd_mean[st])) end
+    end
+    return worst
+  end
+  local m = tsl.fit_temporal(cos_run, { forms = { a0 = "log_lr", a1 = "hyperbolic", a2 = "log_lr" } })
+  t.ok(rel(m.forms.a2.p[3], 0.6) < 1e-3 and rel(m.forms.a0.p[2], -0.3) < 1e-3,
+    ("log_lr on the cosine run recovers a2's LR term %.5f (0.6) and a0's trend %.5f (-0.3)"):format(m.forms.a2.p[3], m.forms.a0.p[2]))
+  local carried = worst_rel(m, { run = wsd_run })
+  t.ok(carried < 1e-4, ("log_lr fitted on cosine, evaluated under the WSD schedule: worst relative error %.2e (< 1e-4)"):format(carried))
+  local own = worst_rel(m)
+  t.ok(own > 0.02, ("... the same law under its own cosine schedule misses the WSD run (worst %.3f > 0.02)"):format(own))
+  local timeonly = tsl.fit_temporal(cos_run, { forms = { a0 = "log", a1 = "hyperbolic", a2 = "log" } })
+  local missed = worst_rel(timeonly, { run = wsd_run })
+  t.ok(missed > 100 * carried, ("forms in time alone miss the WSD run (worst %.3f)"):format(missed))
+  local p = tsl.predict(m, 1000, { run = wsd_run })
+  t.eq(p.tokens, 1000 * TOKENS_PER_STEP, "predict under another run: tokens from that run's tokens per step")
+  -- Bad targets.
+  local short = synthetic_run("cross_short", { val = { a0 = { "log", { 3.0, -0.5 } }, a1 = { "constant", { 0.3 } },
+    a2 = { "constant", { 1.5 } } } })
+  local r32 = tsl.read_run(short)
+  r32.T = 32
+  t.err("predict: opts%.run %(.*cross_short%) has context 32, the model 64", tsl.predict, m, 1000, { run = r32 })
+  local nolr = tsl.read_run(short)
+  nolr.lr = nil
+  t.err("predict: form 'log_lr' of a0 follows the LR, and opts%.run %(.*cross_short%) has no LR schedule", tsl.predict, m, 1000, { run = nolr })
+  t.err('predict: opts%.run must be a run from tsl%.read_run %(got "x"%)', tsl.predict, m, 1000, { run = "x" })
+  t.err("kiln%.tsl%.predict: argument 'opts' must be a table, got number", tsl.predict, m, 1000, 5)
+  t.ok(tsl.predict(timeonly, 1000, { run = nolr }).loss > 0, "forms in time alone need no LR from the target")
+end
+
 -- Argument checks name the function and the argument; sizes are bounded.
 t.err("kiln%.tsl%.position_curve: argument 'T' must be a whole number in 1%.%.1048576, got 2147483648", tsl.position_curve, 1, 1, 1, 2 ^ 31)
 t.err("kiln%.tsl%.position_curve: argument 'a1' must be a finite number, got nan", tsl.position_curve, 1, 0 / 0, 1, 8)
