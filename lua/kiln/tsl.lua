@@ -478,6 +478,8 @@ local function fit_form(run, form, steps, values, unit, pname)
            needs_lr = (form.covariate or form.uses_lr) and true or nil }
 end
 
+-- Temporal law ------------------------------------------------------------------------------
+
 local function resolve_step(v, run, what, default)
   if v == nil then return default end
   if math.type(v) == "integer" then
