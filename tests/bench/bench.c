@@ -16,7 +16,7 @@
  * sgemm dispatch) and the FMA peak. Prints one line of key=value pairs (parsed by
  * tests/bench/run):
  *   cfg threads gemm steps tok_s step_ms cpu_tok_s cpu_step_ms gflops rss_mib model_mib loss params
- *   fma_gflops sgemm_gflops pct_fma pct_sgemm
+ *   fma_gflops sgemm_gflops pct_fma pct_sgemm blas_gflops pct_blas
  * gemm is the sgemm the linear layers used: KILN_GEMM=openblas (the default) or kiln (gemm.h).
  * cpu_step_ms is the median step in process CPU time (all threads): at 1 thread the figure
  * to compare on a busy host, since time the host gives to others does not count in it.
@@ -24,7 +24,8 @@
  * AdamW's two moments come on top. tok_s is B·T over the median step time after the warm-up steps; model FLOPs per token are
  * 6·N + 12·layers·d·T with N the parameters minus the position embeddings; pct_fma and
  * pct_sgemm are the step's GFLOP/s as a percentage of the FMA peak and of the sgemm rate at
- * the step's shapes. */
+ * the step's shapes; blas_gflops and pct_blas the same with OpenBLAS's sgemm at those shapes
+ * (the ceiling a step built on OpenBLAS would have; with KILN_GEMM=openblas the two agree). */
 #include "adamw.h"
 #include "gemm.h"
 #include "gpt.h"
@@ -245,12 +246,17 @@ int main(int argc, char **argv)
     free(in); free(tg); free(ms); free(cpu_ms);
     kn_adamw_free(o);
     kn_gpt_free(g);
-    double sg = sgemm_at_shapes(&cfg), peak = fma_probe(threads);
+    kn_gemm_impl used = kn_gemm_selected();
+    double sg = sgemm_at_shapes(&cfg);
+    kn_gemm_select("openblas");
+    double blas = used == KN_GEMM_OPENBLAS ? sg : sgemm_at_shapes(&cfg);
+    kn_gemm_select(kn_gemm_name(used));
+    double peak = fma_probe(threads);
     printf("cfg=%s threads=%d gemm=%s steps=%d tok_s=%.1f step_ms=%.2f cpu_tok_s=%.1f cpu_step_ms=%.2f gflops=%.2f "
            "rss_mib=%.1f model_mib=%.1f loss=%.4f params=%.0f fma_gflops=%.1f sgemm_gflops=%.1f pct_fma=%.1f "
-           "pct_sgemm=%.1f\n",
-           name, threads, kn_gemm_name(kn_gemm_selected()), steps, tok_s, med, (double)n / (cpu_med * 1e-3),
+           "pct_sgemm=%.1f blas_gflops=%.1f pct_blas=%.1f\n",
+           name, threads, kn_gemm_name(used), steps, tok_s, med, (double)n / (cpu_med * 1e-3),
            cpu_med, gflops, rss, mem_mib, (double)loss, N, peak, sg,
-           100.0 * gflops / peak, 100.0 * gflops / sg);
+           100.0 * gflops / peak, 100.0 * gflops / sg, blas, 100.0 * gflops / blas);
     return 0;
 }
