@@ -171,15 +171,26 @@ end
 
 -- Cross-schedule --------------------------------------------------------------------------------
 
+-- The temporal-law variants of the cross-schedule table, as laws.cross_temporal defines them.
+local function cross_temporal_text()
+  local parts = {}
+  for _, v in ipairs(laws.cross_temporal) do
+    local forms = {}
+    for _, p in ipairs { "a0", "a1", "a2" } do forms[#forms + 1] = ("%s %s"):format(p, v.forms[p]) end
+    parts[#parts + 1] = ("`%s` (%s)"):format(v.name, table.concat(forms, ", "))
+  end
+  return table.concat(parts, " and ")
+end
+
 local function cross_section(ctx)
   if not ctx.cross then return "## Cross-schedule\n\nNot run (cross_schedule = false).\n" end
   local b = ctx.cross.base
   local out = { "## Cross-schedule", "",
     ("Fitted on every checkpoint after the warmup of the cosine run (%s, seed %d), predicting the average loss of the " ..
      "same model trained with another schedule (checkpoints after its warmup). One seed: no interval. The temporal " ..
-     "law appears with forms that follow the LR, evaluated under the target's schedule: `temporal` (a2 = alpha + " ..
-     "beta·lr/lr_max, the paper's piecewise-cosine a2 on a cosine run) and `temporal_lr` (a0 and a2 = alpha + " ..
-     "beta·ln t + gamma·lr/lr_max)."):format(b.size, b.seed), "",
+     "law appears with forms that follow the LR (lr = alpha + beta·lr/lr_max, the paper's piecewise-cosine a2 on a " ..
+     "cosine run; log_lr = alpha + beta·ln t + gamma·lr/lr_max), evaluated under the target's schedule: %s."):format(
+     b.size, b.seed, cross_temporal_text()), "",
     "| target schedule | set | predictor | MSE | MAPE % | final err % | ARE % |", "|---|---|---|---:|---:|---:|---:|" }
   for _, r in ipairs(ctx.rows.cross) do
     if r.error then

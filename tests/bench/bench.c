@@ -17,7 +17,8 @@
  * tests/bench/run):
  *   cfg threads gemm steps tok_s step_ms cpu_tok_s cpu_step_ms gflops rss_mib model_mib loss params
  *   fma_gflops sgemm_gflops pct_fma pct_sgemm blas_gflops pct_blas
- * gemm is the sgemm the linear layers used: KILN_GEMM=openblas (the default) or kiln (gemm.h).
+ * gemm is the sgemm the linear layers used: KILN_GEMM=kiln or openblas (the default depends on
+ * the CPU, gemm.c).
  * cpu_step_ms is the median step in process CPU time (all threads): at 1 thread the figure
  * to compare on a busy host, since time the host gives to others does not count in it.
  * model_mib is what the model holds (parameters, gradients, activations; kn_gpt_memory_bytes),
