@@ -746,6 +746,69 @@ static inline __m256 expf_poly8(__m256 x)
     return _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(n, 23)));
 }
 
+#if defined(__AVX512F__)
+/* The softmax rows in 16-lane vectors: half the instructions of the 8-lane code, which matters
+ * at head size 32, where a score costs only 4·32 FLOPs of products against its exponential.
+ * expf_poly16 is expf_poly8's arithmetic lane for lane. */
+static inline __m512 expf_poly16(__m512 x)
+{
+    x = _mm512_min_ps(_mm512_set1_ps(88.0f), _mm512_max_ps(_mm512_set1_ps(-87.0f), x));
+    __m512 t = _mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), _mm512_set1_ps(12582912.0f));
+    __m512 fx = _mm512_sub_ps(t, _mm512_set1_ps(12582912.0f));
+    __m512 r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    __m512i e = _mm512_sub_epi32(_mm512_castps_si512(t), _mm512_set1_epi32(0x4B400000 - 127));
+    return _mm512_mul_ps(p, _mm512_castsi512_ps(_mm512_slli_epi32(e, 23)));
+}
+
+/* Lanes j..j+15 that are < nv. */
+static inline __mmask16 mask_below(int j, int nv)
+{
+    int k = nv - j;
+    return k >= 16 ? (__mmask16)0xFFFF : k <= 0 ? (__mmask16)0 : (__mmask16)((1u << k) - 1);
+}
+
+static float probs_row_online(float *sr, int nv, int n, float *mx, float *l)
+{
+    int n8 = round8(n);
+    __m512 vmax = _mm512_set1_ps(-INFINITY);
+    for (int j = 0; j < nv; j += 16)
+        vmax = _mm512_max_ps(vmax, _mm512_mask_loadu_ps(vmax, mask_below(j, nv), sr + j));
+    float mnew = _mm512_reduce_max_ps(vmax);
+    mnew = mnew > *mx ? mnew : *mx;
+    __m512 vm = _mm512_set1_ps(mnew), vsum = _mm512_setzero_ps();
+    for (int j = 0; j < n8; j += 16) {
+        __mmask16 in = mask_below(j, n8), valid = mask_below(j, nv);
+        __m512 e = _mm512_maskz_mov_ps(valid, expf_poly16(_mm512_sub_ps(_mm512_maskz_loadu_ps(in, sr + j), vm)));
+        _mm512_mask_storeu_ps(sr + j, in, e);
+        vsum = _mm512_add_ps(vsum, e);
+    }
+    float alpha = expf_poly(*mx - mnew);
+    *l = *l * alpha + _mm512_reduce_add_ps(vsum);
+    *mx = mnew;
+    return alpha;
+}
+
+static void probs_dscores_row(float *sr, float *gr, int nv, int n, float lse, float D)
+{
+    int n8 = round8(n);
+    __m512 vl = _mm512_set1_ps(lse), vd = _mm512_set1_ps(D);
+    for (int j = 0; j < n8; j += 16) {
+        __mmask16 in = mask_below(j, n8), valid = mask_below(j, nv);
+        __m512 p = _mm512_maskz_mov_ps(valid, expf_poly16(_mm512_sub_ps(_mm512_maskz_loadu_ps(in, sr + j), vl)));
+        __m512 g = _mm512_maskz_mov_ps(valid, _mm512_mul_ps(p, _mm512_sub_ps(_mm512_maskz_loadu_ps(in, gr + j), vd)));
+        _mm512_mask_storeu_ps(sr + j, in, p);
+        _mm512_mask_storeu_ps(gr + j, in, g);
+    }
+}
+#else
 /* Lanes j..j+7 that are < nv. */
 static inline __m256 lanes_below(int j, int nv)
 {
@@ -806,6 +869,7 @@ static void probs_dscores_row(float *sr, float *gr, int nv, int n, float lse, fl
         _mm256_storeu_ps(gr + j, _mm256_setzero_ps());
     }
 }
+#endif /* __AVX512F__ */
 #else
 static float probs_row_online(float *sr, int nv, int n, float *mx, float *l)
 {
