@@ -349,8 +349,11 @@ enum { LN_ROWS = 64 };
 static void ln_bwd_units(void *p, int64_t u0, int64_t u1, int tid)
 {
     ln_ctx *c = p;
-    if (u0 == 0) ln_bwd_cols(c), u0 = 1;
-    if (u0 >= u1) return;
+    if (u0 == 0) {
+        ln_bwd_cols(c);
+        if (u1 == 1) return;
+        u0 = 1;
+    }
     int64_t r1 = u1 * LN_ROWS - LN_ROWS;
     ln_bwd_rows(c, (u0 - 1) * LN_ROWS, r1 < c->N ? r1 : c->N, tid);
 }

@@ -175,9 +175,7 @@ end
 local function cross_temporal_text()
   local parts = {}
   for _, v in ipairs(laws.cross_temporal) do
-    local forms = {}
-    for _, p in ipairs { "a0", "a1", "a2" } do forms[#forms + 1] = ("%s %s"):format(p, v.forms[p]) end
-    parts[#parts + 1] = ("`%s` (%s)"):format(v.name, table.concat(forms, ", "))
+    parts[#parts + 1] = ("`%s` (%s)"):format(v.name, laws.forms_text(v.forms))
   end
   return table.concat(parts, " and ")
 end

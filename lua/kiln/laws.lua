@@ -478,7 +478,12 @@ local function failed_row(rows, set, name, formula, msg)
   rows[#rows + 1] = { set = set, predictor = name, formula = formula, error = tostring(msg) }
 end
 
-local function forms_text(forms) return ("a0:%s a1:%s a2:%s"):format(forms.a0, forms.a1, forms.a2) end
+-- The forms of a temporal law as the tables print them.
+function M.forms_text(forms)
+  check.arg("kiln.laws.forms_text", "forms", forms, "table")
+  return ("a0:%s a1:%s a2:%s"):format(tostring(forms.a0), tostring(forms.a1), tostring(forms.a2))
+end
+local forms_text = M.forms_text
 
 -- Both schedule-aware laws fitted on curve `fit_on` and scored on steps `tsteps` of a run whose
 -- LR sequence is `lrs` (the same run, or another schedule's).
